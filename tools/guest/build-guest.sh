@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Builds the lazyblk end-to-end test guest: a Debian cloud kernel (vmlinuz) and a
+# busybox initramfs (initramfs.gz) whose /init is tools/guest/init.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: build-guest.sh [OUTPUT_DIR]
+       build-guest.sh --help
+
+Builds OUTPUT_DIR/vmlinuz and OUTPUT_DIR/initramfs.gz for the lazyblk
+vhost-user-blk end-to-end test guest.
+
+OUTPUT_DIR defaults to $LAZYBLK_GUEST_DIR, else $HOME/.cache/lazyblk/guest.
+Nothing is rebuilt when both files exist and are newer than this script and
+tools/guest/init.
+
+Kernel: the linux-image package that linux-image-cloud-amd64 depends on is
+fetched with 'apt-get download' ('apt-get update' is run once if that fails)
+and unpacked with 'dpkg -x'; if it cannot be downloaded but is installed, the
+installed files are used. The initramfs contains /init, a static busybox at
+/bin/busybox (package busybox-static) and the virtio modules
+  virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio virtio_pci virtio_blk
+under /lib/modules (decompressed, loaded by /init in that order).
+
+Needs: apt-get, apt-cache, dpkg, gzip, busybox-static (/bin/busybox); xz only
+if the kernel ships .ko.xz modules. Meant to run as root (apt-get update).
+EOF
+}
+
+case "${1:-}" in
+    -h|--help) usage; exit 0 ;;
+    -*) echo "build-guest.sh: unknown option: $1" >&2; usage >&2; exit 2 ;;
+esac
+
+die() { echo "build-guest.sh: $*" >&2; exit 1; }
+
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+script="$script_dir/$(basename "${BASH_SOURCE[0]}")"
+init="$script_dir/init"
+out=${1:-${LAZYBLK_GUEST_DIR:-$HOME/.cache/lazyblk/guest}}
+busybox=/bin/busybox
+modules=(virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio virtio_pci virtio_blk)
+meta_pkg=linux-image-cloud-amd64
+
+[[ -f $init ]] || die "missing $init"
+
+up_to_date() {
+    local f
+    for f in "$out/vmlinuz" "$out/initramfs.gz"; do
+        [[ -s $f && $f -nt $script && $f -nt $init ]] || return 1
+    done
+}
+
+if up_to_date; then
+    echo "build-guest.sh: $out is up to date"
+    exit 0
+fi
+
+[[ -x $busybox ]] || die "$busybox not found: apt-get install busybox-static"
+if ldd "$busybox" >/dev/null 2>&1; then
+    die "$busybox is dynamically linked: apt-get install busybox-static"
+fi
+for tool in apt-get apt-cache dpkg gzip; do
+    command -v "$tool" >/dev/null || die "$tool not found (a Debian host is required)"
+done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# apt-get download drops privileges to _apt, which must be able to write here.
+chmod 755 "$work"
+mkdir "$work/deb" "$work/root"
+if id _apt >/dev/null 2>&1; then chown _apt "$work/deb"; fi
+
+kernel_pkg() {
+    apt-cache depends "$meta_pkg" 2>/dev/null \
+        | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }'
+}
+
+download_kernel() {
+    pkg=$(kernel_pkg)
+    [[ -n $pkg ]] || return 1
+    echo "build-guest.sh: downloading $pkg"
+    (cd "$work/deb" && apt-get download -q "$pkg")
+}
+
+pkg=""
+if ! download_kernel; then
+    echo "build-guest.sh: download failed, running apt-get update and retrying" >&2
+    apt-get update -q || true
+    download_kernel || true
+fi
+
+debs=("$work"/deb/*.deb)
+if [[ -f ${debs[0]} ]]; then
+    dpkg -x "${debs[0]}" "$work/kernel"
+    kroot="$work/kernel"
+elif [[ -n $pkg ]] && dpkg -s "$pkg" >/dev/null 2>&1; then
+    echo "build-guest.sh: using the installed $pkg" >&2
+    kroot=""
+else
+    die "could not download the kernel package ${pkg:-that $meta_pkg depends on}.
+  'apt-get download' needs a reachable Debian mirror (see /etc/apt/sources.list*).
+  Alternatively install the kernel on this host: apt-get install $meta_pkg"
+fi
+
+kver=${pkg#linux-image-}
+vmlinuz="$kroot/boot/vmlinuz-$kver"
+[[ -f $vmlinuz ]] || die "$vmlinuz not found in $pkg"
+moddir=""
+for d in "$kroot/lib/modules/$kver" "$kroot/usr/lib/modules/$kver"; do
+    if [[ -d $d ]]; then moddir=$d; break; fi
+done
+[[ -n $moddir ]] || die "no modules directory for kernel $kver in $pkg"
+
+root="$work/root"
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules}
+cp "$busybox" "$root/bin/busybox"
+ln -s busybox "$root/bin/sh"
+install -m 0755 "$init" "$root/init"
+for m in "${modules[@]}"; do
+    ko=$(find "$moddir" \( -name "$m.ko" -o -name "$m.ko.xz" \) -print -quit)
+    [[ -n $ko ]] || die "module $m not found for kernel $kver"
+    case $ko in
+        *.xz)
+            command -v xz >/dev/null || die "xz needed to decompress $ko: apt-get install xz-utils"
+            xz -dc "$ko" > "$root/lib/modules/$m.ko" ;;
+        *) cp "$ko" "$root/lib/modules/$m.ko" ;;
+    esac
+done
+
+mkdir -p "$out"
+(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | "$busybox" cpio -o -H newc -R 0:0) \
+    | gzip -9 > "$out/initramfs.gz.tmp"
+cp "$vmlinuz" "$out/vmlinuz.tmp"
+mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+mv "$out/initramfs.gz.tmp" "$out/initramfs.gz"
+echo "build-guest.sh: built $out/vmlinuz ($kver) and $out/initramfs.gz"

@@ -1,0 +1,178 @@
+package io.lazyblk.vhost;
+
+import io.lazyblk.vhost.device.QueueHandler;
+import io.lazyblk.vhost.ring.SplitVirtqueue;
+import io.lazyblk.vhost.sys.EventFd;
+import io.lazyblk.vhost.sys.LibC;
+import io.lazyblk.vhost.sys.NativeException;
+import org.agrona.concurrent.Agent;
+import org.agrona.concurrent.IdleStrategy;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.invoke.VarHandle;
+
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_SHORT;
+
+/**
+ * Runs one started virtqueue: the only writer of its used ring. Polls the ring for a while after the last work,
+ * then re-enables guest notifications and sleeps in {@code poll(2)} on the kick eventfd and its own wake eventfd
+ * (which other threads signal through {@link #wake()} when they hand it completions).
+ */
+public final class QueueAgent implements Agent {
+    private static final Logger LOG = LoggerFactory.getLogger(QueueAgent.class);
+    /** Sleep at most this long in poll(2): bounds how late a lost wake-up could be noticed. */
+    private static final int SLEEP_MILLIS = 100;
+    /** How long {@link #onClose()} waits for in-flight requests to finish before giving up on them. */
+    private static final long DRAIN_NANOS = 30_000_000_000L;
+
+    private final SplitVirtqueue queue;
+    private final QueueHandler handler;
+    private final int kickFd;
+    private final int wakeFd;
+    private final long spinNanos;
+    private final MemorySegment pollFds;
+    private final Arena arena = Arena.ofShared();
+    /** Written by the agent around its sleep, read by wakers; the volatile pair forms the sleep/wake handshake. */
+    private volatile boolean sleeping;
+    private boolean reportedBroken;
+    private long idleSince;
+
+    /**
+     * @param kickFd the guest's kick eventfd (owned by the connection), or -1 to poll the ring without one
+     * @param spinNanos how long to poll the ring after the last work before sleeping
+     */
+    public QueueAgent(final SplitVirtqueue queue, final java.util.function.Function<Runnable, QueueHandler> handlerFactory,
+                      final int kickFd, final long spinNanos) throws NativeException {
+        this.queue = queue;
+        this.kickFd = kickFd;
+        this.spinNanos = spinNanos;
+        this.wakeFd = LibC.eventfd(LibC.EFD_NONBLOCK);
+        this.pollFds = arena.allocate(16, 8);
+        this.handler = handlerFactory.apply(this::wake);
+    }
+
+    /** Wakes the agent if it sleeps; any thread. Called after the caller published work for the agent. */
+    public void wake() {
+        // Volatile read after the caller's publishing write (a CAS or release in its queue): if we read false,
+        // the agent's re-check of hasCompletions() after setting sleeping=true will see the work.
+        if (sleeping) {
+            EventFd.signal(wakeFd);
+        }
+    }
+
+    /** Wakes the agent unconditionally, so it notices a stop request promptly. */
+    public void interruptSleep() {
+        EventFd.signal(wakeFd);
+    }
+
+    @Override
+    public int doWork() {
+        if (queue.isBroken()) {
+            if (!reportedBroken) {
+                reportedBroken = true;
+                LOG.warn("queue {}: the driver's avail index is corrupt; the queue is stopped until the device is reset", queue.index);
+            }
+            return 0;
+        }
+        return handler.doWork();
+    }
+
+    @Override
+    public void onClose() {
+        final long deadline = System.nanoTime() + DRAIN_NANOS;
+        while (handler.inFlight() > 0 && System.nanoTime() < deadline) {
+            if (handler.doWork() == 0) {
+                sleepOn(-1, 10);
+            }
+        }
+        if (handler.inFlight() > 0) {
+            LOG.warn("queue {}: {} requests still in flight after 30 s at stop; they are abandoned", queue.index, handler.inFlight());
+        }
+        handler.close();
+        LibC.close(wakeFd);
+        arena.close();
+    }
+
+    @Override
+    public String roleName() {
+        return "vq-" + queue.index;
+    }
+
+    /** The idle strategy that belongs to this agent: spin, then sleep on the kick and wake eventfds. */
+    public IdleStrategy idleStrategy() {
+        return new IdleStrategy() {
+            @Override
+            public void idle(final int workCount) {
+                if (workCount > 0) {
+                    idleSince = 0;
+                    return;
+                }
+                idle();
+            }
+
+            @Override
+            public void idle() {
+                final long now = System.nanoTime();
+                if (idleSince == 0) {
+                    idleSince = now;
+                }
+                if (now - idleSince < spinNanos) {
+                    Thread.onSpinWait();
+                    return;
+                }
+                prepareAndSleep();
+                idleSince = 0;
+            }
+
+            @Override
+            public void reset() {
+                idleSince = 0;
+            }
+        };
+    }
+
+    private void prepareAndSleep() {
+        if (queue.isBroken()) {
+            sleepOn(-1, SLEEP_MILLIS);
+            return;
+        }
+        if (queue.enableNotifications()) {
+            queue.disableNotifications();
+            return;
+        }
+        sleeping = true;
+        // Full fence: the sleeping=true store must be visible before we look for completions, pairing with the
+        // waker's publish-then-read-sleeping in wake(); one of the two sides always sees the other.
+        VarHandle.fullFence();
+        if (handler.hasCompletions()) {
+            sleeping = false;
+            queue.disableNotifications();
+            return;
+        }
+        sleepOn(kickFd, kickFd >= 0 ? SLEEP_MILLIS : 1);
+        sleeping = false;
+        queue.disableNotifications();
+    }
+
+    private void sleepOn(final int kick, final int timeoutMillis) {
+        pollFds.set(JAVA_INT, 0, wakeFd);
+        pollFds.set(JAVA_SHORT, 4, LibC.POLLIN);
+        pollFds.set(JAVA_SHORT, 6, (short) 0);
+        pollFds.set(JAVA_INT, 8, kick);
+        pollFds.set(JAVA_SHORT, 12, LibC.POLLIN);
+        pollFds.set(JAVA_SHORT, 14, (short) 0);
+        final int n = LibC.rawPoll(pollFds, kick >= 0 ? 2 : 1, timeoutMillis);
+        if (n > 0) {
+            if ((pollFds.get(JAVA_SHORT, 6) & LibC.POLLIN) != 0) {
+                EventFd.drain(wakeFd);
+            }
+            if (kick >= 0 && (pollFds.get(JAVA_SHORT, 14) & LibC.POLLIN) != 0) {
+                EventFd.drain(kick); // readable, so this read does not block even on a blocking fd
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+package io.lazyblk.vhost;
+
+import io.lazyblk.vhost.ring.SplitVirtqueue;
+import io.lazyblk.vhost.sys.LibC;
+import org.agrona.concurrent.AgentRunner;
+
+/** What the control agent knows of one queue between messages. Owned by the control thread. */
+final class QueueState {
+    final SplitVirtqueue ring;
+    int size;
+    boolean addressesSet;
+    long descUva;
+    long availUva;
+    long usedUva;
+    int base;
+    int kickFd = -1;
+    boolean kickSet;
+    int callFd = -1;
+    int errFd = -1;
+    boolean enabled;
+    QueueAgent agent;
+    AgentRunner runner;
+
+    QueueState(final int index) {
+        this.ring = new SplitVirtqueue(index);
+    }
+
+    boolean running() {
+        return runner != null;
+    }
+
+    /** Forgets everything and closes the fds the front end gave for this queue; the queue must be stopped. */
+    void reset() {
+        LibC.close(kickFd);
+        LibC.close(callFd);
+        LibC.close(errFd);
+        kickFd = -1;
+        callFd = -1;
+        errFd = -1;
+        kickSet = false;
+        addressesSet = false;
+        enabled = false;
+        size = 0;
+        base = 0;
+    }
+}

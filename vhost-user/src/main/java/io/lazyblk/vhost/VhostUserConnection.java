@@ -1,0 +1,517 @@
+package io.lazyblk.vhost;
+
+import io.lazyblk.vhost.device.VhostUserDevice;
+import io.lazyblk.vhost.mem.GuestMemory;
+import io.lazyblk.vhost.mem.MemoryRegion;
+import io.lazyblk.vhost.proto.Protocol;
+import io.lazyblk.vhost.proto.Request;
+import io.lazyblk.vhost.sys.LibC;
+import io.lazyblk.vhost.sys.NativeException;
+import io.lazyblk.vhost.sys.UnixSocket;
+import org.agrona.ErrorHandler;
+import org.agrona.concurrent.AgentRunner;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+
+import static java.lang.foreign.ValueLayout.JAVA_INT_UNALIGNED;
+import static java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED;
+
+/**
+ * The control agent of one front-end connection: reads vhost-user messages, validates each one completely, and
+ * applies it. Queue agents are started and stopped only from here; a memory-table change stops the running
+ * queues (draining their in-flight requests), swaps the table, and restarts them, so no request ever touches
+ * an unmapped region. Runs on one thread; {@link #close()} may be called from another to end it.
+ */
+public final class VhostUserConnection implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(VhostUserConnection.class);
+    static final long PROTOCOL_FEATURES = (1L << Protocol.PF_MQ) | (1L << Protocol.PF_REPLY_ACK)
+        | (1L << Protocol.PF_CONFIG) | (1L << Protocol.PF_RESET_DEVICE) | (1L << Protocol.PF_CONFIGURE_MEM_SLOTS);
+
+    private final UnixSocket socket;
+    private final VhostUserDevice device;
+    private final long spinNanos;
+    private final Arena arena = Arena.ofShared();
+    private final MemorySegment buf = arena.allocate(Protocol.HEADER_SIZE + Protocol.MAX_PAYLOAD, 8);
+    private final MemorySegment payload = buf.asSlice(Protocol.HEADER_SIZE);
+    private final int[] fds = new int[UnixSocket.MAX_FDS];
+    private final int[] fdCount = new int[1];
+    private final QueueState[] queues;
+    private final long offeredFeatures;
+    private long ackedFeatures;
+    private long protocolFeatures;
+    private GuestMemory memory = GuestMemory.EMPTY;
+
+    public VhostUserConnection(final UnixSocket socket, final VhostUserDevice device, final long spinNanos) {
+        this.socket = socket;
+        this.device = device;
+        this.spinNanos = spinNanos;
+        this.offeredFeatures = device.features() | (1L << Protocol.F_PROTOCOL_FEATURES);
+        this.queues = new QueueState[device.numQueues()];
+        for (int i = 0; i < queues.length; i++) {
+            queues[i] = new QueueState(i);
+        }
+    }
+
+    /** Serves messages until the front end disconnects or breaks the protocol; then releases everything. */
+    public void run() {
+        try {
+            while (readMessage()) {
+                // handled
+            }
+            LOG.info("front end disconnected");
+        } catch (final ProtocolException e) {
+            LOG.warn("closing vhost-user connection: {}", e.getMessage());
+        } catch (final IOException e) {
+            LOG.warn("closing vhost-user connection: {}", e.getMessage());
+        } finally {
+            teardown();
+        }
+    }
+
+    private boolean readMessage() throws IOException, ProtocolException {
+        final long got = socket.receive(buf, Protocol.HEADER_SIZE, fds, fdCount);
+        final int nfds = fdCount[0];
+        try {
+            if (got == 0) {
+                return false;
+            }
+            if (got < Protocol.HEADER_SIZE && !socket.readFully(buf.asSlice(got), Protocol.HEADER_SIZE - got)) {
+                throw new ProtocolException("short message header (" + got + " bytes)");
+            }
+            final int code = buf.get(JAVA_INT_UNALIGNED, Protocol.HDR_REQUEST);
+            final int flags = buf.get(JAVA_INT_UNALIGNED, Protocol.HDR_FLAGS);
+            final int size = buf.get(JAVA_INT_UNALIGNED, Protocol.HDR_SIZE);
+            if ((flags & Protocol.VERSION_MASK) != Protocol.VERSION) {
+                throw new ProtocolException("message with protocol version " + (flags & Protocol.VERSION_MASK) + ", expected 1");
+            }
+            if (size < 0 || size > Protocol.MAX_PAYLOAD) {
+                throw new ProtocolException("message payload of " + Integer.toUnsignedString(size) + " bytes, at most "
+                    + Protocol.MAX_PAYLOAD + " accepted");
+            }
+            if (size > 0 && !socket.readFully(payload, size)) {
+                throw new ProtocolException("peer closed the socket before the payload");
+            }
+            final Request req = Request.of(code);
+            if (req == null) {
+                throw new ProtocolException("unknown request code " + code);
+            }
+            if (req.payloadSize >= 0 && size != req.payloadSize) {
+                throw new ProtocolException(req + " with a " + size + "-byte payload, expected " + req.payloadSize);
+            }
+            if (nfds > req.maxFds) {
+                throw new ProtocolException(req + " carried " + nfds + " fds, at most " + req.maxFds + " allowed");
+            }
+            final boolean needReply = (flags & Protocol.FLAG_NEED_REPLY) != 0
+                && Protocol.has(protocolFeatures, Protocol.PF_REPLY_ACK);
+            final long status = handle(req, size, nfds);
+            if (needReply && !hasOwnReply(req)) {
+                payload.set(JAVA_LONG_UNALIGNED, 0, status);
+                reply(req, 8);
+            }
+            return true;
+        } finally {
+            for (int i = 0; i < nfds; i++) {
+                LibC.close(fds[i]); // every fd a handler kept was replaced by -1
+            }
+        }
+    }
+
+    private static boolean hasOwnReply(final Request r) {
+        return switch (r) {
+            case GET_FEATURES, GET_PROTOCOL_FEATURES, GET_QUEUE_NUM, GET_VRING_BASE, GET_CONFIG, GET_MAX_MEM_SLOTS -> true;
+            default -> false;
+        };
+    }
+
+    private int takeFd(final int i) {
+        final int fd = fds[i];
+        fds[i] = -1;
+        return fd;
+    }
+
+    private QueueState queue(final long index, final Request r) throws ProtocolException {
+        if (index < 0 || index >= queues.length) {
+            throw new ProtocolException(r + " for queue " + index + ", but the device has " + queues.length + " queues");
+        }
+        return queues[(int) index];
+    }
+
+    /** Applies one validated message; returns the REPLY_ACK status (0 = success). */
+    private long handle(final Request r, final int size, final int nfds) throws IOException, ProtocolException {
+        switch (r) {
+            case GET_FEATURES -> replyU64(r, offeredFeatures);
+            case SET_FEATURES -> {
+                final long f = payload.get(JAVA_LONG_UNALIGNED, 0);
+                if ((f & ~offeredFeatures) != 0) {
+                    throw new ProtocolException("SET_FEATURES acks features never offered: 0x" + Long.toHexString(f & ~offeredFeatures));
+                }
+                ackedFeatures = f;
+                device.featuresAcked(f);
+            }
+            case GET_PROTOCOL_FEATURES -> replyU64(r, PROTOCOL_FEATURES);
+            case SET_PROTOCOL_FEATURES -> {
+                final long f = payload.get(JAVA_LONG_UNALIGNED, 0);
+                if ((f & ~PROTOCOL_FEATURES) != 0) {
+                    throw new ProtocolException("SET_PROTOCOL_FEATURES acks features never offered: 0x" + Long.toHexString(f & ~PROTOCOL_FEATURES));
+                }
+                protocolFeatures = f;
+            }
+            case SET_OWNER -> {
+            }
+            case RESET_OWNER, RESET_DEVICE -> resetDevice();
+            case GET_QUEUE_NUM -> replyU64(r, queues.length);
+            case GET_MAX_MEM_SLOTS -> replyU64(r, Protocol.MAX_MEM_SLOTS);
+            case SET_MEM_TABLE -> {
+                return setMemTable(size, nfds);
+            }
+            case ADD_MEM_REG -> {
+                return addMemReg(nfds);
+            }
+            case REM_MEM_REG -> {
+                return remMemReg();
+            }
+            case SET_VRING_NUM -> {
+                final QueueState q = queue(payload.get(JAVA_INT_UNALIGNED, 0) & 0xffffffffL, r);
+                final int num = payload.get(JAVA_INT_UNALIGNED, 4);
+                if (q.running()) {
+                    throw new ProtocolException("SET_VRING_NUM on running queue " + q.ring.index);
+                }
+                if (!io.lazyblk.vhost.ring.SplitVirtqueue.validSize(num)) {
+                    throw new ProtocolException("SET_VRING_NUM " + num + ": size must be a power of two up to "
+                        + io.lazyblk.vhost.ring.SplitVirtqueue.MAX_SIZE);
+                }
+                q.size = num;
+            }
+            case SET_VRING_ADDR -> {
+                final QueueState q = queue(payload.get(JAVA_INT_UNALIGNED, 0) & 0xffffffffL, r);
+                if (q.running()) {
+                    throw new ProtocolException("SET_VRING_ADDR on running queue " + q.ring.index);
+                }
+                q.descUva = payload.get(JAVA_LONG_UNALIGNED, 8);
+                q.usedUva = payload.get(JAVA_LONG_UNALIGNED, 16);
+                q.availUva = payload.get(JAVA_LONG_UNALIGNED, 24);
+                q.addressesSet = true;
+                if (q.size == 0) {
+                    throw new ProtocolException("SET_VRING_ADDR before SET_VRING_NUM on queue " + q.ring.index);
+                }
+                final String err = resolve(q, memory);
+                if (err != null) {
+                    q.addressesSet = false;
+                    LOG.warn("queue {}: {}", q.ring.index, err);
+                    return 1;
+                }
+            }
+            case SET_VRING_BASE -> {
+                final QueueState q = queue(payload.get(JAVA_INT_UNALIGNED, 0) & 0xffffffffL, r);
+                if (q.running()) {
+                    throw new ProtocolException("SET_VRING_BASE on running queue " + q.ring.index);
+                }
+                final int base = payload.get(JAVA_INT_UNALIGNED, 4);
+                if (base < 0 || base > 0xffff) {
+                    throw new ProtocolException("SET_VRING_BASE " + base + " is not a 16-bit ring index");
+                }
+                q.base = base;
+            }
+            case GET_VRING_BASE -> {
+                final QueueState q = queue(payload.get(JAVA_INT_UNALIGNED, 0) & 0xffffffffL, r);
+                stopQueue(q);
+                LibC.close(q.kickFd);
+                q.kickFd = -1;
+                q.kickSet = false;
+                payload.set(JAVA_INT_UNALIGNED, 0, q.ring.index);
+                payload.set(JAVA_INT_UNALIGNED, 4, q.base);
+                reply(r, 8);
+            }
+            case SET_VRING_KICK, SET_VRING_CALL, SET_VRING_ERR -> {
+                final long v = payload.get(JAVA_LONG_UNALIGNED, 0);
+                if ((v & ~(Protocol.VRING_IDX_MASK | Protocol.VRING_NOFD_MASK)) != 0) {
+                    throw new ProtocolException(r + " with unknown bits 0x" + Long.toHexString(v));
+                }
+                final QueueState q = queue(v & Protocol.VRING_IDX_MASK, r);
+                final boolean noFd = (v & Protocol.VRING_NOFD_MASK) != 0;
+                if (noFd != (nfds == 0)) {
+                    throw new ProtocolException(r + (noFd ? " says no fd but carried one" : " carried no fd"));
+                }
+                final int fd = noFd ? -1 : takeFd(0);
+                setRingFd(r, q, fd);
+            }
+            case SET_VRING_ENABLE -> {
+                final QueueState q = queue(payload.get(JAVA_INT_UNALIGNED, 0) & 0xffffffffL, r);
+                final int on = payload.get(JAVA_INT_UNALIGNED, 4);
+                if (on != 0 && on != 1) {
+                    throw new ProtocolException("SET_VRING_ENABLE with value " + on);
+                }
+                q.enabled = on == 1;
+                if (q.enabled) {
+                    maybeStart(q);
+                } else {
+                    stopQueue(q);
+                }
+            }
+            case SET_BACKEND_REQ_FD -> {
+                // Not offered (no BACKEND_REQ); the fd is closed with the message.
+            }
+            case GET_CONFIG -> getConfig(r, size);
+            case SET_CONFIG -> {
+                return setConfig(size);
+            }
+            default -> throw new ProtocolException("unhandled request " + r);
+        }
+        return 0;
+    }
+
+    private void setRingFd(final Request r, final QueueState q, final int fd) throws ProtocolException {
+        switch (r) {
+            case SET_VRING_KICK -> {
+                stopQueue(q);
+                LibC.close(q.kickFd);
+                q.kickFd = fd;
+                q.kickSet = true;
+                if (!Protocol.has(ackedFeatures, Protocol.F_PROTOCOL_FEATURES)) {
+                    q.enabled = true; // without protocol features a ring starts enabled
+                }
+                maybeStart(q);
+            }
+            case SET_VRING_CALL -> {
+                // The agent reads callFd only while running: swap it with the queue stopped.
+                final boolean wasRunning = q.running();
+                stopQueue(q);
+                LibC.close(q.callFd);
+                q.callFd = fd;
+                if (wasRunning) {
+                    maybeStart(q);
+                }
+            }
+            default -> {
+                LibC.close(q.errFd);
+                q.errFd = fd;
+            }
+        }
+    }
+
+    private static String resolve(final QueueState q, final GuestMemory mem) {
+        q.ring.configure(q.size, false, false);
+        return q.ring.setAddresses(mem, q.descUva, q.availUva, q.usedUva);
+    }
+
+    private void maybeStart(final QueueState q) throws ProtocolException {
+        if (q.running() || !q.enabled || !q.kickSet || !q.addressesSet || q.size == 0) {
+            return;
+        }
+        q.ring.configure(q.size, Protocol.has(ackedFeatures, Protocol.F_EVENT_IDX),
+            Protocol.has(ackedFeatures, Protocol.F_INDIRECT_DESC));
+        final String err = q.ring.setAddresses(memory, q.descUva, q.availUva, q.usedUva);
+        if (err != null) {
+            throw new ProtocolException("queue " + q.ring.index + " cannot start: " + err);
+        }
+        q.ring.setBase(q.base);
+        q.ring.setCallFd(q.callFd);
+        try {
+            final QueueAgent agent = new QueueAgent(q.ring, waker -> device.openQueue(q.ring, waker), q.kickFd, spinNanos);
+            final ErrorHandler onError = t -> LOG.error("queue " + q.ring.index + " agent failed", t);
+            q.agent = agent;
+            q.runner = new AgentRunner(agent.idleStrategy(), onError, null, agent);
+            AgentRunner.startOnThread(q.runner);
+        } catch (final NativeException e) {
+            throw new ProtocolException("queue " + q.ring.index + " cannot start: " + e.getMessage());
+        }
+    }
+
+    /** Stops the queue's agent, waiting for its in-flight requests, and records where the ring stopped. */
+    private void stopQueue(final QueueState q) {
+        if (!q.running()) {
+            return;
+        }
+        q.agent.interruptSleep();
+        q.runner.close();
+        q.base = q.ring.base();
+        q.runner = null;
+        q.agent = null;
+    }
+
+    private List<QueueState> stopAll() {
+        final List<QueueState> stopped = new ArrayList<>();
+        for (final QueueState q : queues) {
+            if (q.running()) {
+                stopQueue(q);
+                stopped.add(q);
+            }
+        }
+        return stopped;
+    }
+
+    private void resetDevice() {
+        stopAll();
+        for (final QueueState q : queues) {
+            q.reset();
+        }
+        ackedFeatures = 0;
+        device.reset();
+    }
+
+    private long setMemTable(final int size, final int nfds) throws ProtocolException, NativeException {
+        if (size < 8) {
+            throw new ProtocolException("SET_MEM_TABLE payload of " + size + " bytes");
+        }
+        final int n = payload.get(JAVA_INT_UNALIGNED, 0);
+        if (n < 1 || n > Protocol.MAX_REGIONS || size != 8 + n * Protocol.REGION_SIZE) {
+            throw new ProtocolException("SET_MEM_TABLE with " + n + " regions in a " + size + "-byte payload");
+        }
+        if (nfds != n) {
+            throw new ProtocolException("SET_MEM_TABLE with " + n + " regions but " + nfds + " fds");
+        }
+        final List<MemoryRegion> mapped = new ArrayList<>();
+        final GuestMemory table;
+        try {
+            for (int i = 0; i < n; i++) {
+                final long off = 8 + (long) i * Protocol.REGION_SIZE;
+                mapped.add(mapRegion(takeFd(i), off));
+            }
+            table = GuestMemory.of(mapped);
+        } catch (final IllegalArgumentException | NativeException e) {
+            mapped.forEach(MemoryRegion::close);
+            throw new ProtocolException("SET_MEM_TABLE refused: " + e.getMessage());
+        }
+        swapMemory(table);
+        return 0;
+    }
+
+    private MemoryRegion mapRegion(final int fd, final long off) throws NativeException {
+        return MemoryRegion.map(fd, payload.get(JAVA_LONG_UNALIGNED, off), payload.get(JAVA_LONG_UNALIGNED, off + 8),
+            payload.get(JAVA_LONG_UNALIGNED, off + 16), payload.get(JAVA_LONG_UNALIGNED, off + 24));
+    }
+
+    private long addMemReg(final int nfds) throws ProtocolException, NativeException {
+        if (nfds != 1) {
+            throw new ProtocolException("ADD_MEM_REG without its fd");
+        }
+        if (memory.size() >= Protocol.MAX_MEM_SLOTS) {
+            throw new ProtocolException("ADD_MEM_REG beyond " + Protocol.MAX_MEM_SLOTS + " memory slots");
+        }
+        final MemoryRegion region;
+        try {
+            region = mapRegion(takeFd(0), 8);
+        } catch (final IllegalArgumentException e) {
+            throw new ProtocolException("ADD_MEM_REG refused: " + e.getMessage());
+        }
+        final GuestMemory table;
+        try {
+            table = memory.with(region);
+        } catch (final IllegalArgumentException e) {
+            region.close();
+            throw new ProtocolException("ADD_MEM_REG refused: " + e.getMessage());
+        }
+        swapMemory(table);
+        return 0;
+    }
+
+    private long remMemReg() {
+        final long gpa = payload.get(JAVA_LONG_UNALIGNED, 8);
+        final long sz = payload.get(JAVA_LONG_UNALIGNED, 16);
+        final long uva = payload.get(JAVA_LONG_UNALIGNED, 24);
+        for (final MemoryRegion r : memory.regions()) {
+            if (r.matches(gpa, sz, uva)) {
+                swapMemory(memory.without(r));
+                return 0;
+            }
+        }
+        LOG.warn("REM_MEM_REG for a region that is not mapped (gpa=0x{}, size=0x{})", Long.toHexString(gpa), Long.toHexString(sz));
+        return 1;
+    }
+
+    /**
+     * Installs {@code table}: stops running queues (each drains its in-flight requests, which may point into the
+     * old table), re-resolves ring addresses, restarts them, then unmaps regions the new table dropped.
+     */
+    private void swapMemory(final GuestMemory table) {
+        final List<QueueState> stopped = stopAll();
+        final GuestMemory old = memory;
+        memory = table;
+        final Set<MemoryRegion> keep = new HashSet<>(table.regions());
+        for (final MemoryRegion r : old.regions()) {
+            if (!keep.contains(r)) {
+                r.close();
+            }
+        }
+        for (final QueueState q : stopped) {
+            try {
+                maybeStart(q);
+            } catch (final ProtocolException e) {
+                LOG.warn("queue {} stays stopped after the memory table changed: {}", q.ring.index, e.getMessage());
+            }
+        }
+    }
+
+    private void getConfig(final Request r, final int size) throws ProtocolException, IOException {
+        if (size < Protocol.CONFIG_HEADER) {
+            throw new ProtocolException("GET_CONFIG payload of " + size + " bytes");
+        }
+        final int offset = payload.get(JAVA_INT_UNALIGNED, 0);
+        final int len = payload.get(JAVA_INT_UNALIGNED, 4);
+        if (len < 0 || len > Protocol.MAX_CONFIG_SIZE || size != Protocol.CONFIG_HEADER + len) {
+            throw new ProtocolException("GET_CONFIG for " + len + " bytes in a " + size + "-byte payload");
+        }
+        if (offset < 0 || offset + len > device.configSize()) {
+            LOG.warn("GET_CONFIG for bytes {}..{} outside the {}-byte config space", offset, offset + len, device.configSize());
+            reply(r, 0); // an empty reply tells the front end the read failed
+            return;
+        }
+        device.readConfig(offset, payload.asSlice(Protocol.CONFIG_HEADER, len));
+        reply(r, size);
+    }
+
+    private long setConfig(final int size) throws ProtocolException {
+        if (size < Protocol.CONFIG_HEADER) {
+            throw new ProtocolException("SET_CONFIG payload of " + size + " bytes");
+        }
+        final int offset = payload.get(JAVA_INT_UNALIGNED, 0);
+        final int len = payload.get(JAVA_INT_UNALIGNED, 4);
+        if (len < 0 || len > Protocol.MAX_CONFIG_SIZE || size != Protocol.CONFIG_HEADER + len) {
+            throw new ProtocolException("SET_CONFIG for " + len + " bytes in a " + size + "-byte payload");
+        }
+        if (offset < 0 || offset + len > device.configSize()) {
+            return 1;
+        }
+        return device.writeConfig(offset, payload.asSlice(Protocol.CONFIG_HEADER, len)) ? 0 : 1;
+    }
+
+    private void replyU64(final Request r, final long v) throws IOException {
+        payload.set(JAVA_LONG_UNALIGNED, 0, v);
+        reply(r, 8);
+    }
+
+    private void reply(final Request r, final int size) throws IOException {
+        buf.set(JAVA_INT_UNALIGNED, Protocol.HDR_REQUEST, r.code);
+        buf.set(JAVA_INT_UNALIGNED, Protocol.HDR_FLAGS, Protocol.VERSION | Protocol.FLAG_REPLY);
+        buf.set(JAVA_INT_UNALIGNED, Protocol.HDR_SIZE, size);
+        socket.send(buf, Protocol.HEADER_SIZE + size, fds, 0);
+    }
+
+    private void teardown() {
+        stopAll();
+        for (final QueueState q : queues) {
+            q.reset();
+        }
+        for (final MemoryRegion r : memory.regions()) {
+            r.close();
+        }
+        memory = GuestMemory.EMPTY;
+        device.reset();
+        socket.close();
+        arena.close();
+    }
+
+    /** Ends {@link #run()} from another thread. */
+    @Override
+    public void close() {
+        socket.shutdown();
+    }
+}

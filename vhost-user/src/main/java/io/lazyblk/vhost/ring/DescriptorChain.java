@@ -1,0 +1,47 @@
+package io.lazyblk.vhost.ring;
+
+/**
+ * One validated descriptor chain, flattened: the device-readable buffers first, then the device-writable ones,
+ * each as a native address inside a guest region and a length. Preallocated and reused; owned by one thread at
+ * a time (the queue agent fills it, the request it is copied into carries it on).
+ */
+public final class DescriptorChain {
+    public final long[] address;
+    public final int[] length;
+    /** Head descriptor index: the id the used ring entry must carry. */
+    public int head;
+    /** Number of buffers. */
+    public int count;
+    /** The first {@code readable} buffers are device-readable, the rest device-writable. */
+    public int readable;
+    public long readableBytes;
+    public long writableBytes;
+
+    public DescriptorChain(final int capacity) {
+        this.address = new long[capacity];
+        this.length = new int[capacity];
+    }
+
+    public int capacity() {
+        return address.length;
+    }
+
+    public void clear(final int headIndex) {
+        head = headIndex;
+        count = 0;
+        readable = 0;
+        readableBytes = 0;
+        writableBytes = 0;
+    }
+
+    /** Copies {@code src} into this chain; both must have room for {@code src.count} buffers. */
+    public void copyFrom(final DescriptorChain src) {
+        head = src.head;
+        count = src.count;
+        readable = src.readable;
+        readableBytes = src.readableBytes;
+        writableBytes = src.writableBytes;
+        System.arraycopy(src.address, 0, address, 0, src.count);
+        System.arraycopy(src.length, 0, length, 0, src.count);
+    }
+}

@@ -1,0 +1,291 @@
+package io.lazyblk.vhost.ring;
+
+import io.lazyblk.vhost.mem.GuestMemory;
+import io.lazyblk.vhost.mem.MemoryRegion;
+import io.lazyblk.vhost.sys.EventFd;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.VarHandle;
+
+/**
+ * Device side of a virtio split virtqueue living in guest memory.
+ *
+ * <p>Single writer: only the owning queue agent calls the mutating methods (pop, push, publish, notification
+ * control). Every value read from guest memory is treated as hostile and checked before use.
+ */
+public final class SplitVirtqueue {
+    public static final int MAX_SIZE = 1024;
+    private static final int DESC_SIZE = 16;
+    private static final short F_NEXT = 1;
+    private static final short F_WRITE = 2;
+    private static final short F_INDIRECT = 4;
+    private static final short USED_F_NO_NOTIFY = 1;
+    private static final short AVAIL_F_NO_INTERRUPT = 1;
+
+    private static final ValueLayout.OfLong U64 = ValueLayout.JAVA_LONG_UNALIGNED;
+    private static final ValueLayout.OfInt U32 = ValueLayout.JAVA_INT_UNALIGNED;
+    private static final ValueLayout.OfShort U16 = ValueLayout.JAVA_SHORT_UNALIGNED;
+    /** Acquire/release access to the ring indices; the ring areas are checked aligned in {@link #setAddresses}. */
+    private static final VarHandle IDX = ValueLayout.JAVA_SHORT.varHandle();
+
+    public final int index;
+    private int size;
+    private int mask;
+    private boolean eventIdx;
+    private boolean indirect;
+
+    private MemorySegment desc;
+    private MemorySegment avail;
+    private MemorySegment used;
+    private GuestMemory memory = GuestMemory.EMPTY;
+
+    /** Next avail index to consume (free-running u16). */
+    private int lastAvail;
+    /** Next used index to fill (free-running u16); {@link #publishedUsed} is what the driver can see. */
+    private int nextUsed;
+    private int publishedUsed;
+    private int signalledUsed;
+    private boolean signalledValid;
+    private int callFd = -1;
+    private boolean broken;
+
+    public SplitVirtqueue(final int index) {
+        this.index = index;
+    }
+
+    /** Configures size and negotiated features; called by the control agent before the queue starts. */
+    public void configure(final int queueSize, final boolean eventIdxNegotiated, final boolean indirectNegotiated) {
+        this.size = queueSize;
+        this.mask = queueSize - 1;
+        this.eventIdx = eventIdxNegotiated;
+        this.indirect = indirectNegotiated;
+    }
+
+    public static boolean validSize(final int n) {
+        return n > 0 && n <= MAX_SIZE && (n & (n - 1)) == 0;
+    }
+
+    /**
+     * Resolves the three ring areas (front-end user addresses) in {@code mem}; returns an error text or
+     * {@code null} on success.
+     */
+    public String setAddresses(final GuestMemory mem, final long descUva, final long availUva, final long usedUva) {
+        if ((descUva & 15) != 0 || (availUva & 1) != 0 || (usedUva & 3) != 0) {
+            return "misaligned ring address";
+        }
+        final long descLen = (long) DESC_SIZE * size;
+        final long availLen = 6 + 2L * size;
+        final long usedLen = 6 + 8L * size;
+        final MemoryRegion dr = mem.regionOfUva(descUva, descLen);
+        final MemoryRegion ar = mem.regionOfUva(availUva, availLen);
+        final MemoryRegion ur = mem.regionOfUva(usedUva, usedLen);
+        if (dr == null || ar == null || ur == null) {
+            return "ring address outside guest memory";
+        }
+        this.desc = dr.segment.asSlice(descUva - dr.userAddr, descLen);
+        this.avail = ar.segment.asSlice(availUva - ar.userAddr, availLen);
+        this.used = ur.segment.asSlice(usedUva - ur.userAddr, usedLen);
+        this.memory = mem;
+        return null;
+    }
+
+    public void setBase(final int base) {
+        lastAvail = base & 0xffff;
+        nextUsed = base & 0xffff;
+        publishedUsed = nextUsed;
+        signalledValid = false;
+        broken = false;
+    }
+
+    /** The index GET_VRING_BASE reports: the next avail entry the device would consume. */
+    public int base() {
+        return lastAvail;
+    }
+
+    public void setCallFd(final int fd) {
+        callFd = fd;
+    }
+
+    public int size() {
+        return size;
+    }
+
+    public boolean isBroken() {
+        return broken;
+    }
+
+    public GuestMemory memory() {
+        return memory;
+    }
+
+    /** Entries the driver has made available that we have not consumed; marks the queue broken on a bogus index. */
+    public int pending() {
+        // Acquire pairs with the driver's write barrier before it bumps avail->idx: ring entries and the
+        // descriptors they name are visible once we see the new index.
+        final int availIdx = Short.toUnsignedInt((short) IDX.getAcquire(avail, 2L));
+        final int n = (availIdx - lastAvail) & 0xffff;
+        if (n > size) {
+            broken = true;
+            return 0;
+        }
+        return n;
+    }
+
+    /** Consumes the next available head index; call only when {@link #pending()} was positive. */
+    public int pop() {
+        final int head = Short.toUnsignedInt(avail.get(U16, 4 + 2L * (lastAvail & mask)));
+        lastAvail = (lastAvail + 1) & 0xffff;
+        return head;
+    }
+
+    /**
+     * Walks the chain starting at {@code head} into {@code out}, checking every index, flag, length and address.
+     *
+     * @return {@link ChainError#OK} or the reason the chain is refused
+     */
+    public int readChain(final int head, final DescriptorChain out) {
+        out.clear(head);
+        if (head >= size) {
+            return ChainError.HEAD_OUT_OF_RANGE;
+        }
+        MemorySegment table = desc;
+        long tableBase = 0; // offset of the current table in `table`; an indirect table is addressed in its region, no slice object
+        int tableSize = size;
+        int i = head;
+        int seen = 0;
+        boolean inIndirect = false;
+        while (true) {
+            final long off = tableBase + (long) i * DESC_SIZE;
+            final long addr = table.get(U64, off);
+            final int len = table.get(U32, off + 8);
+            final short flags = table.get(U16, off + 12);
+            final int next = Short.toUnsignedInt(table.get(U16, off + 14));
+            if (++seen > tableSize) {
+                return ChainError.LOOP_OR_TOO_LONG;
+            }
+            if ((flags & F_INDIRECT) != 0) {
+                if (!indirect) {
+                    return ChainError.INDIRECT_NOT_NEGOTIATED;
+                }
+                if (inIndirect) {
+                    return ChainError.INDIRECT_NESTED;
+                }
+                if (seen != 1 || (flags & F_NEXT) != 0) {
+                    return ChainError.INDIRECT_BAD_TABLE; // only a lone head may point at a table (as Linux does)
+                }
+                final long tableLen = Integer.toUnsignedLong(len);
+                if (tableLen == 0 || tableLen % DESC_SIZE != 0 || tableLen / DESC_SIZE > MAX_SIZE) {
+                    return ChainError.INDIRECT_BAD_TABLE;
+                }
+                final MemoryRegion r = memory.regionOfGpa(addr, tableLen);
+                if (r == null) {
+                    return ChainError.INDIRECT_BAD_TABLE;
+                }
+                table = r.segment;
+                tableBase = addr - r.guestPhysAddr;
+                tableSize = (int) (tableLen / DESC_SIZE);
+                inIndirect = true;
+                i = 0;
+                seen = 0;
+                continue;
+            }
+            final boolean writable = (flags & F_WRITE) != 0;
+            if (len != 0) {
+                final long a = memory.gpaToAddress(addr, Integer.toUnsignedLong(len));
+                if (a == GuestMemory.INVALID || len < 0) {
+                    return ChainError.ADDRESS_OUTSIDE_GUEST; // len < 0: over 2 GiB in one buffer, never sane
+                }
+                if (out.count == out.capacity()) {
+                    return ChainError.TOO_MANY_BUFFERS;
+                }
+                if (writable) {
+                    out.writableBytes += len;
+                } else {
+                    if (out.count != out.readable) {
+                        return ChainError.READABLE_AFTER_WRITABLE;
+                    }
+                    out.readable++;
+                    out.readableBytes += len;
+                }
+                out.address[out.count] = a;
+                out.length[out.count] = len;
+                out.count++;
+            } else if (!writable && out.count != out.readable) {
+                return ChainError.READABLE_AFTER_WRITABLE;
+            }
+            if ((flags & F_NEXT) == 0) {
+                return ChainError.OK;
+            }
+            if (next >= tableSize) {
+                return ChainError.NEXT_OUT_OF_RANGE;
+            }
+            i = next;
+        }
+    }
+
+    /** Writes a used entry; not visible to the driver until {@link #publishUsed()}. */
+    public void pushUsed(final int head, final int len) {
+        final long off = 4 + 8L * (nextUsed & mask);
+        used.set(U32, off, head);
+        used.set(U32, off + 4, len);
+        nextUsed = (nextUsed + 1) & 0xffff;
+    }
+
+    /** Publishes pushed used entries and signals the call eventfd if the driver asked for it. */
+    public void publishUsed() {
+        if (nextUsed == publishedUsed) {
+            return;
+        }
+        final int old = publishedUsed;
+        // Release pairs with the driver's read barrier after it reads used->idx: the used entries written by
+        // pushUsed (and the status bytes and data written before them) are visible before the new index.
+        IDX.setRelease(used, 2L, (short) nextUsed);
+        publishedUsed = nextUsed;
+        if (needsSignal(old, nextUsed)) {
+            if (callFd >= 0) {
+                EventFd.signal(callFd);
+            }
+        }
+    }
+
+    private boolean needsSignal(final int old, final int now) {
+        // Full fence: expose the new used index before reading used_event / avail flags, or we may miss the
+        // driver re-enabling interrupts (pairs with the driver's barrier between writing used_event and reading used->idx).
+        VarHandle.fullFence();
+        if (!eventIdx) {
+            return (avail.get(U16, 0) & AVAIL_F_NO_INTERRUPT) == 0;
+        }
+        final int usedEvent = Short.toUnsignedInt(avail.get(U16, 4 + 2L * size));
+        final int v = signalledValid ? signalledUsed : old;
+        signalledUsed = now;
+        signalledValid = true;
+        // vring_need_event: signal if usedEvent lies in [v, now).
+        return ((now - usedEvent - 1) & 0xffff) < ((now - v) & 0xffff);
+    }
+
+    /** Asks the driver not to kick while we are polling. */
+    public void disableNotifications() {
+        if (!eventIdx) {
+            used.set(U16, 0, USED_F_NO_NOTIFY);
+        }
+        // With EVENT_IDX the avail_event we last wrote is behind, so the driver stops kicking on its own.
+    }
+
+    /**
+     * Asks the driver to kick on the next new entry, then re-checks the ring.
+     *
+     * @return true if entries arrived meanwhile (do not sleep)
+     */
+    public boolean enableNotifications() {
+        if (eventIdx) {
+            used.set(U16, 4 + 8L * size, (short) lastAvail);
+        } else {
+            used.set(U16, 0, (short) 0);
+        }
+        // Full fence: our avail_event / flags write must be visible before we re-read avail->idx; pairs with the
+        // driver's barrier between publishing avail->idx and reading avail_event (else a kick is lost).
+        VarHandle.fullFence();
+        return pending() > 0;
+    }
+}

@@ -1,0 +1,373 @@
+package io.lazyblk.vhost.sys;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemoryLayout;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.StructLayout;
+import java.lang.foreign.SymbolLookup;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.VarHandle;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+/**
+ * The C library calls lazyblk makes, one {@code static final} handle each, looked up once.
+ *
+ * <p>Every call captures {@code errno} into a per-thread state segment (allocated once per thread), so a
+ * call on the data path allocates nothing. Checked variants throw {@link NativeException} naming the call;
+ * the {@code raw...} variants return {@code -errno} instead, for hot paths that expect {@code EAGAIN}.
+ * Buffer arguments of the hot I/O calls are passed as raw {@code long} addresses: the caller has already
+ * bounds-checked them against a guest region or its own segment, and this avoids a segment object per call.
+ * Thread-safe.
+ */
+public final class LibC {
+    public static final int EINTR = 4;
+    public static final int EAGAIN = 11;
+    public static final int EOPNOTSUPP = 95;
+
+    public static final int AF_UNIX = 1;
+    public static final int SOCK_STREAM = 1;
+    public static final int SOCK_CLOEXEC = 0x80000;
+    public static final int SOL_SOCKET = 1;
+    public static final int SCM_RIGHTS = 1;
+    public static final int MSG_CTRUNC = 0x8;
+    public static final int MSG_NOSIGNAL = 0x4000;
+    public static final int MSG_CMSG_CLOEXEC = 0x40000000;
+
+    public static final int PROT_READ = 1;
+    public static final int PROT_WRITE = 2;
+    public static final int MAP_SHARED = 1;
+    public static final long MAP_FAILED = -1L;
+
+    public static final int EFD_NONBLOCK = 0x800;
+    public static final int EFD_CLOEXEC = 0x80000;
+    public static final int MFD_CLOEXEC = 1;
+
+    public static final short POLLIN = 1;
+
+    public static final int FALLOC_FL_KEEP_SIZE = 1;
+    public static final int FALLOC_FL_PUNCH_HOLE = 2;
+    public static final int FALLOC_FL_ZERO_RANGE = 0x10;
+
+    private static final Linker LINKER = Linker.nativeLinker();
+    private static final SymbolLookup LIBC = LINKER.defaultLookup();
+    private static final StructLayout CAPTURE_LAYOUT = Linker.Option.captureStateLayout();
+    private static final VarHandle ERRNO = CAPTURE_LAYOUT.varHandle(MemoryLayout.PathElement.groupElement("errno"));
+    private static final Linker.Option CAPTURE_ERRNO = Linker.Option.captureCallState("errno");
+    /** One errno capture segment per thread, so a call never allocates. */
+    private static final ThreadLocal<MemorySegment> STATE =
+        ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(CAPTURE_LAYOUT));
+
+    private static final MethodHandle SOCKET = fn("socket", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT);
+    private static final MethodHandle BIND = fn("bind", JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT);
+    private static final MethodHandle LISTEN = fn("listen", JAVA_INT, JAVA_INT, JAVA_INT);
+    private static final MethodHandle ACCEPT4 = fn("accept4", JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT);
+    private static final MethodHandle CONNECT = fn("connect", JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT);
+    private static final MethodHandle SHUTDOWN = fn("shutdown", JAVA_INT, JAVA_INT, JAVA_INT);
+    private static final MethodHandle CLOSE = fn("close", JAVA_INT, JAVA_INT);
+    private static final MethodHandle READ = fn("read", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG);
+    private static final MethodHandle WRITE = fn("write", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG);
+    private static final MethodHandle SENDMSG = fn("sendmsg", JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT);
+    private static final MethodHandle RECVMSG = fn("recvmsg", JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT);
+    private static final MethodHandle MMAP = fn("mmap", JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG);
+    private static final MethodHandle MUNMAP = fn("munmap", JAVA_INT, JAVA_LONG, JAVA_LONG);
+    private static final MethodHandle EVENTFD = fn("eventfd", JAVA_INT, JAVA_INT, JAVA_INT);
+    private static final MethodHandle MEMFD_CREATE = fn("memfd_create", JAVA_INT, ADDRESS, JAVA_INT);
+    private static final MethodHandle FTRUNCATE = fn("ftruncate", JAVA_INT, JAVA_INT, JAVA_LONG);
+    private static final MethodHandle POLL = fn("poll", JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT);
+    private static final MethodHandle PREADV = fn("preadv", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
+    private static final MethodHandle PWRITEV = fn("pwritev", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
+    private static final MethodHandle DUP = fn("dup", JAVA_INT, JAVA_INT);
+    private static final MethodHandle STRERROR = LINKER.downcallHandle(
+        LIBC.find("strerror").orElseThrow(), FunctionDescriptor.of(ADDRESS, JAVA_INT));
+
+    private LibC() {
+    }
+
+    private static MethodHandle fn(final String name, final ValueLayout ret, final ValueLayout... args) {
+        final MemorySegment symbol = LIBC.find(name).orElseThrow(() -> new UnsatisfiedLinkError("libc has no " + name));
+        return LINKER.downcallHandle(symbol, FunctionDescriptor.of(ret, args), CAPTURE_ERRNO);
+    }
+
+    private static int errno(final MemorySegment state) {
+        return (int) ERRNO.get(state, 0L);
+    }
+
+    /** The per-thread errno capture segment; pass it as the first argument of a capturing handle. */
+    private static MemorySegment state() {
+        return STATE.get();
+    }
+
+    public static String strerror(final int errno) {
+        try {
+            final MemorySegment s = (MemorySegment) STRERROR.invokeExact(errno);
+            return s.reinterpret(256).getString(0);
+        } catch (final Throwable t) {
+            return "errno " + errno;
+        }
+    }
+
+    private static RuntimeException rethrow(final Throwable t) {
+        if (t instanceof RuntimeException r) {
+            return r;
+        }
+        if (t instanceof Error e) {
+            throw e;
+        }
+        return new IllegalStateException(t);
+    }
+
+    private static int check(final String call, final int rc, final MemorySegment st) throws NativeException {
+        if (rc < 0) {
+            throw new NativeException(call, errno(st));
+        }
+        return rc;
+    }
+
+    private static long check(final String call, final long rc, final MemorySegment st) throws NativeException {
+        if (rc < 0) {
+            throw new NativeException(call, errno(st));
+        }
+        return rc;
+    }
+
+    public static int socketUnix() throws NativeException {
+        final MemorySegment st = state();
+        try {
+            return check("socket(AF_UNIX, SOCK_STREAM)", (int) SOCKET.invokeExact(st, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Fills a {@code struct sockaddr_un} for {@code path}; rejects paths longer than 107 bytes. */
+    public static MemorySegment sockaddrUn(final Arena arena, final String path) {
+        final byte[] bytes = path.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        if (bytes.length > 107) {
+            throw new IllegalArgumentException("socket path longer than 107 bytes: " + path);
+        }
+        final MemorySegment addr = arena.allocate(110);
+        addr.set(ValueLayout.JAVA_SHORT, 0, (short) AF_UNIX);
+        MemorySegment.copy(bytes, 0, addr, ValueLayout.JAVA_BYTE, 2, bytes.length);
+        return addr;
+    }
+
+    public static void bind(final int fd, final String path) throws NativeException {
+        final MemorySegment st = state();
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment addr = sockaddrUn(a, path);
+            check("bind(" + path + ")", (int) BIND.invokeExact(st, fd, addr, (int) addr.byteSize()), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    public static void listen(final int fd, final int backlog) throws NativeException {
+        final MemorySegment st = state();
+        try {
+            check("listen", (int) LISTEN.invokeExact(st, fd, backlog), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    public static int accept(final int fd) throws NativeException {
+        final MemorySegment st = state();
+        try {
+            return check("accept4", (int) ACCEPT4.invokeExact(st, fd, MemorySegment.NULL, MemorySegment.NULL, SOCK_CLOEXEC), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    public static void connect(final int fd, final String path) throws NativeException {
+        final MemorySegment st = state();
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment addr = sockaddrUn(a, path);
+            check("connect(" + path + ")", (int) CONNECT.invokeExact(st, fd, addr, (int) addr.byteSize()), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code shutdown(fd, SHUT_RDWR)}: wakes a thread blocked reading the socket. Errors are ignored. */
+    public static void shutdown(final int fd) {
+        try {
+            final int ignored = (int) SHUTDOWN.invokeExact(state(), fd, 2);
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Closes {@code fd} if it is not negative; errors are ignored (there is nothing to do about them). */
+    public static void close(final int fd) {
+        if (fd < 0) {
+            return;
+        }
+        try {
+            final int ignored = (int) CLOSE.invokeExact(state(), fd);
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    public static int dup(final int fd) throws NativeException {
+        final MemorySegment st = state();
+        try {
+            return check("dup", (int) DUP.invokeExact(st, fd), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code read(2)}; returns bytes read or {@code -errno}. */
+    public static long rawRead(final int fd, final long address, final long length) {
+        final MemorySegment st = state();
+        try {
+            final long rc = (long) READ.invokeExact(st, fd, address, length);
+            return rc < 0 ? -errno(st) : rc;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code write(2)}; returns bytes written or {@code -errno}. */
+    public static long rawWrite(final int fd, final long address, final long length) {
+        final MemorySegment st = state();
+        try {
+            final long rc = (long) WRITE.invokeExact(st, fd, address, length);
+            return rc < 0 ? -errno(st) : rc;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code preadv(2)} over a native {@code struct iovec} array; returns bytes or {@code -errno}. */
+    public static long rawPreadv(final int fd, final long iov, final int iovcnt, final long offset) {
+        final MemorySegment st = state();
+        try {
+            final long rc = (long) PREADV.invokeExact(st, fd, iov, iovcnt, offset);
+            return rc < 0 ? -errno(st) : rc;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code pwritev(2)} over a native {@code struct iovec} array; returns bytes or {@code -errno}. */
+    public static long rawPwritev(final int fd, final long iov, final int iovcnt, final long offset) {
+        final MemorySegment st = state();
+        try {
+            final long rc = (long) PWRITEV.invokeExact(st, fd, iov, iovcnt, offset);
+            return rc < 0 ? -errno(st) : rc;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code sendmsg(2)}; returns bytes sent or {@code -errno}. */
+    public static long rawSendmsg(final int fd, final MemorySegment msghdr, final int flags) {
+        final MemorySegment st = state();
+        try {
+            final long rc = (long) SENDMSG.invokeExact(st, fd, msghdr, flags);
+            return rc < 0 ? -errno(st) : rc;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code recvmsg(2)}; returns bytes received or {@code -errno}. */
+    public static long rawRecvmsg(final int fd, final MemorySegment msghdr, final int flags) {
+        final MemorySegment st = state();
+        try {
+            final long rc = (long) RECVMSG.invokeExact(st, fd, msghdr, flags);
+            return rc < 0 ? -errno(st) : rc;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code mmap(NULL, length, PROT_READ|PROT_WRITE, MAP_SHARED, fd, offset)}; returns the address. */
+    public static long mmapShared(final int fd, final long length, final long offset) throws NativeException {
+        final MemorySegment st = state();
+        try {
+            final long addr = (long) MMAP.invokeExact(st, 0L, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
+            if (addr == MAP_FAILED) {
+                throw new NativeException("mmap(fd " + fd + ", length " + length + ", offset " + offset + ")", errno(st));
+            }
+            return addr;
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    public static void munmap(final long address, final long length) {
+        try {
+            final int ignored = (int) MUNMAP.invokeExact(state(), address, length);
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    public static int eventfd(final int flags) throws NativeException {
+        final MemorySegment st = state();
+        try {
+            return check("eventfd", (int) EVENTFD.invokeExact(st, 0, flags | EFD_CLOEXEC), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    public static int memfdCreate(final String name) throws NativeException {
+        final MemorySegment st = state();
+        try (Arena a = Arena.ofConfined()) {
+            return check("memfd_create(" + name + ")", (int) MEMFD_CREATE.invokeExact(st, a.allocateFrom(name), MFD_CLOEXEC), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    public static void ftruncate(final int fd, final long length) throws NativeException {
+        final MemorySegment st = state();
+        try {
+            check("ftruncate(" + length + ")", (int) FTRUNCATE.invokeExact(st, fd, length), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code poll(2)} over a native {@code struct pollfd} array; returns ready count, 0 on timeout, or {@code -errno}. */
+    public static int rawPoll(final MemorySegment fds, final int nfds, final int timeoutMillis) {
+        final MemorySegment st = state();
+        try {
+            final int rc = (int) POLL.invokeExact(st, fds, (long) nfds, timeoutMillis);
+            return rc < 0 ? -errno(st) : rc;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+}
