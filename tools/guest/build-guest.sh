@@ -131,8 +131,8 @@ done
 
 mkdir -p "$out"
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | "$busybox" cpio -o -H newc -R 0:0) \
-    | gzip -9 > "$out/initramfs.gz.tmp"
-cp "$vmlinuz" "$out/vmlinuz.tmp"
-mv "$out/vmlinuz.tmp" "$out/vmlinuz"
-mv "$out/initramfs.gz.tmp" "$out/initramfs.gz"
+    | gzip -9 > "$out/initramfs.gz.$$"
+cp "$vmlinuz" "$out/vmlinuz.$$"
+mv "$out/vmlinuz.$$" "$out/vmlinuz"
+mv "$out/initramfs.gz.$$" "$out/initramfs.gz"
 echo "build-guest.sh: built $out/vmlinuz ($kver) and $out/initramfs.gz"

@@ -1,0 +1,84 @@
+package io.lazyblk.blk;
+
+import io.lazyblk.vhost.device.QueueHandler;
+import io.lazyblk.vhost.device.VhostUserDevice;
+import io.lazyblk.vhost.proto.Protocol;
+import io.lazyblk.vhost.ring.SplitVirtqueue;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+
+import static java.lang.foreign.ValueLayout.JAVA_BYTE;
+
+/**
+ * A virtio-blk device over a {@link BlockBackend}. Control-plane calls come from the connection's control
+ * thread; each opened queue runs its own {@link BlkQueueHandler}.
+ */
+public final class VirtioBlkDevice implements VhostUserDevice {
+    private final BlockBackend backend;
+    private final BlkDeviceConfig cfg;
+    private final int ioThreadsPerQueue;
+
+    public VirtioBlkDevice(final BlockBackend backend, final int numQueues, final int ioThreadsPerQueue, final String serial) {
+        this.backend = backend;
+        this.cfg = new BlkDeviceConfig(backend.sizeBytes(), backend.readOnly(), numQueues, serial);
+        this.ioThreadsPerQueue = ioThreadsPerQueue;
+    }
+
+    @Override
+    public long features() {
+        return cfg.features() | (1L << Protocol.F_INDIRECT_DESC) | (1L << Protocol.F_EVENT_IDX) | (1L << Protocol.F_VERSION_1);
+    }
+
+    @Override
+    public int numQueues() {
+        return cfg.numQueues;
+    }
+
+    @Override
+    public int configSize() {
+        return VirtioBlk.CONFIG_SIZE;
+    }
+
+    @Override
+    public void readConfig(final int offset, final MemorySegment dst) {
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment all = a.allocate(VirtioBlk.CONFIG_SIZE);
+            cfg.render(all);
+            MemorySegment.copy(all, offset, dst, 0, dst.byteSize());
+        }
+    }
+
+    @Override
+    public boolean writeConfig(final int offset, final MemorySegment src) {
+        // Only the writeback byte is writable, and only to 0 or 1 (virtio 1.2 §5.2.5).
+        if (offset == VirtioBlk.CFG_WRITEBACK && src.byteSize() == 1) {
+            final byte v = src.get(JAVA_BYTE, 0);
+            if (v == 0 || v == 1) {
+                cfg.writeback = v == 1;
+                return true;
+            }
+        }
+        return false;
+    }
+
+    @Override
+    public void featuresAcked(final long features) {
+        cfg.flushAcked = Protocol.has(features, VirtioBlk.F_FLUSH);
+    }
+
+    @Override
+    public QueueHandler openQueue(final SplitVirtqueue queue, final Runnable waker) {
+        return new BlkQueueHandler(queue, waker, cfg, backend, ioThreadsPerQueue);
+    }
+
+    @Override
+    public void reset() {
+        cfg.writeback = true;
+        cfg.flushAcked = false;
+    }
+
+    public BlkDeviceConfig config() {
+        return cfg;
+    }
+}

@@ -1,0 +1,167 @@
+package io.lazyblk.persistence;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemoryLayout;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.StructLayout;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.VarHandle;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+/**
+ * The file system calls of the local image, one handle each, errno captured per thread (no allocation per call).
+ * I/O calls take a raw {@code struct iovec} address: the caller has bounds-checked every buffer it names.
+ * Thread-safe.
+ */
+final class FileCalls {
+    static final int O_RDONLY = 0;
+    static final int O_RDWR = 2;
+    static final int O_CREAT = 0x40;
+    static final int O_CLOEXEC = 0x80000;
+    static final int SEEK_END = 2;
+    static final int EINTR = 4;
+    static final int EOPNOTSUPP = 95;
+    static final int FALLOC_FL_KEEP_SIZE = 1;
+    static final int FALLOC_FL_PUNCH_HOLE = 2;
+    static final int FALLOC_FL_ZERO_RANGE = 0x10;
+
+    private static final Linker LINKER = Linker.nativeLinker();
+    private static final StructLayout CAPTURE = Linker.Option.captureStateLayout();
+    private static final VarHandle ERRNO = CAPTURE.varHandle(MemoryLayout.PathElement.groupElement("errno"));
+    private static final ThreadLocal<MemorySegment> STATE = ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(CAPTURE));
+
+    private static final MethodHandle OPEN = LINKER.downcallHandle(LINKER.defaultLookup().find("open").orElseThrow(),
+        FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT),
+        Linker.Option.captureCallState("errno"), Linker.Option.firstVariadicArg(2));
+    private static final MethodHandle CLOSE = fn("close", JAVA_INT, JAVA_INT);
+    private static final MethodHandle LSEEK = fn("lseek", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT);
+    private static final MethodHandle PREADV = fn("preadv", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
+    private static final MethodHandle PWRITEV = fn("pwritev", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
+    private static final MethodHandle FDATASYNC = fn("fdatasync", JAVA_INT, JAVA_INT);
+    private static final MethodHandle FALLOCATE = fn("fallocate", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG);
+    private static final MethodHandle STRERROR = LINKER.downcallHandle(LINKER.defaultLookup().find("strerror").orElseThrow(),
+        FunctionDescriptor.of(ADDRESS, JAVA_INT));
+
+    private FileCalls() {
+    }
+
+    private static MethodHandle fn(final String name, final ValueLayout ret, final ValueLayout... args) {
+        return LINKER.downcallHandle(LINKER.defaultLookup().find(name).orElseThrow(),
+            FunctionDescriptor.of(ret, args), Linker.Option.captureCallState("errno"));
+    }
+
+    static int errno(final MemorySegment st) {
+        return (int) ERRNO.get(st, 0L);
+    }
+
+    static String strerror(final int errno) {
+        try {
+            return ((MemorySegment) STRERROR.invokeExact(errno)).reinterpret(256).getString(0);
+        } catch (final Throwable t) {
+            return "errno " + errno;
+        }
+    }
+
+    static IOException failure(final String call, final int errno) {
+        return new IOException(call + " failed: " + strerror(errno) + " (errno " + errno + ")");
+    }
+
+    private static RuntimeException rethrow(final Throwable t) {
+        if (t instanceof RuntimeException r) {
+            return r;
+        }
+        if (t instanceof Error e) {
+            throw e;
+        }
+        return new IllegalStateException(t);
+    }
+
+    static int open(final String path, final int flags, final int mode) throws IOException {
+        final MemorySegment st = STATE.get();
+        try (Arena a = Arena.ofConfined()) {
+            final int fd = (int) OPEN.invokeExact(st, a.allocateFrom(path), flags | O_CLOEXEC, mode);
+            if (fd < 0) {
+                throw failure("open(" + path + ")", errno(st));
+            }
+            return fd;
+        } catch (final IOException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    static void close(final int fd) {
+        try {
+            final int ignored = (int) CLOSE.invokeExact(STATE.get(), fd);
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    static long size(final int fd) throws IOException {
+        final MemorySegment st = STATE.get();
+        try {
+            final long n = (long) LSEEK.invokeExact(st, fd, 0L, SEEK_END);
+            if (n < 0) {
+                throw failure("lseek(SEEK_END)", errno(st));
+            }
+            return n;
+        } catch (final IOException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Returns bytes transferred or {@code -errno}. */
+    static long preadv(final int fd, final long iov, final int cnt, final long off) {
+        final MemorySegment st = STATE.get();
+        try {
+            final long n = (long) PREADV.invokeExact(st, fd, iov, cnt, off);
+            return n < 0 ? -errno(st) : n;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Returns bytes transferred or {@code -errno}. */
+    static long pwritev(final int fd, final long iov, final int cnt, final long off) {
+        final MemorySegment st = STATE.get();
+        try {
+            final long n = (long) PWRITEV.invokeExact(st, fd, iov, cnt, off);
+            return n < 0 ? -errno(st) : n;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Returns 0 or {@code -errno}. */
+    static int fdatasync(final int fd) {
+        final MemorySegment st = STATE.get();
+        try {
+            final int rc = (int) FDATASYNC.invokeExact(st, fd);
+            return rc < 0 ? -errno(st) : 0;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Returns 0 or {@code -errno}. */
+    static int fallocate(final int fd, final int mode, final long off, final long len) {
+        final MemorySegment st = STATE.get();
+        try {
+            final int rc = (int) FALLOCATE.invokeExact(st, fd, mode, off, len);
+            return rc < 0 ? -errno(st) : 0;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+}

@@ -1,0 +1,331 @@
+package io.lazyblk.tools.guest;
+
+import java.io.BufferedReader;
+import java.io.BufferedWriter;
+import java.io.File;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Boots the lazyblk end-to-end test guest in QEMU (TCG, no KVM needed) with one vhost-user-blk disk served by
+ * whatever backend listens on a UNIX socket, and reports what the guest saw.
+ *
+ * <p>The guest is a Debian cloud kernel plus a busybox initramfs whose {@code /init} is {@code tools/guest/init};
+ * {@code tools/guest/build-guest.sh} builds both (once; later calls are no-ops) into the guest directory. The guest
+ * runs one test, selected by {@code lazyblk.test=} on the kernel command line, prints its outcome on the serial
+ * console and powers off:
+ * <ul>
+ *   <li>{@code rw}: writes {@link #expectedPattern()} at {@link #patternOffsetBytes(int) patternOffsetBytes}
+ *       ({@code lazyblk.off=} blocks, default {@value #DEFAULT_PATTERN_OFFSET_BLOCKS}) with O_DIRECT and fsync, reads
+ *       it back, reads the whole disk, flushes; {@link Result#writeMd5()} and {@link Result#diskMd5()} are set.</li>
+ *   <li>{@code ro}: reads the whole disk and passes only if a write is refused; {@link Result#diskMd5()} is set.</li>
+ *   <li>{@code boot}: reads the first MiB.</li>
+ * </ul>
+ *
+ * <p>{@link #boot} never hangs: QEMU (and anything it started) is killed forcibly when the timeout expires.
+ * Needs {@code qemu-system-x86_64} on the PATH and, to build the guest, a Debian host with apt and
+ * {@code busybox-static}; see {@link #available()}.
+ */
+public final class QemuGuest {
+    /** Offset unit of {@code lazyblk.off=}. */
+    public static final int PATTERN_BLOCK_SIZE = 4096;
+    /** {@code lazyblk.off=} the guest uses when none is given: 8 MiB. */
+    public static final int DEFAULT_PATTERN_OFFSET_BLOCKS = 2048;
+    /** Printed by {@code /init} as early as possible. */
+    public static final String INIT_MARKER = "LAZYBLK-INIT";
+    /** {@code LAZYBLK-DISK size=<bytes> ro=<0|1>}. */
+    public static final String DISK_MARKER = "LAZYBLK-DISK";
+    /** {@code LAZYBLK-RESULT ok key=value...} or {@code LAZYBLK-RESULT fail <reason>}. */
+    public static final String RESULT_MARKER = "LAZYBLK-RESULT";
+
+    private static final String QEMU = "qemu-system-x86_64";
+    private static final Path QBOOT = Path.of("/usr/share/qemu/qboot.rom");
+    private static final String BUILD_SCRIPT = "build-guest.sh";
+    private static final String PATTERN_LINE = "lazyblk-pattern\n";
+    private static final int PATTERN_BYTES = 1 << 20;
+    private static final Duration BUILD_TIMEOUT = Duration.ofMinutes(10);
+    private static final Duration GRACE = Duration.ofSeconds(5);
+
+    /**
+     * What one boot produced.
+     *
+     * @param exitCode QEMU's exit status, or -1 if it was killed because the timeout expired
+     * @param ok whether the guest printed {@code LAZYBLK-RESULT ok}
+     * @param writeMd5 md5 (hex) of the pattern the guest wrote ({@code rw}), else null
+     * @param diskMd5 md5 (hex) of the whole disk as the guest read it ({@code rw}: after the write; {@code ro}),
+     *     else null
+     * @param diskSize disk size in bytes the guest saw, or -1 if it never got that far
+     * @param millisToInitMarker milliseconds from QEMU's start to the {@code LAZYBLK-INIT} line, or -1 if never seen
+     * @param consoleLines everything QEMU printed (serial console, stdout and stderr), without line terminators
+     * @param logFile the same output, preceded by the command line and followed by the exit status
+     */
+    public record Result(int exitCode, boolean ok, String writeMd5, String diskMd5, long diskSize,
+                         long millisToInitMarker, List<String> consoleLines, Path logFile) {
+        public Result {
+            consoleLines = List.copyOf(consoleLines);
+        }
+
+        /** The {@code LAZYBLK-RESULT} line, if the guest printed one. */
+        public Optional<String> resultLine() {
+            return consoleLines.stream().map(l -> fromMarker(l, RESULT_MARKER)).filter(Objects::nonNull).findFirst();
+        }
+    }
+
+    private final Path guestScriptsDir;
+    private final Path guestDir;
+    private final Path logDir;
+    private boolean built;
+
+    /**
+     * @param guestScriptsDir the repository's {@code tools/guest} directory (see {@link #findGuestScriptsDir()})
+     * @param guestDir where the kernel and initramfs are built and kept
+     * @param logDir where per-boot console logs are written
+     */
+    public QemuGuest(final Path guestScriptsDir, final Path guestDir, final Path logDir) {
+        this.guestScriptsDir = guestScriptsDir.toAbsolutePath();
+        this.guestDir = guestDir.toAbsolutePath();
+        this.logDir = logDir.toAbsolutePath();
+    }
+
+    /**
+     * Uses the guest directory {@code build-guest.sh} defaults to ({@code $LAZYBLK_GUEST_DIR}, else
+     * {@code ~/.cache/lazyblk/guest}) and logs to {@code java.io.tmpdir/lazyblk-guest}.
+     */
+    public QemuGuest(final Path guestScriptsDir) {
+        this(guestScriptsDir, defaultGuestDir(), Path.of(System.getProperty("java.io.tmpdir"), "lazyblk-guest"));
+    }
+
+    /** Whether {@code qemu-system-x86_64} is on the PATH. */
+    public static boolean available() {
+        return findOnPath(QEMU).isPresent();
+    }
+
+    /** Why {@link #available()} is false, or null when it is true. */
+    public static String unavailableReason() {
+        return available() ? null : QEMU + " not found on PATH (apt-get install qemu-system-x86)";
+    }
+
+    /** The nearest {@code tools/guest} holding {@code build-guest.sh}, from the current directory upwards. */
+    public static Optional<Path> findGuestScriptsDir() {
+        for (Path dir = Path.of("").toAbsolutePath(); dir != null; dir = dir.getParent()) {
+            final Path candidate = dir.resolve("tools").resolve("guest");
+            if (Files.isRegularFile(candidate.resolve(BUILD_SCRIPT))) {
+                return Optional.of(candidate);
+            }
+        }
+        return Optional.empty();
+    }
+
+    /**
+     * Exactly the bytes the {@code rw} test writes: 1 MiB of the 16-byte line {@code "lazyblk-pattern\n"} repeated
+     * (on a shell: {@code yes lazyblk-pattern | head -c 1048576}).
+     */
+    public static byte[] expectedPattern() {
+        return PATTERN_LINE.repeat(PATTERN_BYTES / PATTERN_LINE.length()).getBytes(StandardCharsets.US_ASCII);
+    }
+
+    /** Byte offset of the pattern for {@code lazyblk.off=blocks}. */
+    public static long patternOffsetBytes(final int blocks) {
+        if (blocks < 0) {
+            throw new IllegalArgumentException("negative block offset " + blocks);
+        }
+        return (long) blocks * PATTERN_BLOCK_SIZE;
+    }
+
+    /** Builds the kernel and initramfs unless this instance already did; up-to-date files make it a no-op. */
+    public synchronized void prepare() throws IOException, InterruptedException {
+        if (built) {
+            return;
+        }
+        Files.createDirectories(logDir);
+        final Path log = logDir.resolve("build-guest.log");
+        final Process build = new ProcessBuilder("bash", guestScriptsDir.resolve(BUILD_SCRIPT).toString(),
+                guestDir.toString())
+                .redirectErrorStream(true)
+                .redirectOutput(log.toFile())
+                .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
+                .start();
+        try {
+            if (!build.waitFor(BUILD_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)) {
+                throw new IOException(BUILD_SCRIPT + " timed out after " + BUILD_TIMEOUT + "; see " + log);
+            }
+            if (build.exitValue() != 0) {
+                throw new IOException(BUILD_SCRIPT + " failed (exit " + build.exitValue() + "):\n"
+                        + Files.readString(log));
+            }
+        } finally {
+            kill(build);
+        }
+        built = true;
+    }
+
+    /**
+     * Boots the guest against the vhost-user-blk backend listening on {@code socket} and waits for it to power off.
+     *
+     * @param test {@code rw}, {@code ro} or {@code boot}
+     * @param queues num-queues of the vhost-user-blk-pci device
+     * @param timeout after which QEMU is killed (the result then has exit code -1)
+     * @param extraKernelArgs appended to the kernel command line, e.g. {@code lazyblk.off=4096}
+     */
+    public Result boot(final Path socket, final String test, final int queues, final Duration timeout,
+                       final String... extraKernelArgs) throws IOException, InterruptedException {
+        if (queues < 1) {
+            throw new IllegalArgumentException("queues must be >= 1: " + queues);
+        }
+        prepare();
+        final List<String> command = command(socket, test, queues, extraKernelArgs);
+        final Path logFile = Files.createTempFile(logDir, "qemu-" + test + "-", ".log");
+        final List<String> lines = Collections.synchronizedList(new ArrayList<>());
+        final long[] initNanos = {-1};
+
+        try (BufferedWriter log = Files.newBufferedWriter(logFile)) {
+            log.write("# " + String.join(" ", command));
+            log.newLine();
+            final Process qemu = new ProcessBuilder(command)
+                    .redirectErrorStream(true)
+                    .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
+                    .start();
+            final long start = System.nanoTime();
+            final Thread reader = Thread.ofPlatform().daemon().name("qemu-console-" + qemu.pid()).start(() -> {
+                try (BufferedReader in = new BufferedReader(
+                        new InputStreamReader(qemu.getInputStream(), StandardCharsets.UTF_8))) {
+                    for (String line; (line = in.readLine()) != null; ) {
+                        line = line.replace("\r", "");
+                        if (initNanos[0] < 0 && line.contains(INIT_MARKER)) {
+                            initNanos[0] = System.nanoTime() - start;
+                        }
+                        lines.add(line);
+                        synchronized (log) {
+                            log.write(line);
+                            log.newLine();
+                            log.flush();
+                        }
+                    }
+                } catch (IOException e) {
+                    if (qemu.isAlive()) {
+                        throw new UncheckedIOException(e);
+                    }
+                }
+            });
+            final int exitCode;
+            try {
+                exitCode = qemu.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS) ? qemu.exitValue() : -1;
+            } finally {
+                kill(qemu);
+                reader.join(GRACE);
+                if (reader.isAlive()) {
+                    qemu.getInputStream().close();
+                    reader.join(GRACE);
+                }
+            }
+            synchronized (log) {
+                log.write("# exit " + (exitCode == -1 ? "-1 (killed after " + timeout + ")" : exitCode));
+                log.newLine();
+            }
+            return result(exitCode, lines, initNanos[0], logFile);
+        }
+    }
+
+    private List<String> command(final Path socket, final String test, final int queues,
+                                 final String... extraKernelArgs) {
+        final List<String> cmd = new ArrayList<>(List.of(QEMU,
+                "-nographic", "-no-reboot", "-nic", "none",
+                "-machine", "q35,accel=tcg", "-cpu", "max", "-m", "512M"));
+        if (Files.isRegularFile(QBOOT)) {
+            cmd.addAll(List.of("-bios", QBOOT.toString()));
+        }
+        cmd.addAll(List.of(
+                "-object", "memory-backend-memfd,id=mem0,size=512M,share=on", "-numa", "node,memdev=mem0",
+                "-chardev", "socket,id=vub0,path=" + socket.toAbsolutePath(),
+                "-device", "vhost-user-blk-pci,chardev=vub0,num-queues=" + queues,
+                "-kernel", guestDir.resolve("vmlinuz").toString(),
+                "-initrd", guestDir.resolve("initramfs.gz").toString(),
+                "-append", "console=ttyS0 quiet panic=-1 lazyblk.test=" + test
+                        + (extraKernelArgs.length == 0 ? "" : " " + String.join(" ", extraKernelArgs))));
+        return cmd;
+    }
+
+    private static Result result(final int exitCode, final List<String> lines, final long initNanos,
+                                 final Path logFile) {
+        final List<String> console;
+        synchronized (lines) {
+            console = List.copyOf(lines);
+        }
+        boolean ok = false;
+        String writeMd5 = null;
+        String diskMd5 = null;
+        long diskSize = -1;
+        for (final String line : console) {
+            final String disk = fromMarker(line, DISK_MARKER);
+            if (disk != null && diskSize < 0) {
+                final String size = field(disk, "size");
+                diskSize = size == null ? -1 : Long.parseLong(size);
+            }
+            final String res = fromMarker(line, RESULT_MARKER);
+            if (res != null && res.startsWith(RESULT_MARKER + " ok")) {
+                ok = true;
+                writeMd5 = field(res, "write_md5");
+                diskMd5 = field(res, "disk_md5");
+            }
+        }
+        final long initMillis = initNanos < 0 ? -1 : TimeUnit.NANOSECONDS.toMillis(initNanos);
+        return new Result(exitCode, ok, writeMd5, diskMd5, diskSize, initMillis, console, logFile);
+    }
+
+    /** The part of {@code line} from {@code marker} on (kernel messages may precede it), or null. */
+    private static String fromMarker(final String line, final String marker) {
+        final int at = line.indexOf(marker);
+        return at < 0 ? null : line.substring(at);
+    }
+
+    /** The value of {@code key=value} among the space-separated words of {@code line}, or null. */
+    private static String field(final String line, final String key) {
+        for (final String word : line.split(" ")) {
+            if (word.startsWith(key + "=")) {
+                return word.substring(key.length() + 1);
+            }
+        }
+        return null;
+    }
+
+    private static void kill(final Process process) throws InterruptedException {
+        process.descendants().forEach(ProcessHandle::destroyForcibly);
+        process.destroyForcibly();
+        process.waitFor(GRACE.toMillis(), TimeUnit.MILLISECONDS);
+    }
+
+    private static Path defaultGuestDir() {
+        final String env = System.getenv("LAZYBLK_GUEST_DIR");
+        return env != null && !env.isEmpty()
+                ? Path.of(env)
+                : Path.of(System.getProperty("user.home"), ".cache", "lazyblk", "guest");
+    }
+
+    private static Optional<Path> findOnPath(final String program) {
+        final String path = System.getenv("PATH");
+        if (path == null) {
+            return Optional.empty();
+        }
+        for (final String dir : path.split(File.pathSeparator)) {
+            if (dir.isEmpty()) {
+                continue;
+            }
+            final Path candidate = Path.of(dir, program);
+            if (Files.isExecutable(candidate)) {
+                return Optional.of(candidate);
+            }
+        }
+        return Optional.empty();
+    }
+}
