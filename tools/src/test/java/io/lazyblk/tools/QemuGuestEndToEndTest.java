@@ -1,0 +1,81 @@
+package io.lazyblk.tools;
+
+import io.lazyblk.tools.guest.QemuGuest;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.nio.file.Path;
+import java.time.Duration;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/** A real QEMU 7.2 guest (TCG) boots with its disk served by the engine, and works on it as a user would. */
+class QemuGuestEndToEndTest {
+    private static final long SIZE = 64L << 20;
+    private static final Duration TIMEOUT = Duration.ofSeconds(120);
+    private static QemuGuest guest;
+
+    @TempDir
+    Path dir;
+
+    @BeforeAll
+    static void findQemu() throws Exception {
+        assumeTrue(QemuGuest.available(), "QEMU is not installed here: " + QemuGuest.unavailableReason());
+        final Path scripts = QemuGuest.findGuestScriptsDir().orElseThrow(() -> new IllegalStateException("no tools/guest above the working directory"));
+        guest = new QemuGuest(scripts);
+        guest.prepare();
+    }
+
+    private QemuGuest.Result boot(final Path socket, final String test, final int queues) throws Exception {
+        final QemuGuest.Result r = guest.boot(socket, test, queues, TIMEOUT);
+        assertTrue(r.ok(), () -> "guest test " + test + " failed: " + r.resultLine().orElse("no result line") + "; log " + r.logFile());
+        return r;
+    }
+
+    @Test
+    void shouldBootWriteReadBackAndFlushAndLeaveTheImageHoldingWhatTheGuestSaw() throws Exception {
+        final Path image = dir.resolve("disk.img");
+        DemoCommand.createSampleImage(image, SIZE);
+        final byte[] head = DemoCommand.readAt(image, 0, 4096);
+        try (Engine engine = Engine.start(Engine.Options.file(dir.resolve("s.sock"), image))) {
+            final QemuGuest.Result r = boot(dir.resolve("s.sock"), "rw", 1);
+            assertEquals(SIZE, r.diskSize());
+            assertTrue(r.resultLine().orElseThrow().contains("cache=writeback"), "the guest should have used the write-back cache and flushed");
+            // After the guest powers off, the host sees the pattern, untouched data elsewhere, and the disk the guest read.
+            final long off = QemuGuest.patternOffsetBytes(QemuGuest.DEFAULT_PATTERN_OFFSET_BLOCKS);
+            assertArrayEquals(QemuGuest.expectedPattern(), DemoCommand.readAt(image, off, QemuGuest.expectedPattern().length));
+            assertArrayEquals(head, DemoCommand.readAt(image, 0, 4096));
+            assertEquals(DemoCommand.md5(image), r.diskMd5());
+
+            // The engine serves the next VM after QEMU went away: a second guest boots from the same socket.
+            final QemuGuest.Result again = boot(dir.resolve("s.sock"), "rw", 1);
+            assertEquals(r.diskMd5(), again.diskMd5());
+        }
+    }
+
+    @Test
+    void shouldServeAReadOnlyDiskThatRefusesGuestWrites() throws Exception {
+        final Path image = dir.resolve("ro.img");
+        DemoCommand.createSampleImage(image, SIZE);
+        final String before = DemoCommand.md5(image);
+        try (Engine engine = Engine.start(Engine.Options.file(dir.resolve("ro.sock"), image).withReadOnly(true))) {
+            final QemuGuest.Result r = boot(dir.resolve("ro.sock"), "ro", 1);
+            assertEquals(before, r.diskMd5());
+        }
+        assertEquals(before, DemoCommand.md5(image));
+    }
+
+    @Test
+    void shouldWorkWithTwoQueues() throws Exception {
+        final Path image = dir.resolve("mq.img");
+        DemoCommand.createSampleImage(image, SIZE);
+        try (Engine engine = Engine.start(Engine.Options.file(dir.resolve("mq.sock"), image).withQueues(2))) {
+            final QemuGuest.Result r = boot(dir.resolve("mq.sock"), "rw", 2);
+            assertEquals(DemoCommand.md5(image), r.diskMd5());
+        }
+    }
+}
