@@ -240,6 +240,10 @@ public final class VhostUserConnection implements AutoCloseable {
                 if (noFd != (nfds == 0)) {
                     throw new ProtocolException(r + (noFd ? " says no fd but carried one" : " carried no fd"));
                 }
+                if (!noFd && !LibC.describeFd(fds[0]).equals("anon_inode:[eventfd]")) {
+                    // A pipe or socket here could block the queue agent on a write: only eventfds are accepted.
+                    throw new ProtocolException(r + " passed " + LibC.describeFd(fds[0]) + ", not an eventfd");
+                }
                 final int fd = noFd ? -1 : takeFd(0);
                 setRingFd(r, q, fd);
             }

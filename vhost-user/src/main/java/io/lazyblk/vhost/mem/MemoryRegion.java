@@ -46,6 +46,12 @@ public final class MemoryRegion implements AutoCloseable {
                     + " mmap_offset=0x" + Long.toHexString(mmapOffset));
             }
             final long mapLength = mmapOffset + size;
+            // A mapping past the end of the file would fault (SIGBUS) on first touch: refuse it up front.
+            final long fileSize = LibC.fileSize(fd);
+            if (fileSize < mapLength) {
+                throw new IllegalArgumentException("memory region of 0x" + Long.toHexString(size) + " bytes at mmap_offset 0x"
+                    + Long.toHexString(mmapOffset) + " does not fit in its " + fileSize + "-byte fd");
+            }
             final long addr = LibC.mmapShared(fd, mapLength, 0);
             final Arena arena = Arena.ofShared();
             final MemorySegment whole = MemorySegment.ofAddress(addr)

@@ -83,6 +83,7 @@ public final class LibC {
     private static final MethodHandle PREADV = fn("preadv", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
     private static final MethodHandle PWRITEV = fn("pwritev", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
     private static final MethodHandle DUP = fn("dup", JAVA_INT, JAVA_INT);
+    private static final MethodHandle LSEEK = fn("lseek", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT);
     private static final MethodHandle STRERROR = LINKER.downcallHandle(
         LIBC.find("strerror").orElseThrow(), FunctionDescriptor.of(ADDRESS, JAVA_INT));
 
@@ -234,6 +235,27 @@ public final class LibC {
             throw e;
         } catch (final Throwable t) {
             throw rethrow(t);
+        }
+    }
+
+    /** The size of the file behind {@code fd} ({@code lseek(fd, 0, SEEK_END)}). */
+    public static long fileSize(final int fd) throws NativeException {
+        final MemorySegment st = state();
+        try {
+            return check("lseek(fd " + fd + ", 0, SEEK_END)", (long) LSEEK.invokeExact(st, fd, 0L, 2), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** What {@code fd} is, as {@code /proc/self/fd} names it (e.g. {@code anon_inode:[eventfd]}), or "" if unknown. */
+    public static String describeFd(final int fd) {
+        try {
+            return java.nio.file.Files.readSymbolicLink(java.nio.file.Path.of("/proc/self/fd/" + fd)).toString();
+        } catch (final java.io.IOException | UnsupportedOperationException e) {
+            return "";
         }
     }
 

@@ -33,6 +33,7 @@ public final class UnixSocket implements AutoCloseable {
     private final MemorySegment msghdr;
     private final MemorySegment iov;
     private final MemorySegment control;
+    private final int[] scratch = new int[CONTROL_ROOM_FDS];
     private volatile boolean closed;
 
     private UnixSocket(final int fd) {
@@ -108,7 +109,6 @@ public final class UnixSocket implements AutoCloseable {
         int received = 0;
         boolean tooMany = false;
         long off = 0;
-        final int[] scratch = new int[CONTROL_ROOM_FDS];
         while (off + CMSG_HDR <= controlLen) {
             final long cmsgLen = control.get(JAVA_LONG, off);
             final int level = control.get(JAVA_INT, off + 8);
