@@ -1,0 +1,35 @@
+package io.lazyblk.tools.frontend;
+
+import java.nio.file.Path;
+
+/**
+ * One benchmark run. Immutable.
+ *
+ * @param socket the back end's vhost-user socket
+ * @param pattern random or sequential, read or write
+ * @param blockSize bytes per request, a multiple of 512
+ * @param iodepth requests kept in flight per queue
+ * @param seconds measured time, after a {@link BenchRunner#WARMUP_SECONDS} s warm-up
+ * @param queues virtqueues, one polling thread each
+ * @param seed seeds the random offsets (queue {@code i} uses a stream derived from {@code seed} and {@code i})
+ */
+public record BenchOptions(Path socket, BenchPattern pattern, int blockSize, int iodepth, int seconds, int queues,
+                           long seed) {
+    /** A queue holds at most 1024 entries in QEMU; three descriptors per request without indirect tables. */
+    public static final int MAX_IODEPTH = 1024 / 3;
+
+    public BenchOptions {
+        if (blockSize < 512 || blockSize % 512 != 0) {
+            throw new IllegalArgumentException("block size must be a positive multiple of 512, got " + blockSize);
+        }
+        if (iodepth < 1 || iodepth > MAX_IODEPTH) {
+            throw new IllegalArgumentException("iodepth must be 1.." + MAX_IODEPTH + ", got " + iodepth);
+        }
+        if (seconds < 1) {
+            throw new IllegalArgumentException("seconds must be at least 1, got " + seconds);
+        }
+        if (queues < 1 || queues > 64) {
+            throw new IllegalArgumentException("queues must be 1..64, got " + queues);
+        }
+    }
+}
