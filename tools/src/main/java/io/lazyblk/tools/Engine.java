@@ -30,7 +30,7 @@ public final class Engine implements AutoCloseable {
     public record Options(Path socket, Path localImage, long nullSize, int queues, boolean readOnly,
                           int ioThreadsPerQueue, long pollNanos) {
         public static Options file(final Path socket, final Path image) {
-            return new Options(socket, image, 0, 1, false, 1, VhostUserServer.DEFAULT_SPIN_NANOS);
+            return new Options(socket, image, 0, 1, false, 0, VhostUserServer.DEFAULT_SPIN_NANOS);
         }
 
         public Options withQueues(final int n) {
@@ -46,8 +46,8 @@ public final class Engine implements AutoCloseable {
         if (o.queues() < 1 || o.queues() > 64) {
             throw new IllegalArgumentException("--queues must be between 1 and 64, not " + o.queues());
         }
-        if (o.ioThreadsPerQueue() < 1 || o.ioThreadsPerQueue() > 64) {
-            throw new IllegalArgumentException("--io-threads must be between 1 and 64, not " + o.ioThreadsPerQueue());
+        if (o.ioThreadsPerQueue() < 0 || o.ioThreadsPerQueue() > 64) {
+            throw new IllegalArgumentException("--io-threads must be between 0 and 64, not " + o.ioThreadsPerQueue());
         }
         final BlockBackend backend = o.localImage() != null
             ? new FileBackend(LocalImage.open(o.localImage(), o.readOnly()))

@@ -29,7 +29,7 @@ public final class ServeCommand implements Callable<Integer> {
     @Option(names = "--read-only", description = "refuse guest writes (the guest sees a read-only disk)")
     boolean readOnly;
 
-    @Option(names = "--io-threads", defaultValue = "1", description = "I/O handler threads per queue (default ${DEFAULT-VALUE})")
+    @Option(names = "--io-threads", defaultValue = "0", description = "dedicated I/O threads per queue; 0 runs I/O on the queue's own thread, no hand-off (default ${DEFAULT-VALUE})")
     int ioThreads;
 
     @Option(names = "--poll-us", defaultValue = "50", description = "µs a queue polls its ring after the last request before sleeping (default ${DEFAULT-VALUE})")

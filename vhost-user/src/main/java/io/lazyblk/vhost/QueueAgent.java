@@ -70,7 +70,7 @@ public final class QueueAgent implements Agent {
     }
 
     @Override
-    public int doWork() {
+    public int doWork() throws Exception {
         if (queue.isBroken()) {
             if (!reportedBroken) {
                 reportedBroken = true;
@@ -83,6 +83,17 @@ public final class QueueAgent implements Agent {
 
     @Override
     public void onClose() {
+        try {
+            drain();
+        } catch (final Exception e) {
+            LOG.warn("queue {}: failed while draining in-flight requests at stop: {}", queue.index, e.toString());
+        }
+        handler.close();
+        LibC.close(wakeFd);
+        arena.close();
+    }
+
+    private void drain() throws Exception {
         final long deadline = System.nanoTime() + DRAIN_NANOS;
         while (handler.inFlight() > 0 && System.nanoTime() < deadline) {
             if (handler.doWork() == 0) {
@@ -92,9 +103,6 @@ public final class QueueAgent implements Agent {
         if (handler.inFlight() > 0) {
             LOG.warn("queue {}: {} requests still in flight after 30 s at stop; they are abandoned", queue.index, handler.inFlight());
         }
-        handler.close();
-        LibC.close(wakeFd);
-        arena.close();
     }
 
     @Override
@@ -121,7 +129,7 @@ public final class QueueAgent implements Agent {
                     idleSince = now;
                 }
                 if (now - idleSince < spinNanos) {
-                    Thread.onSpinWait();
+                    Thread.yield();
                     return;
                 }
                 prepareAndSleep();

@@ -5,12 +5,11 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 import java.nio.file.Path;
-import java.util.Locale;
 import java.util.concurrent.Callable;
 
 /**
  * {@code bench}: measures a vhost-user-blk back end with {@link BenchRunner} and prints one line
- * {@code iops=… mbps=… p50_us=… p99_us=…}. Usable as a picocli subcommand or on its own through {@link #main}.
+ * {@code iops=… mbps=… p50_us=… p99_us=…}.
  */
 @Command(name = "bench", mixinStandardHelpOptions = true,
     description = "Drive a vhost-user-blk back end from a polling front end and print iops, MB/s and latency.")
@@ -22,9 +21,9 @@ public final class BenchCommand implements Callable<Integer> {
         description = "randread, randwrite, read or write (default: ${DEFAULT-VALUE})")
     BenchPattern pattern;
 
-    @Option(names = {"--bs", "--block-size"}, defaultValue = "4k", converter = SizeConverter.class,
-        description = "bytes per request; k and m suffixes (default: ${DEFAULT-VALUE})")
-    int blockSize;
+    @Option(names = {"--bs", "--block-size"}, defaultValue = "4k", converter = io.lazyblk.tools.SizeConverter.class,
+        description = "bytes per request, a multiple of 512: 4096, 4k, 1m (default: ${DEFAULT-VALUE})")
+    long blockSize;
 
     @Option(names = "--iodepth", defaultValue = "1", description = "requests in flight per queue (default: ${DEFAULT-VALUE})")
     int iodepth;
@@ -43,7 +42,11 @@ public final class BenchCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        final BenchResult r = BenchRunner.run(new BenchOptions(socket, pattern, blockSize, iodepth, seconds, queues, seed));
+        if (blockSize < 512 || blockSize > (64 << 20) || blockSize % 512 != 0) {
+            System.err.println("lazyblk bench: --bs must be a multiple of 512 between 512 and 64m, not " + blockSize);
+            return 2;
+        }
+        final BenchResult r = BenchRunner.run(new BenchOptions(socket, pattern, (int) blockSize, iodepth, seconds, queues, seed));
         System.out.println(r.line());
         if (details) {
             System.err.println(r.details());
@@ -53,25 +56,6 @@ public final class BenchCommand implements Callable<Integer> {
             return 1;
         }
         return 0;
-    }
-
-    public static void main(final String[] args) {
-        System.exit(new CommandLine(new BenchCommand()).execute(args));
-    }
-
-    /** {@code 4096}, {@code 4k}, {@code 1m}. */
-    static final class SizeConverter implements CommandLine.ITypeConverter<Integer> {
-        @Override
-        public Integer convert(final String value) {
-            final String v = value.trim().toLowerCase(Locale.ROOT);
-            final long mult = v.endsWith("k") ? 1024 : v.endsWith("m") ? 1024 * 1024 : 1;
-            final String digits = mult == 1 ? v : v.substring(0, v.length() - 1);
-            final long n = Long.parseLong(digits) * mult;
-            if (n <= 0 || n > Integer.MAX_VALUE) {
-                throw new CommandLine.TypeConversionException("size out of range: " + value);
-            }
-            return (int) n;
-        }
     }
 
     static final class PatternConverter implements CommandLine.ITypeConverter<BenchPattern> {

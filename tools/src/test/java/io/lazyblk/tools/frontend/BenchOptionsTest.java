@@ -35,10 +35,10 @@ class BenchOptionsTest {
         final BenchCommand cmd = new BenchCommand();
         new CommandLine(cmd).parseArgs("--socket", "/x.sock", "--bs", "1m", "--pattern", "randwrite", "--iodepth", "32");
 
-        assertEquals(1 << 20, cmd.blockSize);
+        assertEquals(1L << 20, cmd.blockSize);
         assertEquals(BenchPattern.RANDWRITE, cmd.pattern);
         assertEquals(32, cmd.iodepth);
-        assertEquals(4096, new BenchCommand.SizeConverter().convert("4k"));
+        assertEquals(4096L, new io.lazyblk.tools.SizeConverter().convert("4k"));
     }
 
     @Test

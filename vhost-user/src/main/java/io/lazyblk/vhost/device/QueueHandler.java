@@ -9,7 +9,7 @@ public interface QueueHandler {
      *
      * @return the amount of work done (0 lets the agent idle)
      */
-    int doWork();
+    int doWork() throws Exception;
 
     /** Requests taken from the ring and not yet put on the used ring. */
     int inFlight();
