@@ -42,10 +42,14 @@ final class FileCalls {
         Linker.Option.captureCallState("errno"), Linker.Option.firstVariadicArg(2));
     private static final MethodHandle CLOSE = fn("close", JAVA_INT, JAVA_INT);
     private static final MethodHandle LSEEK = fn("lseek", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT);
-    private static final MethodHandle PREADV = fn("preadv", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
-    private static final MethodHandle PWRITEV = fn("pwritev", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
-    private static final MethodHandle FDATASYNC = fn("fdatasync", JAVA_INT, JAVA_INT);
-    private static final MethodHandle FALLOCATE = fn("fallocate", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG);
+    // Data-path calls do not capture errno (the JDK may allocate a capture segment per call); on failure they
+    // read errno through __errno_location() at once, before this thread makes another native call.
+    private static final MethodHandle PREADV = plain("preadv", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
+    private static final MethodHandle PWRITEV = plain("pwritev", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
+    private static final MethodHandle FDATASYNC = plain("fdatasync", JAVA_INT, JAVA_INT);
+    private static final MethodHandle FALLOCATE = plain("fallocate", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG);
+    private static final MethodHandle ERRNO_LOCATION = plain("__errno_location", JAVA_LONG);
+    private static final MemorySegment ALL = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
     private static final MethodHandle STRERROR = LINKER.downcallHandle(LINKER.defaultLookup().find("strerror").orElseThrow(),
         FunctionDescriptor.of(ADDRESS, JAVA_INT));
 
@@ -55,6 +59,18 @@ final class FileCalls {
     private static MethodHandle fn(final String name, final ValueLayout ret, final ValueLayout... args) {
         return LINKER.downcallHandle(LINKER.defaultLookup().find(name).orElseThrow(),
             FunctionDescriptor.of(ret, args), Linker.Option.captureCallState("errno"));
+    }
+
+    private static MethodHandle plain(final String name, final ValueLayout ret, final ValueLayout... args) {
+        return LINKER.downcallHandle(LINKER.defaultLookup().find(name).orElseThrow(), FunctionDescriptor.of(ret, args));
+    }
+
+    private static int lastErrno() {
+        try {
+            return ALL.get(JAVA_INT, (long) ERRNO_LOCATION.invokeExact());
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
     }
 
     static int errno(final MemorySegment st) {
@@ -123,10 +139,9 @@ final class FileCalls {
 
     /** Returns bytes transferred or {@code -errno}. */
     static long preadv(final int fd, final long iov, final int cnt, final long off) {
-        final MemorySegment st = STATE.get();
         try {
-            final long n = (long) PREADV.invokeExact(st, fd, iov, cnt, off);
-            return n < 0 ? -errno(st) : n;
+            final long n = (long) PREADV.invokeExact(fd, iov, cnt, off);
+            return n < 0 ? -lastErrno() : n;
         } catch (final Throwable t) {
             throw rethrow(t);
         }
@@ -134,10 +149,9 @@ final class FileCalls {
 
     /** Returns bytes transferred or {@code -errno}. */
     static long pwritev(final int fd, final long iov, final int cnt, final long off) {
-        final MemorySegment st = STATE.get();
         try {
-            final long n = (long) PWRITEV.invokeExact(st, fd, iov, cnt, off);
-            return n < 0 ? -errno(st) : n;
+            final long n = (long) PWRITEV.invokeExact(fd, iov, cnt, off);
+            return n < 0 ? -lastErrno() : n;
         } catch (final Throwable t) {
             throw rethrow(t);
         }
@@ -145,10 +159,9 @@ final class FileCalls {
 
     /** Returns 0 or {@code -errno}. */
     static int fdatasync(final int fd) {
-        final MemorySegment st = STATE.get();
         try {
-            final int rc = (int) FDATASYNC.invokeExact(st, fd);
-            return rc < 0 ? -errno(st) : 0;
+            final int rc = (int) FDATASYNC.invokeExact(fd);
+            return rc < 0 ? -lastErrno() : 0;
         } catch (final Throwable t) {
             throw rethrow(t);
         }
@@ -156,10 +169,9 @@ final class FileCalls {
 
     /** Returns 0 or {@code -errno}. */
     static int fallocate(final int fd, final int mode, final long off, final long len) {
-        final MemorySegment st = STATE.get();
         try {
-            final int rc = (int) FALLOCATE.invokeExact(st, fd, mode, off, len);
-            return rc < 0 ? -errno(st) : 0;
+            final int rc = (int) FALLOCATE.invokeExact(fd, mode, off, len);
+            return rc < 0 ? -lastErrno() : 0;
         } catch (final Throwable t) {
             throw rethrow(t);
         }

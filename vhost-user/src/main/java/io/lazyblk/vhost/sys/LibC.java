@@ -70,8 +70,12 @@ public final class LibC {
     private static final MethodHandle CONNECT = fn("connect", JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT);
     private static final MethodHandle SHUTDOWN = fn("shutdown", JAVA_INT, JAVA_INT, JAVA_INT);
     private static final MethodHandle CLOSE = fn("close", JAVA_INT, JAVA_INT);
-    private static final MethodHandle READ = fn("read", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG);
-    private static final MethodHandle WRITE = fn("write", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG);
+    // Hot-path calls do not capture errno: the JDK may allocate a capture segment per call. On failure they read
+    // errno through __errno_location() right away, before this thread makes any other native call.
+    private static final MethodHandle READ = plain("read", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG);
+    private static final MethodHandle WRITE = plain("write", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG);
+    private static final MethodHandle ERRNO_LOCATION = plain("__errno_location", JAVA_LONG);
+    private static final MemorySegment ALL = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
     private static final MethodHandle SENDMSG = fn("sendmsg", JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT);
     private static final MethodHandle RECVMSG = fn("recvmsg", JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT);
     private static final MethodHandle MMAP = fn("mmap", JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG);
@@ -79,9 +83,7 @@ public final class LibC {
     private static final MethodHandle EVENTFD = fn("eventfd", JAVA_INT, JAVA_INT, JAVA_INT);
     private static final MethodHandle MEMFD_CREATE = fn("memfd_create", JAVA_INT, ADDRESS, JAVA_INT);
     private static final MethodHandle FTRUNCATE = fn("ftruncate", JAVA_INT, JAVA_INT, JAVA_LONG);
-    private static final MethodHandle POLL = fn("poll", JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT);
-    private static final MethodHandle PREADV = fn("preadv", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
-    private static final MethodHandle PWRITEV = fn("pwritev", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
+    private static final MethodHandle POLL = plain("poll", JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT);
     private static final MethodHandle DUP = fn("dup", JAVA_INT, JAVA_INT);
     private static final MethodHandle LSEEK = fn("lseek", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT);
     private static final MethodHandle STRERROR = LINKER.downcallHandle(
@@ -93,6 +95,20 @@ public final class LibC {
     private static MethodHandle fn(final String name, final ValueLayout ret, final ValueLayout... args) {
         final MemorySegment symbol = LIBC.find(name).orElseThrow(() -> new UnsatisfiedLinkError("libc has no " + name));
         return LINKER.downcallHandle(symbol, FunctionDescriptor.of(ret, args), CAPTURE_ERRNO);
+    }
+
+    private static MethodHandle plain(final String name, final ValueLayout ret, final ValueLayout... args) {
+        final MemorySegment symbol = LIBC.find(name).orElseThrow(() -> new UnsatisfiedLinkError("libc has no " + name));
+        return LINKER.downcallHandle(symbol, FunctionDescriptor.of(ret, args));
+    }
+
+    /** errno of the last failed native call on this thread; call it right after that call. */
+    private static int lastErrno() {
+        try {
+            return ALL.get(JAVA_INT, (long) ERRNO_LOCATION.invokeExact());
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
     }
 
     private static int errno(final MemorySegment state) {
@@ -261,10 +277,9 @@ public final class LibC {
 
     /** {@code read(2)}; returns bytes read or {@code -errno}. */
     public static long rawRead(final int fd, final long address, final long length) {
-        final MemorySegment st = state();
         try {
-            final long rc = (long) READ.invokeExact(st, fd, address, length);
-            return rc < 0 ? -errno(st) : rc;
+            final long rc = (long) READ.invokeExact(fd, address, length);
+            return rc < 0 ? -lastErrno() : rc;
         } catch (final Throwable t) {
             throw rethrow(t);
         }
@@ -272,32 +287,9 @@ public final class LibC {
 
     /** {@code write(2)}; returns bytes written or {@code -errno}. */
     public static long rawWrite(final int fd, final long address, final long length) {
-        final MemorySegment st = state();
         try {
-            final long rc = (long) WRITE.invokeExact(st, fd, address, length);
-            return rc < 0 ? -errno(st) : rc;
-        } catch (final Throwable t) {
-            throw rethrow(t);
-        }
-    }
-
-    /** {@code preadv(2)} over a native {@code struct iovec} array; returns bytes or {@code -errno}. */
-    public static long rawPreadv(final int fd, final long iov, final int iovcnt, final long offset) {
-        final MemorySegment st = state();
-        try {
-            final long rc = (long) PREADV.invokeExact(st, fd, iov, iovcnt, offset);
-            return rc < 0 ? -errno(st) : rc;
-        } catch (final Throwable t) {
-            throw rethrow(t);
-        }
-    }
-
-    /** {@code pwritev(2)} over a native {@code struct iovec} array; returns bytes or {@code -errno}. */
-    public static long rawPwritev(final int fd, final long iov, final int iovcnt, final long offset) {
-        final MemorySegment st = state();
-        try {
-            final long rc = (long) PWRITEV.invokeExact(st, fd, iov, iovcnt, offset);
-            return rc < 0 ? -errno(st) : rc;
+            final long rc = (long) WRITE.invokeExact(fd, address, length);
+            return rc < 0 ? -lastErrno() : rc;
         } catch (final Throwable t) {
             throw rethrow(t);
         }
@@ -384,10 +376,9 @@ public final class LibC {
 
     /** {@code poll(2)} over a native {@code struct pollfd} array; returns ready count, 0 on timeout, or {@code -errno}. */
     public static int rawPoll(final MemorySegment fds, final int nfds, final int timeoutMillis) {
-        final MemorySegment st = state();
         try {
-            final int rc = (int) POLL.invokeExact(st, fds, (long) nfds, timeoutMillis);
-            return rc < 0 ? -errno(st) : rc;
+            final int rc = (int) POLL.invokeExact(fds, (long) nfds, timeoutMillis);
+            return rc < 0 ? -lastErrno() : rc;
         } catch (final Throwable t) {
             throw rethrow(t);
         }

@@ -1,0 +1,74 @@
+package io.lazyblk.tools;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The CLI as an operator meets it: help on every command, clear refusals, and the demo's front-end path. */
+class CommandLineTest {
+    @TempDir
+    Path dir;
+
+    private record Run(int code, String out, String err) {
+    }
+
+    private static synchronized Run run(final String... args) {
+        final PrintStream out = System.out;
+        final PrintStream err = System.err;
+        final ByteArrayOutputStream o = new ByteArrayOutputStream();
+        final ByteArrayOutputStream e = new ByteArrayOutputStream();
+        try {
+            System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
+            System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
+            final int code = Main.run(args);
+            return new Run(code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8));
+        } finally {
+            System.setOut(out);
+            System.setErr(err);
+        }
+    }
+
+    @Test
+    void shouldPrintHelpForEveryCommand() {
+        for (final String cmd : new String[] {"serve", "bench", "demo"}) {
+            final Run r = run(cmd, "--help");
+            assertEquals(0, r.code(), cmd);
+            assertTrue(r.out().contains("Usage: lazyblk " + cmd), r.out());
+        }
+        assertTrue(run("--help").out().contains("serve"));
+    }
+
+    @Test
+    void shouldRefuseServeWithoutAnImageSayingWhatToDo() {
+        final Run r = run("serve", "--socket", dir.resolve("s").toString(), "--local", dir.resolve("missing.img").toString());
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("truncate -s"), r.err());
+        final Run both = run("serve", "--socket", dir.resolve("s").toString());
+        assertEquals(2, both.code());
+        assertTrue(both.err().contains("--local IMAGE or --null SIZE"), both.err());
+    }
+
+    @Test
+    void shouldRefuseBadSizesAndBlockSizesWithAMessage() {
+        final Run r = run("serve", "--socket", dir.resolve("s").toString(), "--null", "12q");
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("is not a size"), r.err());
+        final Run b = run("bench", "--socket", dir.resolve("s").toString(), "--bs", "100");
+        assertEquals(2, b.code());
+        assertTrue(b.err().contains("multiple of 512"), b.err());
+    }
+
+    @Test
+    void shouldRunTheDemoEndToEndThroughTheBuiltInFrontEnd() {
+        final Run r = run("demo", "--front-end", "--work-dir", dir.toString(), "--size", "32M");
+        assertEquals(0, r.code(), r.out() + r.err());
+        assertTrue(r.out().contains("OK: the engine served the front end"), r.out());
+    }
+}
