@@ -1,0 +1,51 @@
+package io.lazyblk.pagemap;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * Where absent pages come from: an image provider over TCP, RDMA, or same-host shared memory. Implementations
+ * pass {@code PageSourceContract} (page-map's test jar).
+ *
+ * <p>Thread-safety: {@link #fetch} may be called from any thread; completions arrive on the transport's own
+ * thread(s). A source verifies nothing: the page map checks every page against the {@link Manifest}.
+ */
+public interface PageSource extends AutoCloseable {
+    /** Fetch priorities: demand fetches (a guest request waits) always go before background ones. */
+    int DEMAND = 0;
+    int BACKGROUND = 1;
+
+    /** Completion status codes handed to {@link Listener#onFetched}. */
+    int OK = 0;
+    /** The transport is down (reconnecting); retry later. */
+    int UNAVAILABLE = 1;
+    /** The provider refused or failed the request. */
+    int FAILED = 2;
+
+    /** The image this source serves, as its provider described it when the source connected. */
+    Manifest manifest();
+
+    /**
+     * Starts fetching pages {@code [firstPage, firstPage + count)} into {@code dst}, which holds at least their
+     * bytes ({@code count} pages, the image's last page may be short). Does not block and does not allocate per call.
+     *
+     * @param priority {@link #DEMAND} or {@link #BACKGROUND}
+     * @param tag returned to the listener as is, to identify the fetch
+     * @return false if the source cannot take another fetch now (too many in flight, or down); nothing was started
+     */
+    boolean fetch(int firstPage, int count, MemorySegment dst, int priority, long tag, Listener listener);
+
+    /** Fetches in flight. */
+    int inFlight();
+
+    /** Whether the source is connected to its provider right now. */
+    boolean connected();
+
+    /** Closes the connection; fetches in flight complete with {@link #UNAVAILABLE}. */
+    @Override
+    void close();
+
+    /** Receives fetch completions, exactly once per accepted fetch, on a transport thread. */
+    interface Listener {
+        void onFetched(long tag, int firstPage, int count, int status);
+    }
+}
