@@ -1,0 +1,282 @@
+package io.lazyblk.persistence;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.Arrays;
+import java.util.HexFormat;
+import java.util.zip.CRC32C;
+
+/**
+ * The durable record of what a local image file already holds, kept beside it: which pages are local (their
+ * data is durable in the image file), which sectors of not-yet-local pages the guest wrote (those bytes must
+ * never be overwritten by a fetch, before or after a crash), and whether the engine switched to disk-only.
+ *
+ * <p>Layout, 4 KiB blocks: block 0 the identity header (magic, version, image size, page size, page count,
+ * manifest digest, CRC32C), block 1 the disk-only flag, then the page bitmap, then the guest-sector bitmap.
+ * Bits only ever go from 0 to 1, so a torn block write can only forget progress (pages get refetched), never
+ * invent it. Callers order durability: image data {@code fdatasync} first, then {@link #commit()}.
+ *
+ * <p>Thread-safety: every method is serialized by this object's monitor. It is meant to have one caller, the
+ * engine's persistence agent, which batches marks between commits; the data path keeps its own lock-free copy
+ * of page states and never calls in here per request.
+ */
+public final class PageStateFile implements AutoCloseable {
+    private static final int MAGIC = 0x53425a4c; // "LZBS"
+    private static final int VERSION = 1;
+    private static final int BLOCK = 4096;
+    private static final int SECTOR = 512;
+    private static final long DISK_ONLY_MAGIC = 0x594c4e4f4b534944L; // "DISKONLY"
+
+    private final Path path;
+    private final FileChannel ch;
+    private final long imageSize;
+    private final int pageSize;
+    private final int pageCount;
+    private final byte[] digest;
+    private final long[] local;
+    private final long[] guestSectors;
+    private final long pageBitmapOffset;
+    private final long sectorBitmapOffset;
+    private final boolean[] dirtyPageBlocks;
+    private final boolean[] dirtySectorBlocks;
+    private volatile boolean diskOnly;
+    private int localCount;
+
+    private PageStateFile(final Path path, final FileChannel ch, final long imageSize, final int pageSize, final byte[] digest) {
+        this.path = path;
+        this.ch = ch;
+        this.imageSize = imageSize;
+        this.pageSize = pageSize;
+        this.pageCount = (int) ((imageSize + pageSize - 1) / pageSize);
+        this.digest = digest.clone();
+        this.local = new long[(pageCount + 63) / 64];
+        this.guestSectors = new long[(int) ((imageSize / SECTOR + 63) / 64)];
+        this.pageBitmapOffset = 2L * BLOCK;
+        this.sectorBitmapOffset = pageBitmapOffset + roundUp(local.length * 8L);
+        this.dirtyPageBlocks = new boolean[(int) (roundUp(local.length * 8L) / BLOCK)];
+        this.dirtySectorBlocks = new boolean[(int) (roundUp(guestSectors.length * 8L) / BLOCK)];
+    }
+
+    private static long roundUp(final long n) {
+        return Math.max(BLOCK, (n + BLOCK - 1) / BLOCK * BLOCK);
+    }
+
+    /** The state file that belongs to local image {@code image}. */
+    public static Path beside(final Path image) {
+        return image.resolveSibling(image.getFileName() + ".lzbstate");
+    }
+
+    /**
+     * Opens the state file at {@code path}, creating it (all pages absent) if missing. An existing file must
+     * describe the same image (size, page size, manifest digest) or this throws an IOException that says so.
+     */
+    public static PageStateFile openOrCreate(final Path path, final long imageSize, final int pageSize, final byte[] digest)
+        throws IOException {
+        if (digest.length != 32) {
+            throw new IllegalArgumentException("digest must be 32 bytes");
+        }
+        final boolean exists = Files.exists(path);
+        final FileChannel ch = FileChannel.open(path, StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
+        try {
+            final PageStateFile s = new PageStateFile(path, ch, imageSize, pageSize, digest);
+            if (exists && ch.size() > 0) {
+                s.load();
+            } else {
+                s.format();
+            }
+            return s;
+        } catch (final IOException | RuntimeException e) {
+            ch.close();
+            throw e;
+        }
+    }
+
+    private ByteBuffer header() {
+        final ByteBuffer b = ByteBuffer.allocate(BLOCK).order(ByteOrder.LITTLE_ENDIAN);
+        b.putInt(MAGIC).putInt(VERSION).putLong(imageSize).putInt(pageSize).putInt(pageCount).put(digest);
+        final CRC32C crc = new CRC32C();
+        crc.update(b.array(), 0, b.position());
+        b.putInt((int) crc.getValue());
+        b.clear();
+        return b;
+    }
+
+    private void format() throws IOException {
+        ch.truncate(0);
+        writeFully(header(), 0);
+        writeFully(ByteBuffer.allocate(BLOCK), BLOCK);
+        writeFully(ByteBuffer.allocate((int) (sectorBitmapOffset - pageBitmapOffset)), pageBitmapOffset);
+        writeFully(ByteBuffer.allocate(dirtySectorBlocks.length * BLOCK), sectorBitmapOffset);
+        ch.force(false);
+        // The new file's directory entry must be durable too, or a crash could lose the file but keep the data.
+        syncDirectory(path.toAbsolutePath().getParent());
+    }
+
+    private static void syncDirectory(final Path dir) {
+        try (FileChannel d = FileChannel.open(dir, StandardOpenOption.READ)) {
+            d.force(true);
+        } catch (final IOException ignored) {
+            // Some file systems refuse to fsync a directory; the file itself is durable.
+        }
+    }
+
+    private void load() throws IOException {
+        final ByteBuffer h = ByteBuffer.allocate(BLOCK).order(ByteOrder.LITTLE_ENDIAN);
+        readFully(h, 0);
+        h.flip();
+        final int magic = h.getInt();
+        final int version = h.getInt();
+        final long size = h.getLong();
+        final int ps = h.getInt();
+        final int pages = h.getInt();
+        final byte[] d = new byte[32];
+        h.get(d);
+        final int stored = h.getInt();
+        final CRC32C crc = new CRC32C();
+        crc.update(h.array(), 0, h.position() - 4);
+        if (magic != MAGIC || version != VERSION || stored != (int) crc.getValue()) {
+            throw new IOException(path + " is not a lazyblk state file or is damaged; move it away (the image beside it "
+                + "will then be treated as empty and refetched)");
+        }
+        if (size != imageSize || ps != pageSize || pages != pageCount || !Arrays.equals(d, digest)) {
+            throw new IOException("the local file belongs to another image: " + path + " records size " + size + ", page size " + ps
+                + ", digest " + HexFormat.of().formatHex(d) + "; the source image has size " + imageSize + ", page size " + pageSize
+                + ", digest " + HexFormat.of().formatHex(digest) + ". Use another --local path, or delete both files to start over");
+        }
+        final ByteBuffer flag = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
+        readFully(flag, BLOCK);
+        diskOnly = flag.flip().getLong() == DISK_ONLY_MAGIC;
+        readBits(local, pageBitmapOffset);
+        readBits(guestSectors, sectorBitmapOffset);
+        // Bits past the end (a damaged tail) are ignored: mask the last word.
+        if (pageCount % 64 != 0) {
+            local[local.length - 1] &= (1L << (pageCount % 64)) - 1;
+        }
+        for (final long w : local) {
+            localCount += Long.bitCount(w);
+        }
+    }
+
+    private void readBits(final long[] bits, final long offset) throws IOException {
+        final ByteBuffer b = ByteBuffer.allocate(bits.length * 8).order(ByteOrder.LITTLE_ENDIAN);
+        readFully(b, offset);
+        b.flip();
+        for (int i = 0; i < bits.length; i++) {
+            bits[i] = b.getLong();
+        }
+    }
+
+    private void readFully(final ByteBuffer b, final long off) throws IOException {
+        while (b.hasRemaining()) {
+            if (ch.read(b, off + b.position()) < 0) {
+                throw new IOException(path + " is truncated; move it away to start the image over");
+            }
+        }
+    }
+
+    private void writeFully(final ByteBuffer b, final long off) throws IOException {
+        while (b.hasRemaining()) {
+            ch.write(b, off + b.position());
+        }
+    }
+
+    public int pageCount() {
+        return pageCount;
+    }
+
+    public int pageSize() {
+        return pageSize;
+    }
+
+    public synchronized int localCount() {
+        return localCount;
+    }
+
+    public synchronized boolean isLocal(final int page) {
+        return (local[page >>> 6] & (1L << page)) != 0;
+    }
+
+    public synchronized boolean allLocal() {
+        return localCount == pageCount;
+    }
+
+    public boolean diskOnly() {
+        return diskOnly;
+    }
+
+    /** Records that {@code page}'s data is durable in the image file; durable itself after {@link #commit()}. */
+    public synchronized void markLocal(final int page) {
+        final long bit = 1L << page;
+        if ((local[page >>> 6] & bit) == 0) {
+            local[page >>> 6] |= bit;
+            localCount++;
+            dirtyPageBlocks[(page >>> 6) * 8 / BLOCK] = true;
+        }
+    }
+
+    /** Records that the guest wrote sectors {@code [sector, sector + count)}; durable after {@link #commit()}. */
+    public synchronized void markGuestWritten(final long sector, final long count) {
+        for (long s = sector; s < sector + count; s++) {
+            guestSectors[(int) (s >>> 6)] |= 1L << s;
+            dirtySectorBlocks[(int) ((s >>> 6) * 8 / BLOCK)] = true;
+        }
+    }
+
+    public synchronized boolean guestWrote(final long sector) {
+        return (guestSectors[(int) (sector >>> 6)] & (1L << sector)) != 0;
+    }
+
+    /** Writes every changed bitmap block and makes it durable ({@code fdatasync}). */
+    public synchronized void commit() throws IOException {
+        boolean wrote = flushBlocks(local, dirtyPageBlocks, pageBitmapOffset);
+        wrote |= flushBlocks(guestSectors, dirtySectorBlocks, sectorBitmapOffset);
+        if (wrote) {
+            ch.force(false);
+        }
+    }
+
+    private boolean flushBlocks(final long[] bits, final boolean[] dirty, final long base) throws IOException {
+        boolean wrote = false;
+        final ByteBuffer b = ByteBuffer.allocate(BLOCK).order(ByteOrder.LITTLE_ENDIAN);
+        for (int blk = 0; blk < dirty.length; blk++) {
+            if (!dirty[blk]) {
+                continue;
+            }
+            dirty[blk] = false;
+            b.clear();
+            final int first = blk * (BLOCK / 8);
+            for (int i = first; i < Math.min(bits.length, first + BLOCK / 8); i++) {
+                b.putLong(bits[i]);
+            }
+            while (b.hasRemaining()) {
+                b.put((byte) 0);
+            }
+            b.flip();
+            writeFully(b, base + (long) blk * BLOCK);
+            wrote = true;
+        }
+        return wrote;
+    }
+
+    /** Records, durably, that every page is local and the engine serves from disk alone from now on. */
+    public synchronized void markDiskOnly() throws IOException {
+        if (localCount != pageCount) {
+            throw new IllegalStateException(localCount + " of " + pageCount + " pages are local; cannot switch to disk-only");
+        }
+        commit();
+        final ByteBuffer b = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(DISK_ONLY_MAGIC).flip();
+        writeFully(b, BLOCK);
+        ch.force(false);
+        diskOnly = true;
+    }
+
+    @Override
+    public synchronized void close() throws IOException {
+        ch.close();
+    }
+}
