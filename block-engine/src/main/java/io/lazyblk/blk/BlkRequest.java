@@ -154,6 +154,12 @@ public final class BlkRequest {
 
     private boolean finish(final byte s) {
         status = s;
+        if (s != VirtioBlk.S_OK && statusAddr >= 0) {
+            // The status byte is the chain's last writable byte. A used length short of it tells a driver that
+            // follows virtio 1.2 §2.7.8.2 ("no assumptions about data beyond the first len bytes") that no status
+            // was written; report the whole writable part, as QEMU does.
+            usedLen = (int) Math.min(chain.writableBytes, Integer.MAX_VALUE);
+        }
         return false;
     }
 
