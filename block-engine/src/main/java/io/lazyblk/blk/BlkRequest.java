@@ -78,6 +78,11 @@ public final class BlkRequest {
                 if (!in && cfg.readOnly) {
                     return finish(VirtioBlk.S_IOERR);
                 }
+                // A read's data must be device-writable and a write's device-readable. Data marked the other way is
+                // not transferred; answering OK for the rest would tell the guest that bytes it never got were read.
+                if (in ? c.readableBytes != VirtioBlk.HEADER_BYTES : c.writableBytes != 1) {
+                    return finish(VirtioBlk.S_IOERR);
+                }
                 final long bytes = in ? c.writableBytes - 1 : c.readableBytes - VirtioBlk.HEADER_BYTES;
                 if (!inRange(sector, bytes, cfg) || bytes % VirtioBlk.SECTOR != 0) {
                     return finish(VirtioBlk.S_IOERR);
