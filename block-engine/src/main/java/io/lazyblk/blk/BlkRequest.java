@@ -58,7 +58,11 @@ public final class BlkRequest {
         dataBytes = 0;
         type = -1;
         if (chainError != ChainError.OK) {
-            return finish(VirtioBlk.S_IOERR); // no trustworthy place for a status byte: used length 0
+            if (chainError == ChainError.TOO_MANY_BUFFERS && chain.writableBytes > 0) {
+                // Every buffer was checked, only their number is beyond seg_max: the last byte is a sound status byte.
+                statusAddr = chain.lastAddress + chain.lastLength - 1;
+            }
+            return finish(VirtioBlk.S_IOERR); // otherwise no trustworthy place for a status byte: used length 0
         }
         final DescriptorChain c = chain;
         if (c.writableBytes < 1) {
