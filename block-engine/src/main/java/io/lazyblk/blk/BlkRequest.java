@@ -58,7 +58,11 @@ public final class BlkRequest {
         dataBytes = 0;
         type = -1;
         if (chainError != ChainError.OK) {
-            return finish(VirtioBlk.S_IOERR); // no trustworthy place for a status byte: used length 0
+            if (chainError == ChainError.TOO_MANY_BUFFERS && chain.writableBytes > 0) {
+                // Every buffer was checked, only their number is beyond seg_max: the last byte is a sound status byte.
+                statusAddr = chain.lastAddress + chain.lastLength - 1;
+            }
+            return finish(VirtioBlk.S_IOERR); // otherwise no trustworthy place for a status byte: used length 0
         }
         final DescriptorChain c = chain;
         if (c.writableBytes < 1) {
@@ -76,6 +80,11 @@ public final class BlkRequest {
             case VirtioBlk.T_IN, VirtioBlk.T_OUT -> {
                 final boolean in = type == VirtioBlk.T_IN;
                 if (!in && cfg.readOnly) {
+                    return finish(VirtioBlk.S_IOERR);
+                }
+                // A read's data must be device-writable and a write's device-readable. Data marked the other way is
+                // not transferred; answering OK for the rest would tell the guest that bytes it never got were read.
+                if (in ? c.readableBytes != VirtioBlk.HEADER_BYTES : c.writableBytes != 1) {
                     return finish(VirtioBlk.S_IOERR);
                 }
                 final long bytes = in ? c.writableBytes - 1 : c.readableBytes - VirtioBlk.HEADER_BYTES;
@@ -154,6 +163,12 @@ public final class BlkRequest {
 
     private boolean finish(final byte s) {
         status = s;
+        if (s != VirtioBlk.S_OK && statusAddr >= 0) {
+            // The status byte is the chain's last writable byte. A used length short of it tells a driver that
+            // follows virtio 1.2 §2.7.8.2 ("no assumptions about data beyond the first len bytes") that no status
+            // was written; report the whole writable part, as QEMU does.
+            usedLen = (int) Math.min(chain.writableBytes, Integer.MAX_VALUE);
+        }
         return false;
     }
 

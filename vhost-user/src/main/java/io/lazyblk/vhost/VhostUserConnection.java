@@ -463,8 +463,8 @@ public final class VhostUserConnection implements AutoCloseable {
         if (len < 0 || len > Protocol.MAX_CONFIG_SIZE || size != Protocol.CONFIG_HEADER + len) {
             throw new ProtocolException("GET_CONFIG for " + len + " bytes in a " + size + "-byte payload");
         }
-        if (offset < 0 || offset + len > device.configSize()) {
-            LOG.warn("GET_CONFIG for bytes {}..{} outside the {}-byte config space", offset, offset + len, device.configSize());
+        if (offset < 0 || (long) offset + len > device.configSize()) { // long: offset near 2^31 must not wrap into range
+            LOG.warn("GET_CONFIG for bytes {}..{} outside the {}-byte config space", offset, (long) offset + len, device.configSize());
             reply(r, 0); // an empty reply tells the front end the read failed
             return;
         }
@@ -481,7 +481,7 @@ public final class VhostUserConnection implements AutoCloseable {
         if (len < 0 || len > Protocol.MAX_CONFIG_SIZE || size != Protocol.CONFIG_HEADER + len) {
             throw new ProtocolException("SET_CONFIG for " + len + " bytes in a " + size + "-byte payload");
         }
-        if (offset < 0 || offset + len > device.configSize()) {
+        if (offset < 0 || (long) offset + len > device.configSize()) { // long: offset near 2^31 must not wrap into range
             return 1;
         }
         return device.writeConfig(offset, payload.asSlice(Protocol.CONFIG_HEADER, len)) ? 0 : 1;

@@ -11,6 +11,7 @@ public final class ChainError {
     public static final int INDIRECT_BAD_TABLE = 6;
     public static final int INDIRECT_NESTED = 7;
     public static final int READABLE_AFTER_WRITABLE = 8;
+    /** The chain is sound but has more buffers than the request can hold; {@link DescriptorChain#lastAddress} is its last buffer. */
     public static final int TOO_MANY_BUFFERS = 9;
 
     private static final String[] NAMES = {

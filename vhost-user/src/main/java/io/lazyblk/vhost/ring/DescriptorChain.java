@@ -16,6 +16,12 @@ public final class DescriptorChain {
     public int readable;
     public long readableBytes;
     public long writableBytes;
+    /**
+     * The chain's last buffer, also when it had more buffers than {@link #capacity()} (then only the first
+     * {@code capacity} are in the arrays): its last byte is where a status byte goes.
+     */
+    public long lastAddress;
+    public int lastLength;
 
     public DescriptorChain(final int capacity) {
         this.address = new long[capacity];
@@ -32,6 +38,8 @@ public final class DescriptorChain {
         readable = 0;
         readableBytes = 0;
         writableBytes = 0;
+        lastAddress = 0;
+        lastLength = 0;
     }
 
     /** Copies {@code src} into this chain; both must have room for {@code src.count} buffers. */
@@ -41,6 +49,8 @@ public final class DescriptorChain {
         readable = src.readable;
         readableBytes = src.readableBytes;
         writableBytes = src.writableBytes;
+        lastAddress = src.lastAddress;
+        lastLength = src.lastLength;
         System.arraycopy(src.address, 0, address, 0, src.count);
         System.arraycopy(src.length, 0, length, 0, src.count);
     }

@@ -155,6 +155,7 @@ public final class SplitVirtqueue {
         int i = head;
         int seen = 0;
         boolean inIndirect = false;
+        boolean overflow = false;
         while (true) {
             final long off = tableBase + (long) i * DESC_SIZE;
             final long addr = table.get(U64, off);
@@ -196,26 +197,33 @@ public final class SplitVirtqueue {
                 if (a == GuestMemory.INVALID || len < 0) {
                     return ChainError.ADDRESS_OUTSIDE_GUEST; // len < 0: over 2 GiB in one buffer, never sane
                 }
-                if (out.count == out.capacity()) {
-                    return ChainError.TOO_MANY_BUFFERS;
-                }
                 if (writable) {
                     out.writableBytes += len;
                 } else {
-                    if (out.count != out.readable) {
+                    if (out.writableBytes != 0) {
                         return ChainError.READABLE_AFTER_WRITABLE;
                     }
-                    out.readable++;
                     out.readableBytes += len;
                 }
-                out.address[out.count] = a;
-                out.length[out.count] = len;
-                out.count++;
-            } else if (!writable && out.count != out.readable) {
+                out.lastAddress = a;
+                out.lastLength = len;
+                if (out.count == out.capacity()) {
+                    // Keep walking: a chain that is sound but for its length still gets a status byte (its last
+                    // buffer's last byte), so every later buffer is checked like the ones we keep.
+                    overflow = true;
+                } else {
+                    if (!writable) {
+                        out.readable++;
+                    }
+                    out.address[out.count] = a;
+                    out.length[out.count] = len;
+                    out.count++;
+                }
+            } else if (!writable && out.writableBytes != 0) {
                 return ChainError.READABLE_AFTER_WRITABLE;
             }
             if ((flags & F_NEXT) == 0) {
-                return ChainError.OK;
+                return overflow ? ChainError.TOO_MANY_BUFFERS : ChainError.OK;
             }
             if (next >= tableSize) {
                 return ChainError.NEXT_OUT_OF_RANGE;

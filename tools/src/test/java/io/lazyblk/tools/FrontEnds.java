@@ -1,0 +1,49 @@
+package io.lazyblk.tools;
+
+import io.lazyblk.tools.frontend.BlkClient;
+import io.lazyblk.tools.frontend.FrontendConfig;
+import io.lazyblk.tools.frontend.GuestRam;
+import io.lazyblk.tools.frontend.VhostUserFrontend;
+import io.lazyblk.tools.frontend.VirtioBlk;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.time.Duration;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+/** Connecting test front ends to an engine, and the end-to-end check that an engine still serves. */
+final class FrontEnds {
+    static final long RAM_BYTES = 4L << 20;
+    /** Every wait in these tests: generous for a loaded machine, short enough that a hang fails fast. */
+    static final Duration DEADLINE = Duration.ofSeconds(5);
+    static final FrontendConfig CONFIG = FrontendConfig.defaults().withReplyTimeout(DEADLINE);
+
+    private FrontEnds() {
+    }
+
+    /** A front end through the full handshake (QEMU's order), every feature, one queue. */
+    static VhostUserFrontend connect(final Path socket) throws IOException {
+        return VhostUserFrontend.connect(socket, GuestRam.create(RAM_BYTES), CONFIG);
+    }
+
+    static BlkClient client(final VhostUserFrontend fe, final int queue) {
+        return new BlkClient(fe, queue).timeout(DEADLINE);
+    }
+
+    /**
+     * A fresh front end connects, writes a pattern at {@code sector}, reads it back, and the image file holds it:
+     * the engine accepts and serves a new connection end to end.
+     */
+    static void assertEngineServesNewFrontEnd(final Path socket, final Path image, final long sector) throws IOException {
+        try (VhostUserFrontend fe = connect(socket)) {
+            final BlkClient blk = client(fe, 0);
+            final byte[] data = TestImage.pattern(4096, sector ^ 0x5eed);
+            assertEquals(VirtioBlk.S_OK, blk.write(sector, data), "a write from the new front end");
+            assertArrayEquals(data, blk.read(sector, data.length).data(), "the new front end reads back what it wrote");
+            assertArrayEquals(data, TestImage.read(image, sector * VirtioBlk.SECTOR_SIZE, data.length),
+                "the image file holds what the new front end wrote");
+        }
+    }
+}
