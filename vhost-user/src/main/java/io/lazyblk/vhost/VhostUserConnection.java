@@ -71,6 +71,9 @@ public final class VhostUserConnection implements AutoCloseable {
             LOG.warn("closing vhost-user connection: {}", e.getMessage());
         } catch (final IOException e) {
             LOG.warn("closing vhost-user connection: {}", e.getMessage());
+        } catch (final RuntimeException e) {
+            // A bug of ours, not the front end's: end this connection, keep the server serving the next one.
+            LOG.error("closing vhost-user connection after an internal error", e);
         } finally {
             teardown();
         }

@@ -40,7 +40,9 @@ public final class MemoryRegion implements AutoCloseable {
     public static MemoryRegion map(final int fd, final long gpa, final long size, final long uva, final long mmapOffset)
         throws NativeException {
         try {
-            if (size <= 0 || mmapOffset < 0 || gpa + size < gpa || uva + size < uva || mmapOffset + size < mmapOffset) {
+            // Unsigned: a range whose end wraps past 2^64 is refused (addresses are unsigned; size > 0 checked first).
+            if (size <= 0 || mmapOffset < 0 || Long.compareUnsigned(gpa + size, gpa) < 0
+                || Long.compareUnsigned(uva + size, uva) < 0 || mmapOffset + size < mmapOffset) {
                 throw new IllegalArgumentException("memory region with bad geometry: gpa=0x" + Long.toHexString(gpa)
                     + " size=0x" + Long.toHexString(size) + " uva=0x" + Long.toHexString(uva)
                     + " mmap_offset=0x" + Long.toHexString(mmapOffset));
