@@ -17,17 +17,18 @@ public record ImageExport(String name, Path image, Manifest manifest) {
     public ImageExport {
         Objects.requireNonNull(image, "image");
         Objects.requireNonNull(manifest, "manifest");
-        checkName(name);
+        validateName(name);
     }
 
     /** Exports {@code image} as {@code name}, with its manifest from {@code manifests} (cached, or built now). */
     public static ImageExport of(final String name, final Path image, final int pageSize, final ManifestBuilder manifests,
                                  final ManifestBuilder.Progress progress) throws IOException {
-        checkName(name);
+        validateName(name);
         return new ImageExport(name, image, manifests.load(image, pageSize, progress).manifest());
     }
 
-    static void checkName(final String name) {
+    /** Throws {@link IllegalArgumentException}, saying why, unless {@code name} can name an export. */
+    public static void validateName(final String name) {
         final int bytes = name.getBytes(StandardCharsets.UTF_8).length;
         if (bytes < 1 || bytes > ProviderProtocol.MAX_NAME_BYTES) {
             throw new IllegalArgumentException("image name '" + name + "' is " + bytes + " bytes of UTF-8; 1 to "

@@ -42,10 +42,10 @@ public final class AccessToken {
     /** A token granting access to {@code image} until {@code expiry} (whole seconds; sub-second parts are dropped). */
     public static String mint(final byte[] secret, final String image, final Instant expiry) {
         checkSecret(secret);
-        if (expiry.getEpochSecond() < 0) {
-            throw new IllegalArgumentException("token expiry " + expiry + " is before 1970");
-        }
         final String expirySeconds = Long.toString(expiry.getEpochSecond());
+        if (expiry.getEpochSecond() < 0 || expirySeconds.length() > MAX_EXPIRY_DIGITS) {
+            throw new IllegalArgumentException("token expiry " + expiry + " is before 1970 or too far ahead");
+        }
         return PREFIX + "." + expirySeconds + "."
             + Base64.getUrlEncoder().withoutPadding().encodeToString(mac(secret, image, expirySeconds));
     }
