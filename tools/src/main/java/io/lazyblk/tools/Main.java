@@ -6,7 +6,8 @@ import picocli.CommandLine.Command;
 /** The {@code lazyblk} command line. */
 @Command(name = "lazyblk", mixinStandardHelpOptions = true, version = "lazyblk 0.1.0",
     description = "vhost-user-blk backend that boots VMs from images served locally or pulled lazily.",
-    subcommands = {ServeCommand.class, io.lazyblk.tools.frontend.BenchCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
+    subcommands = {ServeCommand.class, io.lazyblk.tools.frontend.BenchCommand.class, DemoCommand.class, ImageServerCommand.class,
+        TokenCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

@@ -1,0 +1,41 @@
+package io.lazyblk.pull.provider;
+
+import io.lazyblk.pagemap.Manifest;
+import io.lazyblk.pull.manifest.ManifestBuilder;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.Objects;
+
+/**
+ * One image the provider exports: the name clients ask for, the raw file, and its manifest. Immutable.
+ *
+ * @param name 1 to 255 bytes of UTF-8 without control characters (it appears in tokens, logs and messages)
+ */
+public record ImageExport(String name, Path image, Manifest manifest) {
+    public ImageExport {
+        Objects.requireNonNull(image, "image");
+        Objects.requireNonNull(manifest, "manifest");
+        validateName(name);
+    }
+
+    /** Exports {@code image} as {@code name}, with its manifest from {@code manifests} (cached, or built now). */
+    public static ImageExport of(final String name, final Path image, final int pageSize, final ManifestBuilder manifests,
+                                 final ManifestBuilder.Progress progress) throws IOException {
+        validateName(name);
+        return new ImageExport(name, image, manifests.load(image, pageSize, progress).manifest());
+    }
+
+    /** Throws {@link IllegalArgumentException}, saying why, unless {@code name} can name an export. */
+    public static void validateName(final String name) {
+        final int bytes = name.getBytes(StandardCharsets.UTF_8).length;
+        if (bytes < 1 || bytes > ProviderProtocol.MAX_NAME_BYTES) {
+            throw new IllegalArgumentException("image name '" + name + "' is " + bytes + " bytes of UTF-8; 1 to "
+                + ProviderProtocol.MAX_NAME_BYTES + " allowed");
+        }
+        if (name.codePoints().anyMatch(Character::isISOControl)) {
+            throw new IllegalArgumentException("image name '" + name.replaceAll("\\p{Cntrl}", "?") + "' contains control characters");
+        }
+    }
+}

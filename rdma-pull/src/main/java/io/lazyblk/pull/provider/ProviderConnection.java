@@ -1,0 +1,251 @@
+package io.lazyblk.pull.provider;
+
+import io.lazyblk.pagemap.PageGeometry;
+import io.lazyblk.pull.provider.ProviderProtocol.HelloStatus;
+import io.lazyblk.pull.token.AccessToken;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.nio.channels.SocketChannel;
+import java.time.Instant;
+
+import static io.lazyblk.pull.provider.ProviderProtocol.*;
+
+/**
+ * One client of the provider, on its own thread: the hello, then requests answered in order. The client is
+ * hostile until proven otherwise: every length and range is checked, a violation ends this connection only, with
+ * one log line. What a client may have queued here is bounded by {@link #REQUEST_BATCH} requests; beyond that it
+ * waits in the socket buffers, and TCP flow control stops a client that sends without reading.
+ */
+final class ProviderConnection implements Runnable {
+    private static final Logger LOG = LoggerFactory.getLogger(ProviderConnection.class);
+    /** Requests read per read(2): 64 x 16 bytes; more would only add to what a greedy client keeps queued here. */
+    static final int REQUEST_BATCH = 64;
+    static final long NO_DEADLINE = Long.MAX_VALUE;
+
+    private final ImageServer server;
+    private final SocketChannel channel;
+    private final String peer;
+    /** Set by this thread around blocking steps, read by the server's watchdog, which closes the channel when passed. */
+    volatile long deadlineNanos = NO_DEADLINE;
+    private String imageName = "?";
+
+    ProviderConnection(final ImageServer server, final SocketChannel channel, final String peer) {
+        this.server = server;
+        this.channel = channel;
+        this.peer = peer;
+    }
+
+    String describe() {
+        return peer + " (image '" + imageName + "')";
+    }
+
+    void abort() {
+        try {
+            channel.close();
+        } catch (final IOException e) {
+            // closing a socket: nothing more to do
+        }
+    }
+
+    @Override
+    public void run() {
+        try {
+            deadlineNanos = System.nanoTime() + ImageServer.HELLO_TIMEOUT_NANOS;
+            final ServedImage image = hello();
+            deadlineNanos = NO_DEADLINE;
+            if (image != null) {
+                serve(image);
+            }
+        } catch (final ProtocolViolation e) {
+            server.stats.protocolErrors.increment();
+            LOG.warn("closing connection from {}: {}", describe(), e.getMessage());
+        } catch (final IOException e) {
+            if (!server.isClosing()) {
+                LOG.debug("connection from {} ended: {}", describe(), e.toString());
+            }
+        } finally {
+            abort();
+            server.remove(this);
+        }
+    }
+
+    /** Reads and checks the hello; answers it. Returns the image to serve, or null after a refusal. */
+    private ServedImage hello() throws IOException {
+        final ByteBuffer fixed = readFully(ByteBuffer.allocate(HELLO_FIXED_BYTES).order(ByteOrder.LITTLE_ENDIAN));
+        if (fixed.getInt(HELLO_MAGIC_OFFSET) != MAGIC) {
+            return refuse(HelloStatus.MALFORMED, "not a lazyblk provider client (bad magic)");
+        }
+        final int version = Short.toUnsignedInt(fixed.getShort(HELLO_VERSION_OFFSET));
+        if (version != VERSION) {
+            return refuse(HelloStatus.MALFORMED, "protocol version " + version + "; this provider speaks version " + VERSION);
+        }
+        final int nameLength = Short.toUnsignedInt(fixed.getShort(HELLO_NAME_LENGTH_OFFSET));
+        if (nameLength < 1 || nameLength > MAX_NAME_BYTES) {
+            return refuse(HelloStatus.MALFORMED, "image name of " + nameLength + " bytes; 1 to " + MAX_NAME_BYTES + " allowed");
+        }
+        final ByteBuffer nameAndLength = readFully(ByteBuffer.allocate(nameLength + HELLO_TOKEN_LENGTH_BYTES).order(ByteOrder.LITTLE_ENDIAN));
+        final String name;
+        try {
+            name = StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
+                .onUnmappableCharacter(CodingErrorAction.REPORT).decode(nameAndLength.slice(0, nameLength)).toString();
+        } catch (final CharacterCodingException e) {
+            return refuse(HelloStatus.MALFORMED, "image name is not valid UTF-8");
+        }
+        imageName = printable(name);
+        final int tokenLength = Short.toUnsignedInt(nameAndLength.getShort(nameLength));
+        if (tokenLength > MAX_TOKEN_BYTES) {
+            return refuse(HelloStatus.MALFORMED, "token of " + tokenLength + " bytes; at most " + MAX_TOKEN_BYTES + " allowed");
+        }
+        final ByteBuffer tokenBytes = readFully(ByteBuffer.allocate(tokenLength));
+        if (tokenLength == 0) {
+            return refuse(HelloStatus.BAD_TOKEN, "no access token; ask the image's owner for one (lazyblk token)");
+        }
+        final String token = new String(tokenBytes.array(), StandardCharsets.ISO_8859_1);
+        // The token is checked before the name is looked up: without a valid token a client learns nothing, not
+        // even which images exist.
+        final AccessToken.Verdict verdict = AccessToken.verify(server.secret, name, token, Instant.now());
+        switch (verdict) {
+            case MALFORMED -> {
+                return refuse(HelloStatus.BAD_TOKEN, "malformed access token (expected v1.EXPIRY.MAC)");
+            }
+            case BAD_SIGNATURE -> {
+                return refuse(HelloStatus.BAD_TOKEN, "access token not valid for image '" + imageName
+                    + "' (signed with another secret, or for another image)");
+            }
+            case EXPIRED -> {
+                return refuse(HelloStatus.EXPIRED_TOKEN, "access token for image '" + imageName + "' expired at "
+                    + AccessToken.claimedExpiry(token) + "; mint a new one (lazyblk token)");
+            }
+            case OK -> {
+                // fall through to the lookup
+            }
+        }
+        final ServedImage image = server.image(name);
+        if (image == null) {
+            return refuse(HelloStatus.UNKNOWN_IMAGE, "no image '" + imageName + "' is exported here");
+        }
+        writeFully(ProviderProtocol.encodeAnswer(HelloStatus.OK, "serving '" + imageName + "'", image.manifest));
+        LOG.debug("serving '{}' to {}", imageName, peer);
+        return image;
+    }
+
+    private ServedImage refuse(final HelloStatus status, final String message) throws IOException {
+        server.stats.refused.increment();
+        // One line: who, which image, why. Never the token: a log reader must not be able to replay it.
+        LOG.warn("refused {} for image '{}': {} ({})", peer, imageName, status, message);
+        writeFully(ProviderProtocol.encodeAnswer(status, message, null));
+        return null;
+    }
+
+    private void serve(final ServedImage image) throws IOException {
+        final PageGeometry g = image.manifest.geometry();
+        final ByteBuffer requests = ByteBuffer.allocateDirect(REQUEST_BATCH * REQUEST_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        final ByteBuffer header = ByteBuffer.allocateDirect(RESPONSE_HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        while (channel.read(requests) >= 0) {
+            requests.flip();
+            while (requests.remaining() >= REQUEST_BYTES) {
+                final int at = requests.position();
+                final long id = requests.getLong(at + REQUEST_ID_OFFSET);
+                final long first = Integer.toUnsignedLong(requests.getInt(at + REQUEST_FIRST_PAGE_OFFSET));
+                final long count = Integer.toUnsignedLong(requests.getInt(at + REQUEST_COUNT_OFFSET));
+                requests.position(at + REQUEST_BYTES);
+                if (!ProviderProtocol.validRange(g, first, count)) {
+                    throw new ProtocolViolation("request " + id + " for pages [" + first + ", " + (first + count) + ") of an image of "
+                        + g.pageCount() + " pages (at most " + maxPagesPerRequest(g.pageSize()) + " pages a request)");
+                }
+                respond(image, header, id, (int) first, (int) count);
+            }
+            requests.compact();
+        }
+    }
+
+    private void respond(final ServedImage image, final ByteBuffer header, final long id, final int first, final int count) throws IOException {
+        final PageGeometry g = image.manifest.geometry();
+        final long position = g.pageStart(first);
+        int length = rangeBytes(g, first, count);
+        int status = RESPONSE_OK;
+        if (position + length > image.file.size()) { // the image shrank under us: say so, keep the connection
+            status = RESPONSE_READ_ERROR;
+            length = 0;
+        }
+        header.clear();
+        header.putLong(RESPONSE_ID_OFFSET, id).putInt(RESPONSE_STATUS_OFFSET, status).putInt(RESPONSE_LENGTH_OFFSET, length);
+        // Counted before sending, so whoever has received a response also sees it counted.
+        server.stats.requests.increment();
+        server.stats.bytes.add(length);
+        deadlineNanos = System.nanoTime() + ImageServer.WRITE_STALL_NANOS;
+        if (length > 0 && image.corruptsAny(first, count)) {
+            writeCorrupted(image, header, first, count, position, length);
+        } else {
+            writeFully(header);
+            long done = 0;
+            while (done < length) {
+                // FileChannel -> SocketChannel: sendfile(2), the bytes go from the page cache to the socket uncopied.
+                final long n = image.file.transferTo(position + done, length - done, channel);
+                if (n <= 0) {
+                    throw new IOException("image '" + image.name + "' shrank while page " + first + " was being sent");
+                }
+                done += n;
+            }
+        }
+        deadlineNanos = NO_DEADLINE;
+    }
+
+    /** Test hook path ({@link ImageServer#corruptServedPageForTesting}): reads, flips the first byte of chosen pages, sends. */
+    private void writeCorrupted(final ServedImage image, final ByteBuffer header, final int first, final int count,
+                                final long position, final int length) throws IOException {
+        final ByteBuffer data = ByteBuffer.allocate(length);
+        while (data.hasRemaining()) {
+            if (image.file.read(data, position + data.position()) < 0) {
+                throw new IOException("image '" + image.name + "' shrank while page " + first + " was being read");
+            }
+        }
+        final PageGeometry g = image.manifest.geometry();
+        for (int p = first; p < first + count; p++) {
+            if (image.corrupts(p)) {
+                final int at = (int) (g.pageStart(p) - position);
+                data.put(at, (byte) ~data.get(at));
+            }
+        }
+        writeFully(header);
+        writeFully(data.flip());
+    }
+
+    private ByteBuffer readFully(final ByteBuffer b) throws IOException {
+        while (b.hasRemaining()) {
+            if (channel.read(b) < 0) {
+                throw new EOFException("client closed the connection during its hello");
+            }
+        }
+        return b;
+    }
+
+    private void writeFully(final ByteBuffer b) throws IOException {
+        while (b.hasRemaining()) {
+            channel.write(b);
+        }
+    }
+
+    /** A name from the network, safe for one log line: control characters replaced, length capped. */
+    static String printable(final String s) {
+        final String p = s.replaceAll("\\p{Cntrl}", "?");
+        return p.length() > 80 ? p.substring(0, 80) + "..." : p;
+    }
+
+    /** The client broke the protocol: this connection ends, with the message as its one log line. */
+    static final class ProtocolViolation extends IOException {
+        private static final long serialVersionUID = 1L;
+
+        ProtocolViolation(final String message) {
+            super(message);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+package io.lazyblk.pull.provider;
+
+import io.lazyblk.pagemap.Manifest;
+
+import java.io.IOException;
+import java.nio.channels.FileChannel;
+import java.nio.file.StandardOpenOption;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+
+/**
+ * An export opened for serving: one read-only channel shared by every connection (positional reads only, so no
+ * shared position), plus the test hook that corrupts chosen pages on the wire. Thread-safe.
+ */
+final class ServedImage implements AutoCloseable {
+    final String name;
+    final Manifest manifest;
+    final FileChannel file;
+    private final Set<Integer> corruptPages = ConcurrentHashMap.newKeySet();
+    /** Checked once per request: the hook costs one volatile read when unused. Written after corruptPages.add. */
+    private volatile boolean anyCorrupt;
+
+    ServedImage(final ImageExport export) throws IOException {
+        this.name = export.name();
+        this.manifest = export.manifest();
+        this.file = FileChannel.open(export.image(), StandardOpenOption.READ);
+        final long size = file.size();
+        if (size != manifest.size()) {
+            file.close();
+            throw new IOException("image '" + name + "' (" + export.image() + ") is " + size + " bytes but its manifest says "
+                + manifest.size() + "; it changed after the manifest was built: build the manifest again");
+        }
+    }
+
+    void corruptForTesting(final int page) {
+        if (page < 0 || page >= manifest.pageCount()) {
+            throw new IllegalArgumentException("page " + page + " is not in image '" + name + "' (" + manifest.pageCount() + " pages)");
+        }
+        corruptPages.add(page);
+        anyCorrupt = true;
+    }
+
+    /** True if a page of {@code [first, first + count)} is to be corrupted on the wire. */
+    boolean corruptsAny(final int first, final int count) {
+        if (!anyCorrupt) {
+            return false;
+        }
+        for (int p = first; p < first + count; p++) {
+            if (corruptPages.contains(p)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    boolean corrupts(final int page) {
+        return corruptPages.contains(page);
+    }
+
+    @Override
+    public void close() throws IOException {
+        file.close();
+    }
+}

@@ -1,0 +1,91 @@
+package io.lazyblk.pull.tcp;
+
+import io.lazyblk.pagemap.Manifest;
+import io.lazyblk.pull.provider.ProviderProtocol;
+import io.lazyblk.pull.provider.ProviderProtocol.HelloStatus;
+import io.lazyblk.pull.provider.ProviderRefusedException;
+
+import java.io.DataInputStream;
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.StandardSocketOptions;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.function.Consumer;
+
+/**
+ * The client side of the provider's hello ({@link ProviderProtocol}): connect, send the hello, read the answer and
+ * the manifest, each step bounded by a timeout. Blocking; used by the transport thread when it (re)connects.
+ */
+final class ProviderHandshake {
+    private ProviderHandshake() {
+    }
+
+    /** A connected, greeted channel (still in blocking mode) and the manifest the provider sent. */
+    record Connected(SocketChannel channel, Manifest manifest) {
+    }
+
+    /**
+     * @param pending receives the channel before it connects, so another thread can close it to abort the attempt
+     * @throws ProviderRefusedException if the provider refused, with its message
+     * @throws IOException if it could not connect, timed out or broke the protocol
+     */
+    static Connected connect(final InetSocketAddress provider, final String image, final String token, final Duration timeout,
+                             final Consumer<SocketChannel> pending) throws IOException {
+        final ByteBuffer hello = ProviderProtocol.encodeHello(image, token);
+        final int millis = (int) Math.max(1, Math.min(Integer.MAX_VALUE, timeout.toMillis()));
+        final SocketChannel ch = SocketChannel.open();
+        pending.accept(ch);
+        try {
+            ch.setOption(StandardSocketOptions.TCP_NODELAY, true);
+            ch.socket().connect(provider, millis);
+            ch.socket().setSoTimeout(millis); // the adaptor's input stream honours it; a silent provider cannot hang us
+            while (hello.hasRemaining()) {
+                ch.write(hello);
+            }
+            final DataInputStream in = new DataInputStream(ch.socket().getInputStream());
+            final ByteBuffer head = read(in, ProviderProtocol.ANSWER_MESSAGE_OFFSET);
+            final int code = head.getInt(ProviderProtocol.ANSWER_STATUS_OFFSET);
+            final int messageLength = Short.toUnsignedInt(head.getShort(ProviderProtocol.ANSWER_MESSAGE_LENGTH_OFFSET));
+            final HelloStatus status = HelloStatus.ofCode(code);
+            if (status == null || messageLength > ProviderProtocol.MAX_MESSAGE_BYTES) {
+                throw new IOException("provider " + provider + " answered with status " + code + " and a " + messageLength
+                    + "-byte message: not a lazyblk provider, or another protocol version");
+            }
+            final String message = new String(read(in, messageLength).array(), StandardCharsets.UTF_8);
+            if (status != HelloStatus.OK) {
+                throw new ProviderRefusedException(String.valueOf(provider), image, status, message);
+            }
+            final long manifestLength = Integer.toUnsignedLong(read(in, ProviderProtocol.ANSWER_MANIFEST_LENGTH_BYTES).getInt(0));
+            if (manifestLength > ProviderProtocol.MAX_MANIFEST_BYTES) {
+                throw new IOException("provider " + provider + " announced a manifest of " + manifestLength + " bytes (at most "
+                    + ProviderProtocol.MAX_MANIFEST_BYTES + ")");
+            }
+            final Manifest manifest;
+            try {
+                manifest = Manifest.decode(read(in, (int) manifestLength));
+            } catch (final IllegalArgumentException e) {
+                throw new IOException("provider " + provider + " sent a bad manifest for '" + image + "': " + e.getMessage(), e);
+            }
+            return new Connected(ch, manifest);
+        } catch (final java.io.EOFException e) {
+            ch.close();
+            throw new IOException("provider " + provider + " closed the connection during the hello", e);
+        } catch (final java.net.SocketTimeoutException e) {
+            ch.close();
+            throw new IOException("provider " + provider + " did not complete the hello within " + millis + " ms", e);
+        } catch (final IOException | RuntimeException e) {
+            ch.close();
+            throw e;
+        }
+    }
+
+    private static ByteBuffer read(final DataInputStream in, final int length) throws IOException {
+        final byte[] b = new byte[length];
+        in.readFully(b);
+        return ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN);
+    }
+}

@@ -1,0 +1,372 @@
+package io.lazyblk.pull.tcp;
+
+import io.lazyblk.pagemap.Manifest;
+import io.lazyblk.pagemap.PageSource;
+import io.lazyblk.pull.provider.ProviderProtocol;
+import io.lazyblk.pull.sched.Fetch;
+import io.lazyblk.pull.sched.FetchScheduler;
+import org.agrona.concurrent.Agent;
+import org.agrona.concurrent.AgentTerminationException;
+import org.agrona.concurrent.IdleStrategy;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.lang.invoke.VarHandle;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
+import java.nio.channels.SocketChannel;
+
+import static io.lazyblk.pull.provider.ProviderProtocol.*;
+
+/**
+ * The TCP transport's one thread: writes requests the {@link FetchScheduler} releases, reads responses straight into
+ * their destinations (a response's data and the next response's header in one scattering read), and reconnects
+ * with exponential backoff when the link drops. Sleeps in a {@link Selector} when there is nothing to do; submitters
+ * wake it through {@link #wake()}. Everything but {@link #wake()} and {@link #requestClose()} runs on its thread.
+ */
+final class TcpTransportAgent implements Agent {
+    private static final Logger LOG = LoggerFactory.getLogger(TcpTransportAgent.class);
+    /** Longest sleep while connected: only bounds the cost of a wake-up that was somehow missed. */
+    private static final long IDLE_SELECT_MILLIS = 1000;
+
+    private final InetSocketAddress provider;
+    private final String image;
+    private final String token;
+    private final Manifest manifest;
+    private final TcpPageSource.Options options;
+    private final FetchScheduler scheduler;
+    private final Selector selector;
+    private final ByteBuffer requests;
+    private final ByteBuffer header = ByteBuffer.allocateDirect(RESPONSE_HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+    private final ByteBuffer[] scatter = new ByteBuffer[2];
+    /** Orders {@link #requestClose()}'s wakeup against {@link #onClose()}'s close of the selector (rare paths only). */
+    private final Object selectorLock = new Object();
+
+    private SocketChannel channel;
+    private SelectionKey key;
+    private boolean wantWrite;
+    private Fetch receiving;
+    private ByteBuffer receivingData;
+    private long backoffNanos;
+    private long nextAttemptNanos;
+    private String loggedFailure;
+    private long disconnects;
+
+    /** Written by this thread around its sleep, read by submitters in {@link #wake()}: the sleep/wake handshake. */
+    private volatile boolean sleeping;
+    private volatile boolean closeRequested;
+    /** A connection attempt in progress, so {@link #requestClose()} can abort it. */
+    private volatile SocketChannel pending;
+    private volatile String lastFailure;
+
+    TcpTransportAgent(final InetSocketAddress provider, final String image, final String token, final Manifest manifest,
+                      final TcpPageSource.Options options, final FetchScheduler scheduler) throws IOException {
+        this.provider = provider;
+        this.image = image;
+        this.token = token;
+        this.manifest = manifest;
+        this.options = options;
+        this.scheduler = scheduler;
+        this.selector = Selector.open();
+        this.requests = ByteBuffer.allocateDirect(options.maxIssuedRequests() * REQUEST_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        this.requests.limit(0);
+        this.backoffNanos = options.initialBackoff().toNanos();
+    }
+
+    @Override
+    public String roleName() {
+        return "tcp-source-" + image;
+    }
+
+    /** Any thread, after publishing work: wakes the agent if it sleeps. */
+    void wake() {
+        // The fence orders the submitter's publishing store (a release store in the queue) before this read of
+        // sleeping; it pairs with the fence in sleep() between sleeping=true and the agent's look at the queues.
+        VarHandle.fullFence();
+        if (sleeping) {
+            selector.wakeup();
+        }
+    }
+
+    /** Any thread: makes the agent stop at its next step; a connection attempt in progress is aborted. */
+    void requestClose() {
+        closeRequested = true;
+        final SocketChannel p = pending;
+        if (p != null) {
+            closeQuietly(p);
+        }
+        synchronized (selectorLock) { // a closed selector's wakeup() throws InternalError: not after onClose
+            if (selector.isOpen()) {
+                selector.wakeup();
+            }
+        }
+    }
+
+    String lastFailure() {
+        return lastFailure;
+    }
+
+    long disconnects() {
+        return disconnects;
+    }
+
+    /** Takes over a greeted channel and opens the scheduler. Before the thread starts, or on it. */
+    void attach(final SocketChannel ch) throws IOException {
+        ch.configureBlocking(false);
+        key = ch.register(selector, SelectionKey.OP_READ);
+        channel = ch;
+        wantWrite = false;
+        header.clear();
+        requests.limit(0);
+        receiving = null;
+        receivingData = null;
+        backoffNanos = options.initialBackoff().toNanos();
+        lastFailure = null;
+        loggedFailure = null;
+        scheduler.up();
+    }
+
+    @Override
+    public int doWork() {
+        if (closeRequested) {
+            throw new AgentTerminationException("closed");
+        }
+        if (channel == null) {
+            return reconnect();
+        }
+        try {
+            return send() + receive();
+        } catch (final IOException e) {
+            disconnect(e instanceof EOFException ? "provider closed the connection" : e.getMessage() == null ? e.toString() : e.getMessage());
+            return 1;
+        }
+    }
+
+    @Override
+    public void onClose() {
+        scheduler.close();
+        closeChannel();
+        scheduler.failAll(PageSource.UNAVAILABLE);
+        synchronized (selectorLock) {
+            closeQuietly(selector);
+        }
+    }
+
+    private int send() throws IOException {
+        if (requests.hasRemaining()) { // the rest of a partial write
+            channel.write(requests);
+            if (requests.hasRemaining()) {
+                interestInWrite(true);
+                return 0;
+            }
+        }
+        requests.clear();
+        int n = 0;
+        Fetch f;
+        while (requests.remaining() >= REQUEST_BYTES && (f = scheduler.next()) != null) {
+            final int at = requests.position();
+            requests.putLong(at + REQUEST_ID_OFFSET, f.id()).putInt(at + REQUEST_FIRST_PAGE_OFFSET, f.firstPage())
+                .putInt(at + REQUEST_COUNT_OFFSET, f.count()).position(at + REQUEST_BYTES);
+            n++;
+        }
+        requests.flip();
+        if (n > 0) {
+            channel.write(requests);
+        }
+        interestInWrite(requests.hasRemaining());
+        return n;
+    }
+
+    private int receive() throws IOException {
+        int work = 0;
+        while (true) {
+            if (receiving == null) {
+                if (header.hasRemaining()) {
+                    if (channel.read(header) < 0) {
+                        throw new EOFException();
+                    }
+                    if (header.hasRemaining()) {
+                        return work;
+                    }
+                }
+                final long id = header.getLong(RESPONSE_ID_OFFSET);
+                final int status = header.getInt(RESPONSE_STATUS_OFFSET);
+                final int length = header.getInt(RESPONSE_LENGTH_OFFSET);
+                header.clear();
+                final Fetch f = scheduler.issued(id);
+                if (f == null) {
+                    throw new IOException("provider answered request id " + id + ", which is not in flight (protocol error)");
+                }
+                if (status != ProviderProtocol.RESPONSE_OK) {
+                    if (length != 0) {
+                        throw new IOException("provider answered request " + id + " with status " + status + " and " + length
+                            + " bytes (protocol error)");
+                    }
+                    scheduler.complete(f, PageSource.FAILED);
+                    work++;
+                    continue;
+                }
+                if (length != f.bytes()) {
+                    throw new IOException("provider sent " + Integer.toUnsignedString(length) + " bytes for pages [" + f.firstPage()
+                        + ", " + (f.firstPage() + f.count()) + "), which hold " + f.bytes() + " (protocol error)");
+                }
+                receiving = f;
+                // The one object a fetch costs on this path: a ByteBuffer view of its destination, so the kernel
+                // copies the data straight into page memory.
+                receivingData = f.dst().asByteBuffer();
+            }
+            scatter[0] = receivingData;
+            scatter[1] = header;
+            final long n = channel.read(scatter);
+            if (n < 0) {
+                throw new EOFException();
+            }
+            if (receivingData.hasRemaining()) {
+                if (n == 0) {
+                    return work;
+                }
+                continue;
+            }
+            final Fetch done = receiving;
+            receiving = null;
+            receivingData = null;
+            scatter[0] = null;
+            scheduler.complete(done, PageSource.OK);
+            work++;
+        }
+    }
+
+    private void interestInWrite(final boolean want) {
+        if (want != wantWrite) {
+            wantWrite = want;
+            key.interestOps(want ? SelectionKey.OP_READ | SelectionKey.OP_WRITE : SelectionKey.OP_READ);
+        }
+    }
+
+    private void disconnect(final String reason) {
+        scheduler.down(); // first: no new fetch can slip into the queues after failAll empties them
+        closeChannel();
+        scheduler.failAll(PageSource.UNAVAILABLE);
+        disconnects++;
+        lastFailure = reason;
+        loggedFailure = null;
+        LOG.warn("lost the provider {} of '{}': {}; fetches in flight failed (UNAVAILABLE), reconnecting", provider, image, reason);
+        backoffNanos = options.initialBackoff().toNanos();
+        nextAttemptNanos = System.nanoTime() + backoffNanos;
+    }
+
+    private int reconnect() {
+        if (System.nanoTime() - nextAttemptNanos < 0) {
+            return 0;
+        }
+        try {
+            final ProviderHandshake.Connected c = ProviderHandshake.connect(provider, image, token, options.connectTimeout(),
+                ch -> pending = ch);
+            if (closeRequested) {
+                closeQuietly(c.channel());
+                return 1;
+            }
+            if (!c.manifest().sameImage(manifest)) {
+                closeQuietly(c.channel());
+                retryLater("the provider now serves a different image as '" + image + "' (" + describe(c.manifest())
+                    + "; this source serves " + describe(manifest) + "): refusing it, staying disconnected");
+                return 1;
+            }
+            attach(c.channel());
+            LOG.info("reconnected to the provider {} of '{}'", provider, image);
+        } catch (final IOException e) {
+            retryLater(e.getMessage() == null ? e.toString() : e.getMessage());
+        } finally {
+            pending = null;
+        }
+        return 1;
+    }
+
+    private void retryLater(final String reason) {
+        lastFailure = reason;
+        if (!reason.equals(loggedFailure)) { // one line per distinct reason, not one per attempt
+            loggedFailure = reason;
+            LOG.warn("provider {} of '{}' unavailable: {}; retrying (backoff up to {} ms)", provider, image, reason,
+                options.maxBackoff().toMillis());
+        }
+        backoffNanos = Math.min(backoffNanos * 2, options.maxBackoff().toNanos());
+        nextAttemptNanos = System.nanoTime() + backoffNanos;
+    }
+
+    private static String describe(final Manifest m) {
+        return m.size() + " bytes, " + m.pageSize() + "-byte pages, sha256 " + m.digestHex().substring(0, 16) + "...";
+    }
+
+    private void closeChannel() {
+        if (channel != null) {
+            key.cancel();
+            closeQuietly(channel);
+            channel = null;
+            key = null;
+        }
+        receiving = null;
+        receivingData = null;
+        scatter[0] = null;
+    }
+
+    /** Sleeps in the selector until the socket has something, a submitter wakes us, or a reconnect is due. */
+    private void sleep() {
+        final long timeoutMillis;
+        if (channel == null) {
+            final long wait = nextAttemptNanos - System.nanoTime();
+            if (wait <= 0) {
+                return;
+            }
+            timeoutMillis = Math.max(1, (wait + 999_999) / 1_000_000);
+        } else {
+            timeoutMillis = IDLE_SELECT_MILLIS;
+        }
+        sleeping = true;
+        // Pairs with the fence in wake(): either the submitter sees sleeping=true and wakes the selector, or we see
+        // its fetch here and do not sleep.
+        VarHandle.fullFence();
+        try {
+            if (!closeRequested && !scheduler.hasWork()) {
+                selector.select(timeoutMillis);
+                selector.selectedKeys().clear();
+            }
+        } catch (final IOException e) {
+            LOG.warn("selector failed: {}", e.toString());
+        } finally {
+            sleeping = false;
+        }
+    }
+
+    IdleStrategy idleStrategy() {
+        return new IdleStrategy() {
+            @Override
+            public void idle(final int workCount) {
+                if (workCount == 0) {
+                    sleep();
+                }
+            }
+
+            @Override
+            public void idle() {
+                sleep();
+            }
+
+            @Override
+            public void reset() {
+            }
+        };
+    }
+
+    private static void closeQuietly(final AutoCloseable c) {
+        try {
+            c.close();
+        } catch (final Exception e) {
+            // closing: nothing more to do
+        }
+    }
+}

@@ -1,0 +1,177 @@
+package io.lazyblk.pull.manifest;
+
+import io.lazyblk.pagemap.Manifest;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.FileTime;
+import java.security.MessageDigest;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import java.util.zip.CRC32C;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** Manifests match the image byte for byte; the cache saves the read only while it provably describes the image. */
+class ManifestBuilderTest {
+    private static final int PAGE = 16 << 10;
+    private static final FileTime LONG_AGO = FileTime.from(Instant.parse("2026-01-01T00:00:00Z"));
+    private static final FileTime LATER = FileTime.from(Instant.parse("2026-02-01T00:00:00Z"));
+
+    @TempDir
+    Path dir;
+
+    private Path image(final String name, final long size, final long seed) throws IOException {
+        final byte[] data = new byte[(int) size];
+        new Random(seed).nextBytes(data);
+        final Path p = dir.resolve(name);
+        Files.write(p, data);
+        Files.setLastModifiedTime(p, LONG_AGO); // old enough to be cached (ManifestBuilder.RACY_NANOS)
+        return p;
+    }
+
+    /** The manifest computed independently of ManifestBuilder: plain CRC32C and SHA-256 over the file's bytes. */
+    private static void assertDescribes(final Path image, final int pageSize, final Manifest m) throws Exception {
+        final byte[] data = Files.readAllBytes(image);
+        assertEquals(data.length, m.size());
+        assertEquals(pageSize, m.pageSize());
+        assertEquals((data.length + pageSize - 1) / pageSize, m.pageCount());
+        for (int p = 0; p < m.pageCount(); p++) {
+            final CRC32C c = new CRC32C();
+            c.update(data, p * pageSize, Math.min(pageSize, data.length - p * pageSize));
+            assertEquals((int) c.getValue(), m.checksum(p), "page " + p);
+        }
+        assertArrayEquals(MessageDigest.getInstance("SHA-256").digest(data), m.digest());
+    }
+
+    @Test
+    void shouldBuildAManifestOfEveryPageIncludingAShortLastOneAndReportProgress() throws Exception {
+        final Path img = image("a.img", 40L * PAGE + 1536, 1);
+        final List<long[]> progress = new ArrayList<>();
+        final Manifest m = ManifestBuilder.build(img, PAGE, (done, total) -> progress.add(new long[] {done, total}));
+        assertDescribes(img, PAGE, m);
+        assertEquals(41, m.pageCount());
+        assertEquals(0, progress.getFirst()[0]);
+        assertEquals(Files.size(img), progress.getLast()[0]);
+        for (int i = 1; i < progress.size(); i++) {
+            assertTrue(progress.get(i)[0] >= progress.get(i - 1)[0] && progress.get(i)[1] == Files.size(img));
+        }
+    }
+
+    @Test
+    void shouldReuseTheCacheBesideTheImageAndRebuildWhenTheImageChanges() throws Exception {
+        final Path img = image("b.img", 10L * PAGE, 2);
+        final ManifestBuilder builder = new ManifestBuilder(null);
+        final ManifestBuilder.Result first = builder.load(img, PAGE, ManifestBuilder.Progress.NONE);
+        assertFalse(first.fromCache());
+        assertEquals(dir.resolve("b.img.lzbm"), first.cacheFile());
+
+        final ManifestBuilder.Result again = builder.load(img, PAGE, (d, t) -> {
+            throw new AssertionError("a valid cache must not read the image");
+        });
+        assertTrue(again.fromCache());
+        assertTrue(again.manifest().sameImage(first.manifest()));
+
+        // Same size, new content, mtime moved: rebuilt and describing the new bytes.
+        try (FileChannel ch = FileChannel.open(img, StandardOpenOption.WRITE)) {
+            ch.write(ByteBuffer.wrap(new byte[] {1, 2, 3}), 3L * PAGE + 7);
+        }
+        Files.setLastModifiedTime(img, LATER);
+        final ManifestBuilder.Result changed = builder.load(img, PAGE, ManifestBuilder.Progress.NONE);
+        assertFalse(changed.fromCache());
+        assertDescribes(img, PAGE, changed.manifest());
+        assertNotEquals(first.manifest().checksum(3), changed.manifest().checksum(3));
+
+        // Grown, with the mtime the cache recorded: the size alone invalidates it.
+        Files.write(img, new byte[512], StandardOpenOption.APPEND);
+        Files.setLastModifiedTime(img, LATER);
+        final ManifestBuilder.Result grown = builder.load(img, PAGE, ManifestBuilder.Progress.NONE);
+        assertFalse(grown.fromCache());
+        assertEquals(11, grown.manifest().pageCount());
+        assertDescribes(img, PAGE, grown.manifest());
+    }
+
+    @Test
+    void shouldNotCacheAnImageModifiedMomentsAgoBecauseItsMtimeMightNotMoveAgain() throws Exception {
+        final Path img = image("fresh.img", 4L * PAGE, 3);
+        Files.setLastModifiedTime(img, FileTime.from(Instant.now()));
+        final ManifestBuilder.Result r = new ManifestBuilder(null).load(img, PAGE, ManifestBuilder.Progress.NONE);
+        assertNull(r.cacheFile());
+        assertFalse(Files.exists(dir.resolve("fresh.img.lzbm")));
+        assertDescribes(img, PAGE, r.manifest());
+    }
+
+    @Test
+    void shouldRebuildForAnotherPageSize() throws Exception {
+        final Path img = image("c.img", 8L * PAGE, 4);
+        final ManifestBuilder builder = new ManifestBuilder(null);
+        builder.load(img, PAGE, ManifestBuilder.Progress.NONE);
+        final ManifestBuilder.Result bigger = builder.load(img, 2 * PAGE, ManifestBuilder.Progress.NONE);
+        assertFalse(bigger.fromCache());
+        assertDescribes(img, 2 * PAGE, bigger.manifest());
+        assertTrue(builder.load(img, 2 * PAGE, ManifestBuilder.Progress.NONE).fromCache());
+    }
+
+    @Test
+    void shouldRebuildADamagedCache() throws Exception {
+        final Path img = image("d.img", 6L * PAGE + 512, 5);
+        final ManifestBuilder builder = new ManifestBuilder(null);
+        final Path cache = builder.load(img, PAGE, ManifestBuilder.Progress.NONE).cacheFile();
+        final byte[] good = Files.readAllBytes(cache);
+
+        final byte[] flipped = good.clone();
+        flipped[ManifestCacheFile.MANIFEST_OFFSET + 60] ^= 0x10; // inside a page checksum
+        final byte[] truncated = java.util.Arrays.copyOf(good, good.length - 9);
+        for (final byte[] damaged : new byte[][] {flipped, truncated, "not a cache".getBytes(), new byte[0]}) {
+            Files.write(cache, damaged);
+            final ManifestBuilder.Result r = builder.load(img, PAGE, ManifestBuilder.Progress.NONE);
+            assertFalse(r.fromCache());
+            assertDescribes(img, PAGE, r.manifest());
+            assertArrayEquals(good, Files.readAllBytes(cache), "the rebuilt cache replaces the damaged one");
+        }
+    }
+
+    @Test
+    void shouldCacheInTheFallbackDirectoryWhenItCannotWriteBesideTheImage() throws Exception {
+        final Path img = image("e.img", 3L * PAGE, 6);
+        // A directory where the cache file would go: writing there fails even for root (these tests may run as root,
+        // for whom a read-only directory is writable).
+        Files.createDirectories(dir.resolve("e.img.lzbm").resolve("occupied"));
+        final Path fallback = dir.resolve("cache");
+        final ManifestBuilder builder = new ManifestBuilder(fallback);
+        final ManifestBuilder.Result r = builder.load(img, PAGE, ManifestBuilder.Progress.NONE);
+        assertFalse(r.fromCache());
+        assertEquals(fallback, r.cacheFile().getParent());
+        assertTrue(r.cacheFile().getFileName().toString().startsWith("e.img-"));
+        final ManifestBuilder.Result again = builder.load(img, PAGE, ManifestBuilder.Progress.NONE);
+        assertTrue(again.fromCache());
+        assertEquals(r.cacheFile(), again.cacheFile());
+
+        // Another image with the same file name elsewhere gets its own cache file.
+        Files.createDirectories(dir.resolve("other"));
+        final Path twin = Files.copy(img, dir.resolve("other").resolve("e.img"));
+        assertNotEquals(r.cacheFile(), builder.inFallbackDir(twin));
+    }
+
+    @Test
+    void shouldRefuseAnImageThatIsNotWholeSectorsSayingHowToFixIt() throws Exception {
+        final Path img = image("f.img", 3L * PAGE + 100, 7);
+        final IOException e = assertThrows(IOException.class, () -> new ManifestBuilder(null).load(img, PAGE, ManifestBuilder.Progress.NONE));
+        assertTrue(e.getMessage().contains("multiple of 512") && e.getMessage().contains("truncate"), e.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> new ManifestBuilder(null).load(img, 3000, ManifestBuilder.Progress.NONE));
+    }
+}

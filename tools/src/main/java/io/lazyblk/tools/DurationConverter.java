@@ -1,0 +1,32 @@
+package io.lazyblk.tools;
+
+import picocli.CommandLine;
+
+import java.time.Duration;
+import java.util.Locale;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/** Parses durations such as {@code 30s}, {@code 15m}, {@code 24h}, {@code 7d}: a positive whole number and one unit. */
+public final class DurationConverter implements CommandLine.ITypeConverter<Duration> {
+    private static final Pattern DURATION = Pattern.compile("(\\d{1,9})([smhd])");
+
+    @Override
+    public Duration convert(final String value) {
+        return parse(value);
+    }
+
+    public static Duration parse(final String value) {
+        final Matcher m = DURATION.matcher(value.trim().toLowerCase(Locale.ROOT));
+        if (!m.matches() || Long.parseLong(m.group(1)) == 0) {
+            throw new CommandLine.TypeConversionException("'" + value + "' is not a duration (examples: 30s, 15m, 24h, 7d)");
+        }
+        final long n = Long.parseLong(m.group(1));
+        return switch (m.group(2)) {
+            case "s" -> Duration.ofSeconds(n);
+            case "m" -> Duration.ofMinutes(n);
+            case "h" -> Duration.ofHours(n);
+            default -> Duration.ofDays(n);
+        };
+    }
+}

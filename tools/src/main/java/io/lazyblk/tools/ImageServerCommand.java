@@ -1,0 +1,182 @@
+package io.lazyblk.tools;
+
+import io.lazyblk.pagemap.Manifest;
+import io.lazyblk.pagemap.PageGeometry;
+import io.lazyblk.pull.manifest.ManifestBuilder;
+import io.lazyblk.pull.provider.ImageExport;
+import io.lazyblk.pull.provider.ImageServer;
+import io.lazyblk.pull.token.SecretFile;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.net.InetSocketAddress;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Set;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
+
+/** {@code lazyblk image-server}: the image provider, exporting raw images by name to token holders. */
+@Command(name = "image-server", mixinStandardHelpOptions = true,
+    description = {"Export raw disk images by name to lazyblk engines holding an access token (see 'lazyblk token').",
+        "Builds each image's manifest on first use (one full read) and caches it as IMAGE.lzbm; runs until killed."})
+public final class ImageServerCommand implements Callable<Integer> {
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Option(names = "--listen", required = true, converter = ListenAddressConverter.class, paramLabel = "HOST:PORT",
+        description = "where to listen; a bare PORT binds loopback only. Traffic is not encrypted: bind other interfaces only on a trusted network")
+    InetSocketAddress listen;
+
+    @Option(names = "--export", required = true, paramLabel = "NAME=PATH", description = "export the raw image at PATH as NAME (repeat for more)")
+    List<String> exports;
+
+    @Option(names = "--secret-file", required = true, paramLabel = "FILE",
+        description = "the secret tokens are signed with (make one: head -c 32 /dev/urandom > FILE && chmod 600 FILE)")
+    Path secretFile;
+
+    @Option(names = "--page-size", converter = SizeConverter.class, paramLabel = "SIZE", defaultValue = "64k",
+        description = "page size, a power of two from 4k to 4M (default ${DEFAULT-VALUE})")
+    long pageSize;
+
+    @Option(names = "--cache-dir", paramLabel = "DIR",
+        description = "where manifests of images in read-only directories are cached (default: ~/.cache/lazyblk/manifests)")
+    Path cacheDir;
+
+    @Override
+    public Integer call() throws Exception {
+        final ImageServer server;
+        try {
+            server = start(System.out, System.err);
+        } catch (final IOException e) {
+            System.err.println("lazyblk image-server: " + e.getMessage());
+            return 1;
+        }
+        final CountDownLatch stopped = new CountDownLatch(1);
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            server.close();
+            stopped.countDown();
+        }, "shutdown"));
+        stopped.await();
+        return 0;
+    }
+
+    /**
+     * Checks the arguments, builds or loads every manifest (progress on {@code err}), starts the server and prints one
+     * "serving NAME (SIZE, N pages) on HOST:PORT" line per export on {@code out}. Argument errors are
+     * {@link CommandLine.ParameterException}s that say what to do.
+     */
+    ImageServer start(final PrintStream out, final PrintStream err) throws IOException {
+        final CommandLine cl = spec.commandLine();
+        if (pageSize < PageGeometry.MIN_PAGE || pageSize > PageGeometry.MAX_PAGE || Long.bitCount(pageSize) != 1) {
+            throw new CommandLine.ParameterException(cl, "--page-size " + pageSize + " is not a power of two from 4k to 4M (e.g. 64k)");
+        }
+        final List<String[]> named = new ArrayList<>();
+        final Set<String> names = new HashSet<>();
+        for (final String e : exports) {
+            final int eq = e.indexOf('=');
+            if (eq <= 0 || eq == e.length() - 1) {
+                throw new CommandLine.ParameterException(cl, "--export '" + e + "' is not NAME=PATH (e.g. --export debian-12=/srv/images/debian-12.raw)");
+            }
+            final String name = e.substring(0, eq);
+            try {
+                ImageExport.validateName(name);
+            } catch (final IllegalArgumentException x) {
+                throw new CommandLine.ParameterException(cl, "--export '" + e + "': " + x.getMessage());
+            }
+            if (!names.add(name)) {
+                throw new CommandLine.ParameterException(cl, "--export: the name '" + name + "' is given twice; each export needs its own name");
+            }
+            final Path image = Path.of(e.substring(eq + 1));
+            if (!Files.exists(image)) {
+                throw new CommandLine.ParameterException(cl, "--export " + name + ": " + image + " does not exist; give the path of a raw disk image");
+            }
+            if (!Files.isRegularFile(image) || !Files.isReadable(image)) {
+                throw new CommandLine.ParameterException(cl, "--export " + name + ": " + image + " is not a readable regular file"
+                    + " (check its permissions; qcow2 and other formats must first be converted: qemu-img convert -O raw IN OUT)");
+            }
+            named.add(new String[] {name, image.toString()});
+        }
+        final byte[] secret;
+        try {
+            secret = SecretFile.read(secretFile);
+        } catch (final IOException e) {
+            throw new CommandLine.ParameterException(cl, e.getMessage());
+        }
+        if (!listen.getAddress().isLoopbackAddress()) {
+            err.println("lazyblk image-server: listening on " + listen.getAddress().getHostAddress()
+                + ", reachable from other hosts: the tokens guard the images, but the traffic is not encrypted");
+        }
+        final ManifestBuilder manifests = new ManifestBuilder(cacheDir != null ? cacheDir : ManifestBuilder.defaultCacheDir());
+        final List<ImageExport> list = new ArrayList<>();
+        for (final String[] n : named) {
+            final ProgressLine progress = new ProgressLine(n[0], err);
+            try {
+                list.add(ImageExport.of(n[0], Path.of(n[1]), (int) pageSize, manifests, progress));
+            } finally {
+                progress.finish();
+            }
+        }
+        final ImageServer server = ImageServer.start(listen, list, secret);
+        final String at = server.address().getAddress().getHostAddress() + ":" + server.port();
+        for (final ImageExport e : list) {
+            final Manifest m = e.manifest();
+            out.println("serving " + e.name() + " (" + human(m.size()) + ", " + m.pageCount() + " pages) on " + at);
+        }
+        out.flush();
+        return server;
+    }
+
+    static String human(final long bytes) {
+        final String[] units = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+        double v = bytes;
+        int u = 0;
+        while (v >= 1024 && u < units.length - 1) {
+            v /= 1024;
+            u++;
+        }
+        return u == 0 ? bytes + " bytes" : String.format(Locale.ROOT, "%.1f %s", v, units[u]);
+    }
+
+    /** A progress line on stderr, only once a build has taken over a second, refreshed at most 4 times a second. */
+    private static final class ProgressLine implements ManifestBuilder.Progress {
+        private static final long QUIET_NANOS = 1_000_000_000L;
+        private static final long REFRESH_NANOS = 250_000_000L;
+        private final String name;
+        private final PrintStream err;
+        private final long start = System.nanoTime();
+        private long last;
+        private boolean printed;
+
+        ProgressLine(final String name, final PrintStream err) {
+            this.name = name;
+            this.err = err;
+        }
+
+        @Override
+        public void update(final long done, final long total) {
+            final long now = System.nanoTime();
+            if (now - start < QUIET_NANOS || (done < total && now - last < REFRESH_NANOS)) {
+                return;
+            }
+            last = now;
+            printed = true;
+            err.printf(Locale.ROOT, "\rlazyblk image-server: building the manifest of %s: %3d%% (%s of %s)", name,
+                total == 0 ? 100 : done * 100 / total, human(done), human(total));
+            err.flush();
+        }
+
+        void finish() {
+            if (printed) {
+                err.println();
+            }
+        }
+    }
+}
