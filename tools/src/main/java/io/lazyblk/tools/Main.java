@@ -23,6 +23,6 @@ public final class Main implements Runnable {
 
     @Override
     public void run() {
-        throw new CommandLine.ParameterException(spec.commandLine(), "name a command: serve, bench or demo (see --help)");
+        throw new CommandLine.ParameterException(spec.commandLine(), "name a command: serve, bench, demo, image-server or token (see --help)");
     }
 }
