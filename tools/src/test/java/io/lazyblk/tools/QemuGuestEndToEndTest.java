@@ -70,6 +70,19 @@ class QemuGuestEndToEndTest {
     }
 
     @Test
+    void shouldWorkWithDedicatedIoThreads() throws Exception {
+        final Path image = dir.resolve("io.img");
+        DemoCommand.createSampleImage(image, SIZE);
+        final Engine.Options o = Engine.Options.file(dir.resolve("io.sock"), image).withQueues(2);
+        try (Engine engine = Engine.start(new Engine.Options(o.socket(), o.localImage(), 0, 2, false, 2, o.pollNanos()))) {
+            final QemuGuest.Result r = boot(dir.resolve("io.sock"), "rw", 2);
+            assertEquals(DemoCommand.md5(image), r.diskMd5());
+            assertArrayEquals(QemuGuest.expectedPattern(), DemoCommand.readAt(image,
+                QemuGuest.patternOffsetBytes(QemuGuest.DEFAULT_PATTERN_OFFSET_BLOCKS), QemuGuest.expectedPattern().length));
+        }
+    }
+
+    @Test
     void shouldWorkWithTwoQueues() throws Exception {
         final Path image = dir.resolve("mq.img");
         DemoCommand.createSampleImage(image, SIZE);
