@@ -26,6 +26,8 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
     private final RingBuffer<BlkQueueHandler.RequestSlot> ring;
     private final EventPoller<BlkQueueHandler.RequestSlot> poller;
     private final BlockBackend backend;
+    /** The backend when it fills lazily (requests may park), else null. */
+    private final LazyStore lazy;
     private final BlkDeviceConfig cfg;
     private final int id;
     private final int of;
@@ -45,6 +47,7 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
         this.poller = ring.newPoller();
         ring.addGatingSequences(poller.getSequence());
         this.backend = backend;
+        this.lazy = backend instanceof LazyStore l ? l : null;
         this.cfg = cfg;
         this.id = id;
         this.of = of;
@@ -74,11 +77,14 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
     public boolean onEvent(final BlkQueueHandler.RequestSlot slot, final long sequence, final boolean endOfBatch) {
         if (of == 1 || sequence % of == id) {
             final BlkRequest req = slot.request;
-            req.status = execute(req);
-            req.writeStatus();
-            final BlkQueueHandler owner = req.owner;
-            owner.completions.offer(req); // CAS: publishes the status and data to the queue agent's poll()
-            pendingWake = owner;
+            final int rc = execute(req);
+            if (rc != LazyStore.PENDING) { // PENDING: parked on a page; its waiter brings it back to this ring
+                req.status = (byte) rc;
+                req.writeStatus();
+                final BlkQueueHandler owner = req.owner;
+                owner.completions.offer(req); // CAS: publishes the status and data to the queue agent's poll()
+                pendingWake = owner;
+            }
             processed++;
         }
         if (endOfBatch && pendingWake != null) {
@@ -90,12 +96,18 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
         return true;
     }
 
-    private byte execute(final BlkRequest r) {
+    /** Runs the request; returns a status byte, or {@link LazyStore#PENDING} if it parked. */
+    private int execute(final BlkRequest r) {
         int rc;
         switch (r.type) {
-            case VirtioBlk.T_IN -> rc = backend.read(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
+            case VirtioBlk.T_IN -> {
+                rc = lazy != null ? lazy.read(r) : backend.read(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
+                if (rc == LazyStore.PENDING) {
+                    return rc;
+                }
+            }
             case VirtioBlk.T_OUT -> {
-                rc = backend.write(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
+                rc = lazy != null ? lazy.write(r) : backend.write(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
                 if (rc == 0 && cfg.writeThrough()) {
                     rc = backend.flush();
                 }
@@ -108,7 +120,8 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
                 }
             }
             case VirtioBlk.T_WRITE_ZEROES -> {
-                rc = backend.writeZeroes(r.dwzOffset, r.dwzLength, r.dwzUnmap, zeroIov.address(), ZERO_BYTES);
+                rc = lazy != null ? lazy.writeZeroes(r, zeroIov.address(), ZERO_BYTES)
+                    : backend.writeZeroes(r.dwzOffset, r.dwzLength, r.dwzUnmap, zeroIov.address(), ZERO_BYTES);
                 if (rc == 0 && cfg.writeThrough()) {
                     rc = backend.flush();
                 }

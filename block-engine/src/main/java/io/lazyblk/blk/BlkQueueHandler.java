@@ -32,6 +32,8 @@ final class BlkQueueHandler implements QueueHandler {
     private static final int POP_BATCH = 64;
 
     final ManyToOneConcurrentArrayQueue<BlkRequest> completions;
+    /** Parked requests whose page arrived, to run again (lazy mode). */
+    private final ManyToOneConcurrentArrayQueue<BlkRequest> retries;
     final Runnable waker;
     private final SplitVirtqueue queue;
     private final BlkDeviceConfig cfg;
@@ -51,6 +53,7 @@ final class BlkQueueHandler implements QueueHandler {
         this.cfg = cfg;
         final int depth = queue.size();
         this.completions = new ManyToOneConcurrentArrayQueue<>(depth);
+        this.retries = new ManyToOneConcurrentArrayQueue<>(depth);
         this.free = new BlkRequest[depth];
         for (int i = 0; i < depth; i++) {
             free[i] = new BlkRequest(this, BlkDeviceConfig.SEG_MAX + 2, arena);
@@ -82,6 +85,13 @@ final class BlkQueueHandler implements QueueHandler {
         final int pending = Math.min(queue.pending(), POP_BATCH);
         int done = 0;
         int published = 0;
+        BlkRequest again;
+        while ((again = retries.poll()) != null) {
+            final long seq = ring.next();
+            ring.get(seq).request = again; // still counted in flight: it never completed
+            ring.publish(seq);
+            published++;
+        }
         for (int i = 0; i < pending && freeCount > 0; i++) {
             final int head = queue.pop();
             final BlkRequest req = free[--freeCount];
@@ -140,15 +150,28 @@ final class BlkQueueHandler implements QueueHandler {
         return n;
     }
 
+    /** A parked request's page arrived ({@code ok}) or failed; from the filler's thread. */
+    void resume(final BlkRequest req, final boolean ok) {
+        if (ok) {
+            retries.offer(req); // capacity = queue depth >= requests in flight: never full
+        } else {
+            req.status = VirtioBlk.S_IOERR;
+            req.writeStatus();
+            completions.offer(req);
+        }
+        waker.run();
+    }
+
+    @Override
+    public boolean hasCompletions() {
+        return !completions.isEmpty() || !retries.isEmpty();
+    }
+
     @Override
     public int inFlight() {
         return inFlight;
     }
 
-    @Override
-    public boolean hasCompletions() {
-        return !completions.isEmpty();
-    }
 
     @Override
     public void close() {

@@ -17,7 +17,7 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * executes it, the queue agent completes it (hand-offs go through the Disruptor and a concurrent queue, which
  * order the accesses).
  */
-public final class BlkRequest {
+public final class BlkRequest extends io.lazyblk.pagemap.PageWaiter {
     private static final ValueLayout.OfLong U64 = ValueLayout.JAVA_LONG_UNALIGNED;
     private static final ValueLayout.OfInt U32 = ValueLayout.JAVA_INT_UNALIGNED;
 
@@ -226,6 +226,12 @@ public final class BlkRequest {
             MemorySegment.copy(src, done, ALL, ValueLayout.JAVA_BYTE, chain.address[i], take);
             done += take;
         }
+    }
+
+    /** A page this request waited for arrived (run it again) or could not be fetched (fail it); any thread. */
+    @Override
+    public void pageReady(final int page, final boolean ok) {
+        owner.resume(this, ok);
     }
 
     /** Writes the status byte (if the chain has a place for it). */

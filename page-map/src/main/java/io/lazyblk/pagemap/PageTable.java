@@ -5,8 +5,8 @@ import java.lang.invoke.VarHandle;
 
 /**
  * Per-page state of a lazily filled image, changed only by compare-and-set:
- * {@code ABSENT -> FETCHING -> RESIDENT -> LOCAL}, with {@code FETCHING -> ABSENT} when a fetch fails and
- * {@code ABSENT -> LOCAL} when the guest overwrites a whole page. Each page also has a lock-free list of
+ * {@code ABSENT -> FETCHING -> MERGING -> RESIDENT -> LOCAL}, with {@code FETCHING -> ABSENT} when a fetch fails
+ * and {@code ABSENT|FETCHING -> RESIDENT} when the guest overwrites a whole page. Each page also has a lock-free list of
  * {@link PageWaiter}s; {@link #complete} hands them the outcome exactly once. Thread-safe; no allocation.
  *
  * <p>Waiter protocol: a waiter parks with {@link #park}. A page's list closes for good once the page is readable,
@@ -16,10 +16,12 @@ import java.lang.invoke.VarHandle;
 public final class PageTable {
     public static final byte ABSENT = 0;
     public static final byte FETCHING = 1;
+    /** Fetched bytes are being merged into the local file around the sectors the guest wrote; writers wait. */
+    public static final byte MERGING = 2;
     /** Verified data is readable (in the local file's page cache or RAM) but not yet durable. */
-    public static final byte RESIDENT = 2;
+    public static final byte RESIDENT = 3;
     /** Data durable in the local file. */
-    public static final byte LOCAL = 3;
+    public static final byte LOCAL = 4;
 
     private static final VarHandle BYTE = MethodHandles.arrayElementVarHandle(byte[].class);
     private static final VarHandle WAITERS = MethodHandles.arrayElementVarHandle(PageWaiter[].class);

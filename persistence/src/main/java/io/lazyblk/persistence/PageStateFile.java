@@ -227,6 +227,43 @@ public final class PageStateFile implements AutoCloseable {
         }
     }
 
+    /** Words of the guest-sector bitmap (64 sectors each), for loading it into the engine's lock-free copy. */
+    public int guestWordCount() {
+        return guestSectors.length;
+    }
+
+    public synchronized long guestWord(final int index) {
+        return guestSectors[index];
+    }
+
+    /** ORs {@code bits} into guest-sector word {@code index}; durable after {@link #commit()}. */
+    public synchronized void orGuestWord(final int index, final long bits) {
+        final long merged = guestSectors[index] | bits;
+        if (merged != guestSectors[index]) {
+            guestSectors[index] = merged;
+            dirtySectorBlocks[index * 8 / BLOCK] = true;
+        }
+    }
+
+    /**
+     * Whether the state file at {@code path} records a finished switch to disk-only, read without knowing the
+     * image (so a restart can serve from disk without contacting the provider). False if absent or unreadable.
+     */
+    public static boolean recordsDiskOnly(final Path path) {
+        if (!Files.isRegularFile(path)) {
+            return false;
+        }
+        try (FileChannel c = FileChannel.open(path, StandardOpenOption.READ)) {
+            final ByteBuffer h = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
+            final ByteBuffer f = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
+            c.read(h, 0);
+            c.read(f, BLOCK);
+            return h.flip().remaining() == 8 && h.getInt() == MAGIC && f.flip().remaining() == 8 && f.getLong() == DISK_ONLY_MAGIC;
+        } catch (final IOException e) {
+            return false;
+        }
+    }
+
     public synchronized boolean guestWrote(final long sector) {
         return (guestSectors[(int) (sector >>> 6)] & (1L << sector)) != 0;
     }

@@ -7,7 +7,17 @@ import io.lazyblk.blk.VirtioBlkDevice;
 import io.lazyblk.persistence.LocalImage;
 import io.lazyblk.vhost.VhostUserServer;
 
+import io.lazyblk.blk.LazyStore;
+import io.lazyblk.pagemap.Manifest;
+import io.lazyblk.persistence.PageStateFile;
+import io.lazyblk.pull.tcp.TcpPageSource;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
 import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.nio.file.Files;
+import java.time.Duration;
 import java.nio.file.Path;
 
 /**
@@ -15,6 +25,7 @@ import java.nio.file.Path;
  * own thread. The wiring shared by {@code serve}, {@code demo} and the tests. {@link #close()} stops it all.
  */
 public final class Engine implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(Engine.class);
     private final VhostUserServer server;
     private final BlockBackend backend;
     private final Thread thread;
@@ -42,16 +53,60 @@ public final class Engine implements AutoCloseable {
         }
     }
 
+    /** Where a lazily filled local image comes from, and how fast and how much memory the fill may use. */
+    public record LazySource(InetSocketAddress provider, String image, String token, long memoryBudget,
+                             long fillRateBytesPerSecond, Duration demandTimeout) {
+    }
+
+    /**
+     * Starts an engine whose local image fills lazily from {@code src}. A local file whose state records a finished
+     * fill is served from disk without contacting the provider; a local file of another image is refused.
+     */
+    public static Engine startLazy(final Options o, final LazySource src) throws IOException {
+        final Path local = o.localImage();
+        final Path stateFile = PageStateFile.beside(local);
+        if (Files.isRegularFile(local) && PageStateFile.recordsDiskOnly(stateFile)) {
+            LOG.info("{} is complete (its state file records the switch to disk-only): serving from disk, the provider is not contacted", local);
+            return start(o);
+        }
+        final TcpPageSource source = TcpPageSource.connect(src.provider(), src.image(), src.token());
+        try {
+            final Manifest m = source.manifest();
+            if (!Files.exists(local)) {
+                LocalImage.create(local, m.size());
+            } else if (Files.size(local) != m.size()) {
+                throw new IOException(local + " is " + Files.size(local) + " bytes but image " + src.image() + " is " + m.size()
+                    + " bytes: it belongs to another image. Use another --local path, or delete it (and " + stateFile.getFileName()
+                    + ") to start over");
+            }
+            final PageStateFile state = PageStateFile.openOrCreate(stateFile, m.size(), m.pageSize(), m.digest());
+            final LazyStore store = new LazyStore(m, LocalImage.open(local, false), state, source,
+                new LazyStore.Options(src.memoryBudget(), src.fillRateBytesPerSecond(), src.demandTimeout().toNanos()));
+            LOG.info("lazy fill of {} ({} pages of {} KiB, {} local already) from {}", local, m.pageCount(), m.pageSize() >> 10,
+                state.localCount(), src.provider());
+            return start(o, store);
+        } catch (final IOException | RuntimeException e) {
+            source.close();
+            throw e;
+        }
+    }
+
     public static Engine start(final Options o) throws IOException {
-        if (o.queues() < 1 || o.queues() > 64) {
-            throw new IllegalArgumentException("--queues must be between 1 and 64, not " + o.queues());
-        }
-        if (o.ioThreadsPerQueue() < 0 || o.ioThreadsPerQueue() > 64) {
-            throw new IllegalArgumentException("--io-threads must be between 0 and 64, not " + o.ioThreadsPerQueue());
-        }
         final BlockBackend backend = o.localImage() != null
             ? new FileBackend(LocalImage.open(o.localImage(), o.readOnly()))
             : new NullBackend(o.nullSize());
+        return start(o, backend);
+    }
+
+    private static Engine start(final Options o, final BlockBackend backend) throws IOException {
+        if (o.queues() < 1 || o.queues() > 64) {
+            backend.close();
+            throw new IllegalArgumentException("--queues must be between 1 and 64, not " + o.queues());
+        }
+        if (o.ioThreadsPerQueue() < 0 || o.ioThreadsPerQueue() > 64) {
+            backend.close();
+            throw new IllegalArgumentException("--io-threads must be between 0 and 64, not " + o.ioThreadsPerQueue());
+        }
         try {
             final String serial = o.localImage() != null ? "lazyblk-" + o.localImage().getFileName() : "lazyblk-null";
             final VirtioBlkDevice device = new VirtioBlkDevice(backend, o.queues(), o.ioThreadsPerQueue(), serial);
@@ -62,6 +117,11 @@ public final class Engine implements AutoCloseable {
             backend.close();
             throw ex;
         }
+    }
+
+    /** The lazy store, or null when the engine serves a complete local file. */
+    public LazyStore lazyStore() {
+        return backend instanceof LazyStore l ? l : null;
     }
 
     public long sizeBytes() {

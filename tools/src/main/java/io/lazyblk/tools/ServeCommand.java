@@ -32,11 +32,33 @@ public final class ServeCommand implements Callable<Integer> {
     @Option(names = "--io-threads", defaultValue = "0", description = "dedicated I/O threads per queue; 0 runs I/O on the queue's own thread, no hand-off (default ${DEFAULT-VALUE})")
     int ioThreads;
 
+    @Option(names = "--source", paramLabel = "tcp://HOST:PORT/NAME",
+        description = "fill --local lazily from this image provider (see image-server); the file is created if missing")
+    String source;
+
+    @Option(names = "--token", description = "access token for --source (see 'lazyblk token')")
+    String token;
+
+    @Option(names = "--memory-budget", converter = SizeConverter.class, defaultValue = "256M",
+        description = "RAM for pages in flight from the provider (default ${DEFAULT-VALUE})")
+    long memoryBudget;
+
+    @Option(names = "--fill-rate", converter = SizeConverter.class, defaultValue = "0", paramLabel = "BYTES_PER_S",
+        description = "cap on the background fill in bytes per second, e.g. 100M; 0 = no cap (demand fetches are never capped)")
+    long fillRate;
+
+    @Option(names = "--demand-timeout", defaultValue = "30", paramLabel = "SECONDS",
+        description = "how long a guest read waits for an absent page while the provider is unreachable before it gets IOERR (default ${DEFAULT-VALUE})")
+    int demandTimeoutSeconds;
+
     @Option(names = "--poll-us", defaultValue = "50", description = "µs a queue polls its ring after the last request before sleeping (default ${DEFAULT-VALUE})")
     long pollMicros;
 
     @Override
     public Integer call() throws Exception {
+        if (source != null) {
+            return serveLazy();
+        }
         if ((local == null) == (nullSize == 0)) {
             System.err.println("lazyblk serve: give exactly one of --local IMAGE or --null SIZE");
             return 2;
@@ -55,6 +77,42 @@ public final class ServeCommand implements Callable<Integer> {
         Runtime.getRuntime().addShutdownHook(new Thread(engine::close, "shutdown"));
         System.err.printf("lazyblk: serving %s (%d bytes, %d queue%s%s) on %s%n", local != null ? local : "null disk",
             engine.sizeBytes(), queues, queues == 1 ? "" : "s", readOnly ? ", read-only" : "", socket);
+        engine.join();
+        return 0;
+    }
+
+    private Integer serveLazy() throws Exception {
+        final java.net.URI uri;
+        try {
+            uri = new java.net.URI(source);
+        } catch (final java.net.URISyntaxException e) {
+            System.err.println("lazyblk serve: --source " + source + " is not a URI; expected tcp://HOST:PORT/NAME");
+            return 2;
+        }
+        final String name = uri.getPath() == null ? "" : uri.getPath().replaceFirst("^/", "");
+        if (!"tcp".equals(uri.getScheme()) || uri.getHost() == null || uri.getPort() < 1 || name.isEmpty()) {
+            System.err.println("lazyblk serve: --source " + source + " must look like tcp://HOST:PORT/NAME");
+            return 2;
+        }
+        if (local == null || token == null) {
+            System.err.println("lazyblk serve: --source needs --local FILE (where the image fills in) and --token (from 'lazyblk token')");
+            return 2;
+        }
+        if (readOnly || nullSize != 0) {
+            System.err.println("lazyblk serve: --source cannot be combined with --read-only or --null");
+            return 2;
+        }
+        final Engine engine;
+        try {
+            engine = Engine.startLazy(new Engine.Options(socket, local, 0, queues, false, ioThreads, pollMicros * 1000),
+                new Engine.LazySource(new java.net.InetSocketAddress(uri.getHost(), uri.getPort()), name, token, memoryBudget,
+                    fillRate, java.time.Duration.ofSeconds(demandTimeoutSeconds)));
+        } catch (final java.io.IOException | IllegalArgumentException e) {
+            System.err.println("lazyblk serve: " + e.getMessage());
+            return 1;
+        }
+        Runtime.getRuntime().addShutdownHook(new Thread(engine::close, "shutdown"));
+        System.err.printf("lazyblk: serving %s (%d bytes, filling lazily from %s) on %s%n", local, engine.sizeBytes(), source, socket);
         engine.join();
         return 0;
     }

@@ -1,0 +1,400 @@
+package io.lazyblk.blk;
+
+import io.lazyblk.pagemap.PageSource;
+import io.lazyblk.pagemap.PageTable;
+import org.agrona.collections.IntArrayList;
+import org.agrona.concurrent.Agent;
+import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.ByteBuffer;
+import java.util.concurrent.atomic.AtomicLong;
+
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+/**
+ * The lazy store's fetch agent: issues demand fetches first, streams the remaining pages in the background at a
+ * bounded rate, verifies each fetched page against the manifest, merges it into the local file around guest-written
+ * sectors, wakes parked requests, makes pages durable in batches, and switches the store to disk-only when every
+ * page is local. Runs on its own thread; other threads talk to it through queues.
+ */
+final class LazyFiller implements Agent, PageSource.Listener {
+    private static final Logger LOG = LoggerFactory.getLogger(LazyFiller.class);
+    /** Make resident pages durable at least this often: bounds what a crash makes us refetch. */
+    private static final long PERSIST_NANOS = 200_000_000L;
+    private static final int PERSIST_PAGES = 1024;
+    /** Demand fetches keep a quarter of the page buffers: a background flood never starves the guest. */
+    private static final int DEMAND_RESERVE_DIVISOR = 4;
+    private static final long RETRY_NANOS = 50_000_000L;
+    private static final int SECTOR = LazyStore.SECTOR;
+
+    private final LazyStore store;
+    private final LazyStore.Options options;
+    private final int pageSize;
+    private final Arena arena = Arena.ofShared();
+    private final MemorySegment[] buffers;
+    private final ByteBuffer[] views;
+    private final int[] bufferPage;
+    private final boolean[] bufferDemand;
+    private final int[] freeBuffers;
+    private int freeCount;
+    private final MemorySegment iov;
+    /** Pages the guest waits for, from request threads. */
+    private final ManyToOneConcurrentArrayQueue<Integer> demands;
+    /** Fetch completions from the transport thread: buffer index, status packed in a long. */
+    private final ManyToOneConcurrentArrayQueue<Long> completions;
+    private final ManyToOneConcurrentArrayQueue<Integer> wholePageWrites;
+    private final boolean[] inFlight;
+    private final long[] firstAttempt;
+    private final byte[] badChecksums;
+    private final IntArrayList residentPending = new IntArrayList();
+    private final IntArrayList retryLater = new IntArrayList();
+    private int cursor;
+    private long lastPersist = System.nanoTime();
+    private long lastRetry;
+    private long lastTimeoutLog;
+    private long fillTokens;
+    private long lastTokenRefill = System.nanoTime();
+    private final AtomicLong demandBytes = new AtomicLong();
+    private final AtomicLong backgroundBytes = new AtomicLong();
+    private boolean done;
+
+    LazyFiller(final LazyStore store, final LazyStore.Options options) {
+        this.store = store;
+        this.options = options;
+        this.pageSize = store.geo.pageSize();
+        final int n = (int) Math.max(8, Math.min(4096, options.memoryBudget() / pageSize));
+        buffers = new MemorySegment[n];
+        views = new ByteBuffer[n];
+        bufferPage = new int[n];
+        bufferDemand = new boolean[n];
+        freeBuffers = new int[n];
+        for (int i = 0; i < n; i++) {
+            buffers[i] = arena.allocate(pageSize, 4096);
+            views[i] = buffers[i].asByteBuffer();
+            freeBuffers[i] = i;
+        }
+        freeCount = n;
+        iov = arena.allocate(16, 8);
+        final int pages = store.geo.pageCount();
+        demands = new ManyToOneConcurrentArrayQueue<>(Math.max(1024, Math.min(pages, 1 << 16)));
+        completions = new ManyToOneConcurrentArrayQueue<>(n * 2);
+        wholePageWrites = new ManyToOneConcurrentArrayQueue<>(1 << 14);
+        inFlight = new boolean[pages];
+        firstAttempt = new long[pages];
+        badChecksums = new byte[pages];
+    }
+
+    long demandBytes() {
+        return demandBytes.get();
+    }
+
+    long backgroundBytes() {
+        return backgroundBytes.get();
+    }
+
+    /** A request thread waits for page {@code p} (already FETCHING). Boxes the page number: a miss costs a network round trip anyway. */
+    void demand(final int p) {
+        if (!demands.offer(p)) {
+            LOG.warn("demand queue full; page {} will be fetched by the background fill", p);
+        }
+    }
+
+    void wholePageWritten(final int p) {
+        wholePageWrites.offer(p);
+    }
+
+    @Override
+    public void onFetched(final long tag, final int firstPage, final int count, final int status) {
+        // Transport thread: hand over to the agent; the queue's CAS publishes the buffer's bytes with it.
+        completions.offer((tag << 8) | status);
+    }
+
+    @Override
+    public int doWork() throws IOException {
+        if (done) {
+            return 0;
+        }
+        int work = 0;
+        Long c;
+        while ((c = completions.poll()) != null) {
+            onCompletion((int) (c >>> 8), (int) (c & 0xff));
+            work++;
+        }
+        Integer w;
+        while ((w = wholePageWrites.poll()) != null) {
+            finishWholePageWrite(w);
+            work++;
+        }
+        work += issueDemands();
+        work += retry();
+        work += issueBackground();
+        final long now = System.nanoTime();
+        final int pendingDurable;
+        synchronized (residentPending) {
+            pendingDurable = residentPending.size();
+        }
+        if (pendingDurable >= PERSIST_PAGES || (pendingDurable > 0 && now - lastPersist > PERSIST_NANOS)) {
+            persist(true);
+            work++;
+        }
+        if (store.state.allLocal() && freeCount == buffers.length) {
+            switchToDiskOnly();
+            work++;
+        }
+        return work;
+    }
+
+    private int issueDemands() {
+        int n = 0;
+        Integer p;
+        while (freeCount > 0 && (p = demands.peek()) != null) {
+            if (inFlight[p] || store.table.state(p) != PageTable.FETCHING) {
+                demands.poll(); // a duplicate, or it arrived meanwhile
+                continue;
+            }
+            if (!start(p, true)) {
+                break;
+            }
+            demands.poll();
+            n++;
+        }
+        return n;
+    }
+
+    private int issueBackground() {
+        final int reserve = buffers.length / DEMAND_RESERVE_DIVISOR;
+        int n = 0;
+        refillTokens();
+        while (freeCount > reserve && cursor < store.geo.pageCount() && (options.fillRateBytesPerSecond() <= 0 || fillTokens >= pageSize)) {
+            final int p = cursor;
+            if (store.table.state(p) != PageTable.ABSENT || !store.table.transition(p, PageTable.ABSENT, PageTable.FETCHING)) {
+                cursor++;
+                continue;
+            }
+            if (!start(p, false)) {
+                store.table.transition(p, PageTable.FETCHING, PageTable.ABSENT);
+                break;
+            }
+            cursor++;
+            fillTokens -= pageSize;
+            n++;
+        }
+        if (cursor >= store.geo.pageCount() && n == 0 && freeCount == buffers.length) {
+            cursor = 0; // wrap: pick up pages whose fetch failed and went back to ABSENT
+        }
+        return n;
+    }
+
+    private void refillTokens() {
+        final long rate = options.fillRateBytesPerSecond();
+        if (rate <= 0) {
+            return;
+        }
+        final long now = System.nanoTime();
+        fillTokens = Math.min(rate / 10 + pageSize, fillTokens + (now - lastTokenRefill) * rate / 1_000_000_000L);
+        lastTokenRefill = now;
+    }
+
+    private boolean start(final int p, final boolean isDemand) {
+        if (freeCount == 0) {
+            return false;
+        }
+        final int b = freeBuffers[--freeCount];
+        if (firstAttempt[p] == 0) {
+            firstAttempt[p] = System.nanoTime();
+        }
+        if (!store.source.fetch(p, 1, buffers[b], isDemand ? PageSource.DEMAND : PageSource.BACKGROUND, b, this)) {
+            freeBuffers[freeCount++] = b;
+            if (isDemand) {
+                retryLater.addInt(p);
+            }
+            return false;
+        }
+        bufferPage[b] = p;
+        bufferDemand[b] = isDemand;
+        inFlight[p] = true;
+        return true;
+    }
+
+    private int retry() {
+        final long now = System.nanoTime();
+        if (retryLater.isEmpty() || now - lastRetry < RETRY_NANOS) {
+            return 0;
+        }
+        lastRetry = now;
+        int n = 0;
+        for (int i = retryLater.size() - 1; i >= 0; i--) {
+            final int p = retryLater.getInt(i);
+            if (store.table.state(p) != PageTable.FETCHING || inFlight[p]) {
+                retryLater.fastUnorderedRemove(i);
+                continue;
+            }
+            if (options.demandTimeoutNanos() > 0 && now - firstAttempt[p] > options.demandTimeoutNanos()) {
+                retryLater.fastUnorderedRemove(i);
+                if (now - lastTimeoutLog > 1_000_000_000L) {
+                    lastTimeoutLog = now;
+                    LOG.warn("page {} could not be fetched for {} ms (provider unavailable?); requests waiting for it get IOERR "
+                        + "(at most one such line per second)", p, options.demandTimeoutNanos() / 1_000_000);
+                }
+                fail(p);
+                continue;
+            }
+            if (start(p, true)) {
+                retryLater.fastUnorderedRemove(i);
+                n++;
+            }
+        }
+        return n;
+    }
+
+    private void onCompletion(final int b, final int status) throws IOException {
+        final int p = bufferPage[b];
+        final boolean isDemand = bufferDemand[b];
+        inFlight[p] = false;
+        try {
+            if (status != PageSource.OK) {
+                retryLater.addInt(p); // stays FETCHING: waiters keep waiting until it lands or times out
+                return;
+            }
+            final ByteBuffer view = views[b].clear().limit(store.geo.pageLength(p));
+            if (!store.manifest.verify(p, view)) {
+                if (++badChecksums[p] <= 1) {
+                    LOG.warn("page {} failed its checksum; fetching it again", p);
+                    retryLater.addInt(p);
+                } else {
+                    LOG.warn("page {} failed its checksum twice; requests that need it get IOERR", p);
+                    badChecksums[p] = 0;
+                    fail(p);
+                }
+                return;
+            }
+            (isDemand ? demandBytes : backgroundBytes).addAndGet(store.geo.pageLength(p));
+            merge(p, b);
+        } finally {
+            freeBuffers[freeCount++] = b;
+        }
+    }
+
+    /** Back to ABSENT, and every waiter learns the fetch failed. */
+    private void fail(final int p) {
+        firstAttempt[p] = 0;
+        if (store.table.transition(p, PageTable.FETCHING, PageTable.ABSENT)) {
+            store.table.complete(p, false);
+        }
+    }
+
+    /** Writes the fetched page's bytes into the local file except where the guest wrote, then makes it readable. */
+    private void merge(final int p, final int b) throws IOException {
+        while (true) {
+            if (store.table.state(p) != PageTable.FETCHING) {
+                return; // the guest overwrote the whole page meanwhile: nothing of ours is needed
+            }
+            if (!store.table.transition(p, PageTable.FETCHING, PageTable.MERGING)) {
+                continue;
+            }
+            // Volatile CAS above, volatile read here: pairs with LazyStore.enter (increment, then read state).
+            if (store.writers.get(p) == 0) {
+                break;
+            }
+            store.table.transition(p, PageTable.MERGING, PageTable.FETCHING);
+            Thread.onSpinWait();
+        }
+        final long pageStart = store.geo.pageStart(p);
+        final int sectors = store.geo.pageLength(p) / SECTOR;
+        final long firstSector = pageStart / SECTOR;
+        int s = 0;
+        while (s < sectors) {
+            if (store.guestWrote(firstSector + s)) {
+                s++;
+                continue;
+            }
+            int e = s;
+            while (e < sectors && !store.guestWrote(firstSector + e)) {
+                e++;
+            }
+            iov.set(JAVA_LONG, 0, buffers[b].address() + (long) s * SECTOR);
+            iov.set(JAVA_LONG, 8, (long) (e - s) * SECTOR);
+            final int rc = store.image.write(iov.address(), 1, pageStart + (long) s * SECTOR, (long) (e - s) * SECTOR);
+            if (rc != 0) {
+                store.table.transition(p, PageTable.MERGING, PageTable.FETCHING);
+                throw new IOException("writing page " + p + " to the local file failed with errno " + -rc);
+            }
+            s = e;
+        }
+        firstAttempt[p] = 0;
+        store.table.transition(p, PageTable.MERGING, PageTable.RESIDENT);
+        synchronized (residentPending) {
+            residentPending.addInt(p);
+        }
+        store.table.complete(p, true);
+    }
+
+    private void finishWholePageWrite(final int p) {
+        for (byte s = store.table.state(p); s == PageTable.ABSENT || s == PageTable.FETCHING; s = store.table.state(p)) {
+            if (store.table.transition(p, s, PageTable.RESIDENT)) {
+                synchronized (residentPending) {
+                    residentPending.addInt(p);
+                }
+                store.table.complete(p, true);
+                return;
+            }
+        }
+    }
+
+    /**
+     * Makes resident pages durable: {@code fdatasync} the image, then record them and the guest-written sectors in
+     * the state file ({@code fdatasync} again). Also called by a guest FLUSH (any I/O thread), hence synchronized.
+     */
+    synchronized void persist(final boolean fromAgent) throws IOException {
+        if (store.image.datasync() != 0) {
+            throw new IOException("fdatasync of the local image failed");
+        }
+        final int[] pages;
+        synchronized (residentPending) {
+            pages = residentPending.toIntArray();
+            residentPending.clear();
+        }
+        for (final int p : pages) {
+            store.state.markLocal(p);
+        }
+        for (int w = 0; w < store.guestSectors.length(); w++) {
+            final long bits = store.guestSectors.get(w);
+            if (bits != 0) {
+                store.state.orGuestWord(w, bits);
+            }
+        }
+        store.state.commit();
+        for (final int p : pages) {
+            store.table.transition(p, PageTable.RESIDENT, PageTable.LOCAL);
+        }
+        if (fromAgent) {
+            lastPersist = System.nanoTime();
+        }
+    }
+
+    private void switchToDiskOnly() throws IOException {
+        persist(true);
+        store.state.markDiskOnly();
+        store.switchedToDiskOnly();
+        store.source.close();
+        done = true;
+        LOG.info("every page is local: switched to disk-only {} s after start ({} MiB on demand, {} MiB in the background); "
+                + "the provider connection is closed", String.format("%.1f", (System.nanoTime() - store.startNanos) / 1e9),
+            demandBytes.get() >> 20, backgroundBytes.get() >> 20);
+    }
+
+    @Override
+    public void onClose() {
+        arena.close();
+    }
+
+    @Override
+    public String roleName() {
+        return "lazy-filler";
+    }
+}

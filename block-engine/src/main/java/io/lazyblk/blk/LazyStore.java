@@ -1,0 +1,309 @@
+package io.lazyblk.blk;
+
+import io.lazyblk.pagemap.Manifest;
+import io.lazyblk.pagemap.PageGeometry;
+import io.lazyblk.pagemap.PageSource;
+import io.lazyblk.pagemap.PageTable;
+import io.lazyblk.persistence.LocalImage;
+import io.lazyblk.persistence.PageStateFile;
+import org.agrona.concurrent.AgentRunner;
+import org.agrona.concurrent.BackoffIdleStrategy;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.util.concurrent.atomic.AtomicIntegerArray;
+import java.util.concurrent.atomic.AtomicLongArray;
+import java.util.concurrent.locks.LockSupport;
+
+/**
+ * A block backend that fills a local image lazily from a {@link PageSource}: reads of absent pages park their
+ * request until the page arrives (demand fetch at top priority), a {@link LazyFiller} streams the rest in the
+ * background, every fetched page is verified and merged into the local file around the sectors the guest wrote,
+ * and when every page is durable locally the store switches to disk-only.
+ *
+ * <p>Guest writes never wait for a fetch: a write to a page that is not readable yet "enters" the page (a writer
+ * count the merge waits on), marks its sectors guest-owned, and writes through; the merge writes only sectors the
+ * guest did not. Thread-safety: request methods run on I/O agent threads, the filler on its own thread; page
+ * states change by CAS only ({@link PageTable}).
+ */
+public final class LazyStore implements BlockBackend {
+    private static final Logger LOG = LoggerFactory.getLogger(LazyStore.class);
+    /** Returned by {@link #read}/{@link #write} when the request was parked; it is resumed through its waiter. */
+    public static final int PENDING = Integer.MAX_VALUE;
+    static final int SECTOR = 512;
+
+    final Manifest manifest;
+    final PageGeometry geo;
+    final PageTable table;
+    final LocalImage image;
+    final PageStateFile state;
+    final PageSource source;
+    /** Guest-written sectors of pages that were not readable when written (1 bit per sector). */
+    final AtomicLongArray guestSectors;
+    /** Guest writes in progress per not-yet-readable page; a merge waits for zero. */
+    final AtomicIntegerArray writers;
+    private final LazyFiller filler;
+    private final AgentRunner fillerRunner;
+    private volatile boolean diskOnly;
+    final long startNanos = System.nanoTime();
+
+    /** Settings of the lazy fill. */
+    public record Options(long memoryBudget, long fillRateBytesPerSecond, long demandTimeoutNanos) {
+    }
+
+    public LazyStore(final Manifest manifest, final LocalImage image, final PageStateFile state, final PageSource source,
+                     final Options options) {
+        this.manifest = manifest;
+        this.geo = manifest.geometry();
+        this.image = image;
+        this.state = state;
+        this.source = source;
+        this.table = new PageTable(geo.pageCount());
+        this.guestSectors = new AtomicLongArray(state.guestWordCount());
+        this.writers = new AtomicIntegerArray(geo.pageCount());
+        for (int p = 0; p < geo.pageCount(); p++) {
+            if (state.isLocal(p)) {
+                table.initialize(p, PageTable.LOCAL);
+            }
+        }
+        for (int w = 0; w < guestSectors.length(); w++) {
+            guestSectors.set(w, state.guestWord(w));
+        }
+        this.filler = new LazyFiller(this, options);
+        this.fillerRunner = new AgentRunner(new BackoffIdleStrategy(100, 100, 10_000, 1_000_000),
+            t -> LOG.error("lazy filler failed", t), null, filler);
+        AgentRunner.startOnThread(fillerRunner);
+    }
+
+    public boolean diskOnly() {
+        return diskOnly;
+    }
+
+    void switchedToDiskOnly() {
+        diskOnly = true; // volatile: request threads stop consulting the page table from their next request on
+    }
+
+    public int localPages() {
+        return state.localCount();
+    }
+
+    public int pageCount() {
+        return geo.pageCount();
+    }
+
+    public long bytesFetchedOnDemand() {
+        return filler.demandBytes();
+    }
+
+    public long bytesFetchedInBackground() {
+        return filler.backgroundBytes();
+    }
+
+    @Override
+    public long sizeBytes() {
+        return geo.imageSize();
+    }
+
+    @Override
+    public boolean readOnly() {
+        return image.readOnly();
+    }
+
+    /**
+     * Reads once every page in range is readable; otherwise demands the missing ones, parks {@code r} on one and
+     * returns {@link #PENDING}. Called again when that page arrives.
+     */
+    int read(final BlkRequest r) {
+        if (!diskOnly) {
+            final int first = geo.pageOf(r.offset);
+            final int last = geo.lastPageOf(r.offset, r.dataBytes);
+            for (int p = first; p <= last; p++) {
+                if (!table.readable(p) && waitFor(p, r)) {
+                    return PENDING;
+                }
+            }
+        }
+        return image.read(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
+    }
+
+    /** Demands page {@code p} and parks {@code r} on it; false if the page turned readable meanwhile. */
+    private boolean waitFor(final int p, final BlkRequest r) {
+        while (true) {
+            demand(p);
+            final int code = table.park(p, r);
+            if (code == PageTable.PARKED) {
+                return true;
+            }
+            if (code == PageTable.PARKED_START_FETCH) {
+                demand(p);
+                return true;
+            }
+            if (table.readable(p)) {
+                return false;
+            }
+        }
+    }
+
+    private void demand(final int p) {
+        if (table.state(p) == PageTable.ABSENT) {
+            if (table.transition(p, PageTable.ABSENT, PageTable.FETCHING)) {
+                filler.demand(p);
+            }
+        } else if (table.state(p) == PageTable.FETCHING) {
+            filler.demand(p); // maybe queued in the background: ask for it first (the filler drops duplicates)
+        }
+    }
+
+    /** Writes guest data; never waits for a fetch (see the class comment). */
+    int write(final BlkRequest r) {
+        if (diskOnly) {
+            return image.write(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
+        }
+        return guestWrite(r.offset, r.dataBytes, r, false, 0, 0);
+    }
+
+    int writeZeroes(final BlkRequest r, final long scratchIov, final long scratchLen) {
+        if (diskOnly) {
+            return image.writeZeroes(r.dwzOffset, r.dwzLength, r.dwzUnmap, scratchIov, scratchLen);
+        }
+        return guestWrite(r.dwzOffset, r.dwzLength, r, true, scratchIov, scratchLen);
+    }
+
+    private int guestWrite(final long offset, final long length, final BlkRequest r, final boolean zeroes,
+                           final long scratchIov, final long scratchLen) {
+        final int first = geo.pageOf(offset);
+        final int last = geo.lastPageOf(offset, length);
+        for (int p = first; p <= last; p++) {
+            enter(p);
+        }
+        try {
+            // Mark before writing: a merge that starts after we leave sees the marks and skips these sectors.
+            markGuestSectors(offset / SECTOR, length / SECTOR);
+            final int rc = zeroes
+                ? image.writeZeroes(offset, length, false, scratchIov, scratchLen) // never unmap: the page map owns holes
+                : image.write(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
+            if (rc == 0) {
+                for (int p = first; p <= last; p++) {
+                    if (!table.readable(p) && wholePageGuestWritten(p)) {
+                        filler.wholePageWritten(p);
+                    }
+                }
+            }
+            return rc;
+        } finally {
+            for (int p = first; p <= last; p++) {
+                leave(p);
+            }
+        }
+    }
+
+    /** Registers a writer on a page that is not readable yet; waits out a merge in progress (a few µs). */
+    private void enter(final int p) {
+        while (true) {
+            if (table.readable(p)) {
+                writers.incrementAndGet(p); // harmless on a readable page; keeps leave() symmetric
+                return;
+            }
+            writers.incrementAndGet(p);
+            // Volatile increment, then volatile read of the state: pairs with the filler's CAS to MERGING followed
+            // by its read of writers; at least one of us sees the other, so no merge runs while we write.
+            if (table.state(p) != PageTable.MERGING) {
+                return;
+            }
+            writers.decrementAndGet(p);
+            while (table.state(p) == PageTable.MERGING) {
+                Thread.onSpinWait();
+            }
+        }
+    }
+
+    private void leave(final int p) {
+        writers.decrementAndGet(p);
+    }
+
+    private void markGuestSectors(final long firstSector, final long count) {
+        long s = firstSector;
+        final long end = firstSector + count;
+        while (s < end) {
+            final int word = (int) (s >>> 6);
+            final int bit = (int) (s & 63);
+            final int n = (int) Math.min(64 - bit, end - s);
+            final long mask = n == 64 ? -1L : ((1L << n) - 1) << bit;
+            guestSectors.getAndAccumulate(word, mask, (a, b) -> a | b);
+            s += n;
+        }
+    }
+
+    boolean guestWrote(final long sector) {
+        return (guestSectors.get((int) (sector >>> 6)) & (1L << sector)) != 0;
+    }
+
+    private boolean wholePageGuestWritten(final int p) {
+        final long start = geo.pageStart(p) / SECTOR;
+        final long n = geo.pageLength(p) / SECTOR;
+        for (long s = start; s < start + n; s++) {
+            if (!guestWrote(s)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** Makes every acknowledged write durable, and the record of which sectors the guest wrote with it. */
+    @Override
+    public int flush() {
+        final int rc = image.datasync();
+        if (rc != 0) {
+            return rc;
+        }
+        try {
+            filler.persist(false);
+            return 0;
+        } catch (final IOException e) {
+            LOG.warn("could not record the page state durably: {}", e.getMessage());
+            return -5;
+        }
+    }
+
+    @Override
+    public int read(final long iov, final int cnt, final long offset, final long total) {
+        throw new UnsupportedOperationException("lazy reads go through read(BlkRequest)");
+    }
+
+    @Override
+    public int write(final long iov, final int cnt, final long offset, final long total) {
+        throw new UnsupportedOperationException("lazy writes go through write(BlkRequest)");
+    }
+
+    @Override
+    public int discard(final long offset, final long length) {
+        return 0; // a hint: on a lazily filled image, keeping the bytes is always correct
+    }
+
+    @Override
+    public int writeZeroes(final long offset, final long length, final boolean mayUnmap, final long scratchIov, final long scratchLen) {
+        throw new UnsupportedOperationException("lazy write-zeroes go through writeZeroes(BlkRequest, ...)");
+    }
+
+    /** Blocks until the store is disk-only or {@code timeoutNanos} pass; for tests and the demo. */
+    public boolean awaitDiskOnly(final long timeoutNanos) {
+        final long deadline = System.nanoTime() + timeoutNanos;
+        while (!diskOnly && System.nanoTime() < deadline) {
+            LockSupport.parkNanos(1_000_000);
+        }
+        return diskOnly;
+    }
+
+    @Override
+    public void close() {
+        source.close(); // first: in-flight fetches complete UNAVAILABLE and stop writing into the filler's buffers
+        fillerRunner.close();
+        try {
+            state.close();
+        } catch (final IOException e) {
+            LOG.warn("closing the page state file: {}", e.getMessage());
+        }
+        image.close();
+    }
+}

@@ -1,0 +1,167 @@
+package io.lazyblk.tools;
+
+import io.lazyblk.blk.LazyStore;
+import io.lazyblk.pull.manifest.ManifestBuilder;
+import io.lazyblk.pull.provider.ImageServer;
+import io.lazyblk.pull.token.AccessToken;
+import io.lazyblk.tools.frontend.BlkClient;
+import io.lazyblk.tools.frontend.BlkResponse;
+import io.lazyblk.tools.frontend.GuestRam;
+import io.lazyblk.tools.frontend.VhostUserFrontend;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.net.InetSocketAddress;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.Arrays;
+import java.util.Map;
+import java.util.Random;
+import java.util.concurrent.TimeUnit;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The engine in lazy mode against a real image provider over TCP on loopback, driven by the front end. */
+class LazyEngineTest {
+    private static final int SIZE = 16 << 20;
+    private static final int PAGE = 64 << 10;
+    private static final byte[] SECRET = "0123456789abcdef0123456789abcdef".getBytes();
+
+    @TempDir
+    Path dir;
+    private byte[] golden;
+    private Path goldenFile;
+    private ImageServer server;
+
+    @BeforeEach
+    void startProvider() throws Exception {
+        golden = new byte[SIZE];
+        new Random(42).nextBytes(golden);
+        goldenFile = dir.resolve("golden.raw");
+        Files.write(goldenFile, golden);
+        server = ImageServer.start(new InetSocketAddress("127.0.0.1", 0), Map.of("golden", goldenFile), SECRET, PAGE,
+            new ManifestBuilder(dir.resolve("manifests")));
+    }
+
+    @AfterEach
+    void stopProvider() {
+        server.close();
+    }
+
+    private Engine.LazySource source(final long fillRate) {
+        return new Engine.LazySource(new InetSocketAddress("127.0.0.1", server.port()), "golden",
+            AccessToken.mint(SECRET, "golden", Instant.now().plusSeconds(600)), 8L << 20, fillRate, Duration.ofSeconds(5));
+    }
+
+    private static byte[] range(final byte[] a, final int from, final int len) {
+        return Arrays.copyOfRange(a, from, from + len);
+    }
+
+    @Test
+    void shouldServeDemandReadsMergeGuestWritesFillInTheBackgroundAndSwitchToDiskOnly() throws Exception {
+        final Path local = dir.resolve("local.img");
+        final Path sock = dir.resolve("lazy.sock");
+        final byte[] expected = golden.clone();
+        try (Engine engine = Engine.startLazy(Engine.Options.file(sock, local), source(4L << 20));
+             VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
+            final LazyStore store = engine.lazyStore();
+            assertNotNull(store);
+            final BlkClient blk = new BlkClient(fe, 0);
+            // Demand reads of pages the 4 MiB/s background fill has not reached yet.
+            final int far = SIZE - 3 * PAGE + 4096;
+            BlkResponse r = blk.read(far / 512, 8192);
+            assertTrue(r.ok());
+            assertArrayEquals(range(golden, far, 8192), r.data());
+            // A partial write to an absent page is served at once and merges with the fetched bytes.
+            final int partial = SIZE - 6 * PAGE + 1024;
+            final byte[] w = new byte[1024];
+            Arrays.fill(w, (byte) 0x5a);
+            assertEquals(0, blk.write(partial / 512, w));
+            System.arraycopy(w, 0, expected, partial, w.length);
+            r = blk.read((SIZE - 6 * PAGE) / 512, PAGE);
+            assertTrue(r.ok());
+            assertArrayEquals(range(expected, SIZE - 6 * PAGE, PAGE), r.data());
+            // A whole-page write to an absent page needs no fetch at all.
+            final int whole = SIZE - 9 * PAGE;
+            final byte[] page = new byte[PAGE];
+            Arrays.fill(page, (byte) 0x77);
+            assertEquals(0, blk.write(whole / 512, page));
+            System.arraycopy(page, 0, expected, whole, PAGE);
+            assertEquals(0, blk.flush());
+            r = blk.read(whole / 512, PAGE);
+            assertArrayEquals(page, r.data());
+
+            assertTrue(store.awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)), "the fill should finish: " + store.localPages()
+                + " of " + store.pageCount() + " pages local");
+            // After the switch: reads straight from disk, and the local file is the image plus the guest's writes.
+            r = blk.read(0, 65536);
+            assertArrayEquals(range(expected, 0, 65536), r.data());
+            assertTrue(store.bytesFetchedOnDemand() > 0);
+        }
+        assertArrayEquals(expected, Files.readAllBytes(local));
+
+        // A restart finds the fill complete and never contacts the provider (it is gone).
+        final Engine.LazySource gone = source(0);
+        server.close();
+        try (Engine engine = Engine.startLazy(Engine.Options.file(sock, local), gone);
+             VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
+            assertNull(engine.lazyStore());
+            final BlkResponse r = new BlkClient(fe, 0).read((SIZE - 9 * PAGE) / 512, PAGE);
+            assertTrue(r.ok());
+            assertArrayEquals(range(expected, SIZE - 9 * PAGE, PAGE), r.data());
+        }
+    }
+
+    @Test
+    void shouldResumeWithoutRefetchingLocalPagesAndKeepFlushedGuestWrites() throws Exception {
+        final Path local = dir.resolve("resume.img");
+        final Path sock = dir.resolve("resume.sock");
+        final int written = 100 * PAGE + 512;
+        final byte[] w = new byte[512];
+        Arrays.fill(w, (byte) 0x33);
+        int localBefore;
+        try (Engine engine = Engine.startLazy(Engine.Options.file(sock, local), source(2L << 20));
+             VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
+            final BlkClient blk = new BlkClient(fe, 0);
+            assertEquals(0, blk.write(written / 512, w));
+            assertEquals(0, blk.flush());
+            final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (engine.lazyStore().localPages() < 16 && System.nanoTime() < deadline) {
+                assertTrue(blk.read(0, 4096).ok()); // also waits a little, on real I/O
+            }
+            localBefore = engine.lazyStore().localPages();
+            assertTrue(localBefore >= 16 && localBefore < SIZE / PAGE, "stopped mid-fill with " + localBefore + " local pages");
+        }
+        final long requestsBefore = server.stats().requests();
+        try (Engine engine = Engine.startLazy(Engine.Options.file(sock, local), source(0));
+             VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
+            final LazyStore store = engine.lazyStore();
+            assertTrue(store.localPages() >= localBefore, "pages local before the stop are still local");
+            assertTrue(store.awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)));
+            final long fetched = server.stats().requests() - requestsBefore;
+            assertTrue(fetched <= SIZE / PAGE - localBefore, "fetched " + fetched + " pages; only "
+                + (SIZE / PAGE - localBefore) + " were missing");
+            final BlkResponse r = new BlkClient(fe, 0).read((100 * PAGE) / 512, PAGE);
+            final byte[] expected = range(golden, 100 * PAGE, PAGE);
+            System.arraycopy(w, 0, expected, 512, 512);
+            assertArrayEquals(expected, r.data(), "the flushed guest write survives the restart and the refetch of its page");
+        }
+    }
+
+    @Test
+    void shouldRefuseALocalFileOfAnotherImage() throws Exception {
+        final Path local = dir.resolve("other.img");
+        Files.write(local, new byte[SIZE / 2]);
+        final Exception e = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
+            () -> Engine.startLazy(Engine.Options.file(dir.resolve("o.sock"), local), source(0)));
+        assertTrue(e.getMessage().contains("belongs to another image"), e.getMessage());
+    }
+}
