@@ -362,8 +362,8 @@ final class LazyFiller implements Agent, PageSource.Listener {
         for (final int p : pages) {
             store.state.markLocal(p);
         }
-        for (int w = 0; w < store.guestSectors.length(); w++) {
-            final long bits = store.guestSectors.get(w);
+        for (int w = 0; w < store.guestDone.length(); w++) {
+            final long bits = store.guestDone.get(w);
             if (bits != 0) {
                 store.state.orGuestWord(w, bits);
             }

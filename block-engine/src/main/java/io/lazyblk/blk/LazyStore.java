@@ -39,8 +39,16 @@ public final class LazyStore implements BlockBackend {
     final LocalImage image;
     final PageStateFile state;
     final PageSource source;
-    /** Guest-written sectors of pages that were not readable when written (1 bit per sector). */
+    /**
+     * Sectors the guest is writing or wrote in pages that were not readable then (1 bit per sector), set before the
+     * write so a merge skips them.
+     */
     final AtomicLongArray guestSectors;
+    /**
+     * The same, set only once the write completed: what {@link LazyFiller#persist} records durably, so a crash never
+     * leaves a sector marked guest-owned that holds neither the image's bytes nor the guest's.
+     */
+    final AtomicLongArray guestDone;
     /** Guest writes in progress per not-yet-readable page; a merge waits for zero. */
     final AtomicIntegerArray writers;
     private final LazyFiller filler;
@@ -61,6 +69,7 @@ public final class LazyStore implements BlockBackend {
         this.source = source;
         this.table = new PageTable(geo.pageCount());
         this.guestSectors = new AtomicLongArray(state.guestWordCount());
+        this.guestDone = new AtomicLongArray(state.guestWordCount());
         this.writers = new AtomicIntegerArray(geo.pageCount());
         for (int p = 0; p < geo.pageCount(); p++) {
             if (state.isLocal(p)) {
@@ -69,6 +78,7 @@ public final class LazyStore implements BlockBackend {
         }
         for (int w = 0; w < guestSectors.length(); w++) {
             guestSectors.set(w, state.guestWord(w));
+            guestDone.set(w, state.guestWord(w));
         }
         this.filler = new LazyFiller(this, options);
         this.fillerRunner = new AgentRunner(new BackoffIdleStrategy(100, 100, 10_000, 1_000_000),
@@ -179,11 +189,12 @@ public final class LazyStore implements BlockBackend {
         }
         try {
             // Mark before writing: a merge that starts after we leave sees the marks and skips these sectors.
-            markGuestSectors(offset / SECTOR, length / SECTOR);
+            markSectors(guestSectors, offset / SECTOR, length / SECTOR);
             final int rc = zeroes
                 ? image.writeZeroes(offset, length, false, scratchIov, scratchLen) // never unmap: the page map owns holes
                 : image.write(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
             if (rc == 0) {
+                markSectors(guestDone, offset / SECTOR, length / SECTOR);
                 for (int p = first; p <= last; p++) {
                     if (!table.readable(p) && wholePageGuestWritten(p)) {
                         filler.wholePageWritten(p);
@@ -222,7 +233,7 @@ public final class LazyStore implements BlockBackend {
         writers.decrementAndGet(p);
     }
 
-    private void markGuestSectors(final long firstSector, final long count) {
+    private static void markSectors(final AtomicLongArray bits, final long firstSector, final long count) {
         long s = firstSector;
         final long end = firstSector + count;
         while (s < end) {
@@ -230,7 +241,7 @@ public final class LazyStore implements BlockBackend {
             final int bit = (int) (s & 63);
             final int n = (int) Math.min(64 - bit, end - s);
             final long mask = n == 64 ? -1L : ((1L << n) - 1) << bit;
-            guestSectors.getAndAccumulate(word, mask, (a, b) -> a | b);
+            bits.getAndAccumulate(word, mask, (a, b) -> a | b);
             s += n;
         }
     }

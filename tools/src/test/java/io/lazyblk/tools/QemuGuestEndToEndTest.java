@@ -70,6 +70,30 @@ class QemuGuestEndToEndTest {
     }
 
     @Test
+    void shouldBootFromALazilyFilledImageAndEndWithTheImagePlusTheGuestsWrites() throws Exception {
+        final Path golden = dir.resolve("golden.img");
+        DemoCommand.createSampleImage(golden, SIZE);
+        final byte[] secret = "lazyblk-test-secret-0123456789ab".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+        try (var server = io.lazyblk.pull.provider.ImageServer.start(new java.net.InetSocketAddress("127.0.0.1", 0),
+            java.util.Map.of("golden", golden), secret, 64 << 10, new io.lazyblk.pull.manifest.ManifestBuilder(dir.resolve("m")))) {
+            final Path local = dir.resolve("local.img");
+            final String token = io.lazyblk.pull.token.AccessToken.mint(secret, "golden", java.time.Instant.now().plusSeconds(600));
+            // 4 MiB/s: the guest boots and works while most of the 64 MiB is still absent.
+            final Engine.LazySource src = new Engine.LazySource(new java.net.InetSocketAddress("127.0.0.1", server.port()), "golden",
+                token, 16L << 20, 4L << 20, Duration.ofSeconds(30));
+            try (Engine engine = Engine.startLazy(Engine.Options.file(dir.resolve("lazy.sock"), local), src)) {
+                final QemuGuest.Result r = boot(dir.resolve("lazy.sock"), "rw", 1);
+                assertTrue(engine.lazyStore().bytesFetchedOnDemand() > 0, "the guest's reads should have pulled pages on demand");
+                assertTrue(engine.lazyStore().awaitDiskOnly(java.util.concurrent.TimeUnit.SECONDS.toNanos(60)), "the fill should finish");
+                assertEquals(DemoCommand.md5(local), r.diskMd5(), "the local file holds exactly the disk the guest saw");
+            }
+            final long off = QemuGuest.patternOffsetBytes(QemuGuest.DEFAULT_PATTERN_OFFSET_BLOCKS);
+            assertArrayEquals(QemuGuest.expectedPattern(), DemoCommand.readAt(local, off, QemuGuest.expectedPattern().length));
+            assertArrayEquals(DemoCommand.readAt(golden, 0, 1 << 20), DemoCommand.readAt(local, 0, 1 << 20));
+        }
+    }
+
+    @Test
     void shouldWorkWithDedicatedIoThreads() throws Exception {
         final Path image = dir.resolve("io.img");
         DemoCommand.createSampleImage(image, SIZE);
