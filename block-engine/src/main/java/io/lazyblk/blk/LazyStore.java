@@ -102,6 +102,10 @@ public final class LazyStore implements BlockBackend {
         return geo.pageCount();
     }
 
+    public int pageSize() {
+        return geo.pageSize();
+    }
+
     public long bytesFetchedOnDemand() {
         return filler.demandBytes();
     }

@@ -29,6 +29,7 @@ public final class Engine implements AutoCloseable {
     private final VhostUserServer server;
     private final BlockBackend backend;
     private final Thread thread;
+    private StatusServer status;
 
     private Engine(final VhostUserServer server, final BlockBackend backend) {
         this.server = server;
@@ -112,6 +113,7 @@ public final class Engine implements AutoCloseable {
             final VirtioBlkDevice device = new VirtioBlkDevice(backend, o.queues(), o.ioThreadsPerQueue(), serial);
             final Engine e = new Engine(new VhostUserServer(o.socket(), device, o.pollNanos()), backend);
             e.thread.start();
+            e.status = new StatusServer(e, o.socket());
             return e;
         } catch (final IOException | RuntimeException ex) {
             backend.close();
@@ -133,8 +135,16 @@ public final class Engine implements AutoCloseable {
         thread.join();
     }
 
+    /** The status as {@code lazyblk status --format kv} prints it. */
+    public java.util.Map<String, String> status() {
+        return status.status();
+    }
+
     @Override
     public void close() {
+        if (status != null) {
+            status.close();
+        }
         server.close();
         try {
             thread.join(30_000);

@@ -81,6 +81,19 @@ public final class ServeCommand implements Callable<Integer> {
         return 0;
     }
 
+    /** A progress line, rewritten in place once a second while the fill runs (only when stderr is a terminal). */
+    private static void showProgress(final Engine engine) {
+        while (true) {
+            final java.util.Map<String, String> m = engine.status();
+            System.err.print("\r" + StatusServer.human(m) + "   ");
+            if (!"lazy".equals(m.get("mode"))) {
+                System.err.println();
+                return;
+            }
+            java.util.concurrent.locks.LockSupport.parkNanos(1_000_000_000L);
+        }
+    }
+
     private Integer serveLazy() throws Exception {
         final java.net.URI uri;
         try {
@@ -112,7 +125,13 @@ public final class ServeCommand implements Callable<Integer> {
             return 1;
         }
         Runtime.getRuntime().addShutdownHook(new Thread(engine::close, "shutdown"));
-        System.err.printf("lazyblk: serving %s (%d bytes, filling lazily from %s) on %s%n", local, engine.sizeBytes(), source, socket);
+        System.err.printf("lazyblk: serving %s (%d bytes, filling lazily from %s) on %s; 'lazyblk status --socket %s' shows progress%n",
+            local, engine.sizeBytes(), source, socket, socket);
+        if (System.console() != null) {
+            final Thread progress = new Thread(() -> showProgress(engine), "progress");
+            progress.setDaemon(true);
+            progress.start();
+        }
         engine.join();
         return 0;
     }

@@ -74,6 +74,9 @@ class LazyEngineTest {
              VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
             final LazyStore store = engine.lazyStore();
             assertNotNull(store);
+            final Map<String, String> early = StatusCommand.read(StatusServer.controlSocket(sock));
+            assertEquals("lazy", early.get("mode"));
+            assertEquals(Integer.toString(SIZE / PAGE), early.get("pages_total"));
             final BlkClient blk = new BlkClient(fe, 0);
             // Demand reads of pages the 4 MiB/s background fill has not reached yet.
             final int far = SIZE - 3 * PAGE + 4096;
@@ -105,6 +108,9 @@ class LazyEngineTest {
             r = blk.read(0, 65536);
             assertArrayEquals(range(expected, 0, 65536), r.data());
             assertTrue(store.bytesFetchedOnDemand() > 0);
+            final Map<String, String> after = StatusCommand.read(StatusServer.controlSocket(sock));
+            assertEquals("disk-only", after.get("mode"));
+            assertEquals(after.get("pages_total"), after.get("pages_local"));
         }
         assertArrayEquals(expected, Files.readAllBytes(local));
 

@@ -1,0 +1,70 @@
+package io.lazyblk.tools;
+
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.Callable;
+
+/** {@code lazyblk status}: what a running engine is doing, for a person or (with {@code --format kv}) a script. */
+@Command(name = "status", mixinStandardHelpOptions = true,
+    description = {"Show a running engine's mode, fill progress, bytes fetched, fill rate and ETA.",
+        "Reads the control socket SOCK.ctl that 'serve --socket SOCK' creates beside SOCK."})
+public final class StatusCommand implements Callable<Integer> {
+    enum Format { human, kv }
+
+    @Option(names = "--socket", required = true, description = "the engine's vhost-user socket (as given to serve)")
+    Path socket;
+
+    @Option(names = "--format", defaultValue = "human", description = "human or kv (key=value lines: mode=lazy|disk-only, pages_local=N, pages_total=N, ...)")
+    Format format;
+
+    @Override
+    public Integer call() {
+        final Path ctl = StatusServer.controlSocket(socket);
+        final Map<String, String> m;
+        try {
+            m = read(ctl);
+        } catch (final IOException e) {
+            System.err.println("lazyblk status: cannot reach the engine at " + ctl + " (" + e.getMessage()
+                + "); is 'lazyblk serve --socket " + socket + "' running?");
+            return 1;
+        }
+        if (format == Format.kv) {
+            System.out.print(StatusServer.render(m));
+        } else {
+            System.out.println(StatusServer.human(m));
+        }
+        System.out.flush();
+        return 0;
+    }
+
+    static Map<String, String> read(final Path ctl) throws IOException {
+        try (SocketChannel c = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            c.connect(UnixDomainSocketAddress.of(ctl));
+            final ByteBuffer b = ByteBuffer.allocate(4096);
+            while (b.hasRemaining() && c.read(b) >= 0) {
+                // read to end of stream (the engine closes after writing)
+            }
+            final Map<String, String> m = new LinkedHashMap<>();
+            for (final String line : new String(b.array(), 0, b.position(), StandardCharsets.UTF_8).split("\n")) {
+                final int eq = line.indexOf('=');
+                if (eq > 0) {
+                    m.put(line.substring(0, eq), line.substring(eq + 1));
+                }
+            }
+            if (!m.containsKey("mode")) {
+                throw new IOException("the control socket answered without a status");
+            }
+            return m;
+        }
+    }
+}

@@ -1,0 +1,169 @@
+package io.lazyblk.tools;
+
+import io.lazyblk.blk.LazyStore;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * The engine's control socket ({@code SOCK.ctl} beside the vhost-user socket): each connection gets the current
+ * status as {@code key=value} lines and is closed. Also samples the fill every second to report a rate and an
+ * ETA. One daemon thread; {@link #close()} stops it.
+ */
+final class StatusServer implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(StatusServer.class);
+    private static final int RATE_WINDOW = 5;
+
+    private final Engine engine;
+    private final Path path;
+    private final ServerSocketChannel channel;
+    private final Thread thread;
+    private final long[] sampleBytes = new long[RATE_WINDOW + 1];
+    private final long[] sampleNanos = new long[RATE_WINDOW + 1];
+    private int samples;
+    private volatile boolean closed;
+
+    StatusServer(final Engine engine, final Path vhostSocket) throws IOException {
+        this.engine = engine;
+        this.path = controlSocket(vhostSocket);
+        Files.deleteIfExists(path);
+        this.channel = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        channel.bind(UnixDomainSocketAddress.of(path));
+        channel.configureBlocking(false);
+        this.thread = new Thread(this::run, "status");
+        thread.setDaemon(true);
+        thread.start();
+    }
+
+    static Path controlSocket(final Path vhostSocket) {
+        return vhostSocket.resolveSibling(vhostSocket.getFileName() + ".ctl");
+    }
+
+    private void run() {
+        try (java.nio.channels.Selector sel = java.nio.channels.Selector.open()) {
+            channel.register(sel, java.nio.channels.SelectionKey.OP_ACCEPT);
+            long nextSample = 0;
+            while (!closed) {
+                final long now = System.nanoTime();
+                if (now >= nextSample) {
+                    sample(now);
+                    nextSample = now + 1_000_000_000L;
+                }
+                sel.select(Math.max(1, (nextSample - now) / 1_000_000));
+                sel.selectedKeys().clear();
+                SocketChannel c;
+                while ((c = channel.accept()) != null) {
+                    try (SocketChannel client = c) {
+                        client.configureBlocking(true);
+                        final ByteBuffer b = ByteBuffer.wrap(render(status()).getBytes(StandardCharsets.UTF_8));
+                        while (b.hasRemaining()) {
+                            client.write(b);
+                        }
+                    } catch (final IOException e) {
+                        LOG.debug("status client went away: {}", e.getMessage());
+                    }
+                }
+            }
+        } catch (final IOException | java.nio.channels.ClosedSelectorException e) {
+            if (!closed) {
+                LOG.warn("status socket {} stopped: {}", path, e.getMessage());
+            }
+        }
+    }
+
+    private synchronized void sample(final long now) {
+        final LazyStore s = engine.lazyStore();
+        if (s == null) {
+            return;
+        }
+        System.arraycopy(sampleBytes, 0, sampleBytes, 1, RATE_WINDOW);
+        System.arraycopy(sampleNanos, 0, sampleNanos, 1, RATE_WINDOW);
+        sampleBytes[0] = s.bytesFetchedOnDemand() + s.bytesFetchedInBackground();
+        sampleNanos[0] = now;
+        samples = Math.min(samples + 1, RATE_WINDOW + 1);
+    }
+
+    /** Bytes per second over the last few seconds, 0 before two samples. */
+    synchronized long rate() {
+        if (samples < 2) {
+            return 0;
+        }
+        final int old = samples - 1;
+        final long dt = sampleNanos[0] - sampleNanos[old];
+        return dt <= 0 ? 0 : (sampleBytes[0] - sampleBytes[old]) * 1_000_000_000L / dt;
+    }
+
+    Map<String, String> status() {
+        final Map<String, String> m = new LinkedHashMap<>();
+        final LazyStore s = engine.lazyStore();
+        m.put("mode", s == null || s.diskOnly() ? "disk-only" : "lazy");
+        m.put("size_bytes", Long.toString(engine.sizeBytes()));
+        if (s == null) {
+            m.put("pages_local", "1");
+            m.put("pages_total", "1");
+            return m;
+        }
+        final int local = s.localPages();
+        final int total = s.pageCount();
+        final long rate = rate();
+        m.put("pages_local", Integer.toString(local));
+        m.put("pages_total", Integer.toString(total));
+        m.put("page_size", Integer.toString(s.pageSize()));
+        m.put("bytes_on_demand", Long.toString(s.bytesFetchedOnDemand()));
+        m.put("bytes_background", Long.toString(s.bytesFetchedInBackground()));
+        m.put("fill_rate_bytes_per_s", Long.toString(rate));
+        final long left = (long) (total - local) * s.pageSize();
+        m.put("eta_seconds", local == total ? "0" : rate > 0 ? Long.toString((left + rate - 1) / rate) : "unknown");
+        return m;
+    }
+
+    static String render(final Map<String, String> m) {
+        final StringBuilder sb = new StringBuilder();
+        m.forEach((k, v) -> sb.append(k).append('=').append(v).append('\n'));
+        return sb.toString();
+    }
+
+    /** One line for a person: mode, progress, rate and ETA. */
+    static String human(final Map<String, String> m) {
+        if (!"lazy".equals(m.get("mode"))) {
+            return "disk-only: every page is local (" + mib(Long.parseLong(m.getOrDefault("size_bytes", "0"))) + ")";
+        }
+        final long local = Long.parseLong(m.get("pages_local"));
+        final long total = Long.parseLong(m.get("pages_total"));
+        return String.format("lazy: %d/%d pages local (%.1f%%), fetched %s on demand and %s in the background, fill %s/s, ETA %s",
+            local, total, 100.0 * local / Math.max(1, total), mib(Long.parseLong(m.get("bytes_on_demand"))),
+            mib(Long.parseLong(m.get("bytes_background"))), mib(Long.parseLong(m.get("fill_rate_bytes_per_s"))),
+            "unknown".equals(m.get("eta_seconds")) ? "unknown" : m.get("eta_seconds") + " s");
+    }
+
+    private static String mib(final long bytes) {
+        return String.format("%.1f MiB", bytes / 1048576.0);
+    }
+
+    @Override
+    public void close() {
+        closed = true;
+        try {
+            channel.close();
+        } catch (final IOException ignored) {
+            // closing anyway
+        }
+        thread.interrupt();
+        try {
+            Files.deleteIfExists(path);
+        } catch (final IOException ignored) {
+            // best effort
+        }
+    }
+}
