@@ -41,6 +41,13 @@ public final class DemoCommand implements Callable<Integer> {
     @Option(names = "--front-end", description = "use the built-in front end even if QEMU is installed")
     boolean forceFrontEnd;
 
+    @Option(names = "--local-only", description = "serve the sample image as a complete local file instead of pulling it lazily from a provider")
+    boolean localOnly;
+
+    @Option(names = "--fill-rate", converter = SizeConverter.class, defaultValue = "8M",
+        description = "background fill cap in bytes/s, low enough that the guest boots while the fill runs (default ${DEFAULT-VALUE})")
+    long fillRate;
+
     @Override
     public Integer call() throws Exception {
         if (size < 16L << 20 || size % 4096 != 0) {
@@ -52,6 +59,9 @@ public final class DemoCommand implements Callable<Integer> {
         final Path socket = workDir.resolve("vhost.sock");
         step("1/4", "creating sample image " + image + " (" + (size >> 20) + " MiB)");
         createSampleImage(image, size);
+        if (!localOnly) {
+            return new LazyDemo(workDir, image, socket, queues, timeoutSeconds, fillRate, forceFrontEnd).run();
+        }
 
         step("2/4", "starting the engine on " + socket);
         try (Engine engine = Engine.start(Engine.Options.file(socket, image).withQueues(queues))) {

@@ -20,9 +20,28 @@ final class FrontEndDemo {
     }
 
     static int run(final Path socket, final Path image) throws Exception {
+        final int rc = exercise(socket, image);
+        if (rc != 0) {
+            return rc;
+        }
+        DemoCommand.step("4/4", "checking the image on the host");
         final byte[] pattern = QemuGuest.expectedPattern();
         final long off = QemuGuest.patternOffsetBytes(QemuGuest.DEFAULT_PATTERN_OFFSET_BLOCKS);
-        final byte[] head = DemoCommand.readAt(image, 0, 1 << 20);
+        final boolean ok = Arrays.equals(pattern, DemoCommand.readAt(image, off, pattern.length));
+        System.out.printf("      pattern at byte %d on the host: %s%n", off, ok ? "present" : "MISSING");
+        System.out.println(ok ? "OK: the engine served the front end and the image holds what it wrote."
+            : "FAILED: the image does not hold what the front end wrote.");
+        return ok ? 0 : 1;
+    }
+
+    /**
+     * Writes the pattern, reads it back, reads the first MiB (checked against {@code reference}, the image the disk
+     * started from) and flushes, through the front end; 0 if all of it worked.
+     */
+    static int exercise(final Path socket, final Path reference) throws Exception {
+        final byte[] pattern = QemuGuest.expectedPattern();
+        final long off = QemuGuest.patternOffsetBytes(QemuGuest.DEFAULT_PATTERN_OFFSET_BLOCKS);
+        final byte[] head = DemoCommand.readAt(reference, 0, 1 << 20);
         final long start = System.nanoTime();
         try (VhostUserFrontend fe = VhostUserFrontend.connect(socket, GuestRam.create(RAM))) {
             final BlkClient blk = new BlkClient(fe, 0);
@@ -38,12 +57,7 @@ final class FrontEndDemo {
             return 1;
         }
         System.out.printf("      wrote, read back, read and flushed in %.1f ms%n", (System.nanoTime() - start) / 1e6);
-        DemoCommand.step("4/4", "checking the image on the host");
-        final boolean ok = Arrays.equals(pattern, DemoCommand.readAt(image, off, pattern.length));
-        System.out.printf("      pattern at byte %d on the host: %s%n", off, ok ? "present" : "MISSING");
-        System.out.println(ok ? "OK: the engine served the front end and the image holds what it wrote."
-            : "FAILED: the image does not hold what the front end wrote.");
-        return ok ? 0 : 1;
+        return 0;
     }
 
     private static void check(final boolean ok, final String what) {

@@ -66,8 +66,16 @@ class CommandLineTest {
     }
 
     @Test
-    void shouldRunTheDemoEndToEndThroughTheBuiltInFrontEnd() {
-        final Run r = run("demo", "--front-end", "--work-dir", dir.toString(), "--size", "32M");
+    void shouldRunTheLazyDemoEndToEndThroughTheBuiltInFrontEnd() {
+        final Run r = run("demo", "--front-end", "--work-dir", dir.toString(), "--size", "32M", "--fill-rate", "64M");
+        assertEquals(0, r.code(), r.out() + r.err());
+        assertTrue(r.out().contains("switched to disk-only"), r.out());
+        assertTrue(r.out().contains("OK: the guest ran from an image pulled lazily"), r.out());
+    }
+
+    @Test
+    void shouldRunTheLocalDemoThroughTheBuiltInFrontEnd() {
+        final Run r = run("demo", "--front-end", "--local-only", "--work-dir", dir.toString(), "--size", "32M");
         assertEquals(0, r.code(), r.out() + r.err());
         assertTrue(r.out().contains("OK: the engine served the front end"), r.out());
     }
