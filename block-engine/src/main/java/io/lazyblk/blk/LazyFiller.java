@@ -13,6 +13,7 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.LockSupport;
 
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
@@ -62,6 +63,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
     private final AtomicLong demandBytes = new AtomicLong();
     private final AtomicLong backgroundBytes = new AtomicLong();
     private boolean done;
+    private volatile Thread thread;
 
     LazyFiller(final LazyStore store, final LazyStore.Options options) {
         this.store = store;
@@ -102,6 +104,20 @@ final class LazyFiller implements Agent, PageSource.Listener {
         if (!demands.offer(p)) {
             LOG.warn("demand queue full; page {} will be fetched by the background fill", p);
         }
+        wake();
+    }
+
+    /** Ends the agent's idle park at once: a miss must not wait out the backoff (up to 1 ms) twice. */
+    private void wake() {
+        final Thread t = thread;
+        if (t != null) {
+            LockSupport.unpark(t);
+        }
+    }
+
+    @Override
+    public void onStart() {
+        thread = Thread.currentThread();
     }
 
     void wholePageWritten(final int p) {
@@ -112,6 +128,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
     public void onFetched(final long tag, final int firstPage, final int count, final int status) {
         // Transport thread: hand over to the agent; the queue's CAS publishes the buffer's bytes with it.
         completions.offer((tag << 8) | status);
+        wake();
     }
 
     @Override
