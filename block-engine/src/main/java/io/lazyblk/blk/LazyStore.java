@@ -268,12 +268,11 @@ public final class LazyStore implements BlockBackend {
     /** Makes every acknowledged write durable, and the record of which sectors the guest wrote with it. */
     @Override
     public int flush() {
-        final int rc = image.datasync();
-        if (rc != 0) {
-            return rc;
+        if (diskOnly) {
+            return image.datasync();
         }
         try {
-            filler.persist(false);
+            filler.persist(false); // fdatasync of the image, then the state file: one sync covers both
             return 0;
         } catch (final IOException e) {
             LOG.warn("could not record the page state durably: {}", e.getMessage());
