@@ -161,7 +161,13 @@ final class LazyFiller implements Agent, PageSource.Listener {
                 continue;
             }
             if (!start(p, true)) {
-                break;
+                if (!store.source.connected()) {
+                    // Down: every queued demand goes to the retry list now (start() put this one there), so each
+                    // one's demand timeout starts now, not after the demands queued ahead of it have timed out.
+                    demands.poll();
+                    continue;
+                }
+                break; // connected but full: the head goes out as soon as a fetch completes
             }
             demands.poll();
             n++;
