@@ -186,6 +186,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
                 continue;
             }
             if (!start(p, false)) {
+                firstAttempt[p] = 0; // back to ABSENT with nobody waiting: a later demand's timeout starts afresh
                 store.table.transition(p, PageTable.FETCHING, PageTable.ABSENT);
                 break;
             }
