@@ -112,7 +112,8 @@ public final class ServeCommand implements Callable<Integer> {
             return 1;
         }
         Runtime.getRuntime().addShutdownHook(new Thread(engine::close, "shutdown"));
-        System.err.printf("lazyblk: serving %s (%d bytes, filling lazily from %s) on %s%n", local, engine.sizeBytes(), source, socket);
+        System.err.printf("lazyblk: serving %s (%d bytes, %s) on %s%n", local, engine.sizeBytes(),
+            engine.lazyStore() != null ? "filling lazily from " + source : "complete: from disk alone, " + source + " not contacted", socket);
         engine.join();
         return 0;
     }
