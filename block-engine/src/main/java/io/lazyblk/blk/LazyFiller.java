@@ -54,6 +54,8 @@ final class LazyFiller implements Agent, PageSource.Listener {
     private final byte[] badChecksums;
     private final IntArrayList residentPending = new IntArrayList();
     private final IntArrayList retryLater = new IntArrayList();
+    /** Whether a page is in {@link #retryLater}: each page is in it at most once, however often its fetch is refused. */
+    private final boolean[] retrying;
     private int cursor;
     private long lastPersist = System.nanoTime();
     private long lastRetry;
@@ -89,6 +91,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
         inFlight = new boolean[pages];
         firstAttempt = new long[pages];
         badChecksums = new byte[pages];
+        retrying = new boolean[pages];
     }
 
     long demandBytes() {
@@ -175,7 +178,13 @@ final class LazyFiller implements Agent, PageSource.Listener {
                 continue;
             }
             if (!start(p, true)) {
-                break;
+                if (!store.source.connected()) {
+                    // Down: every queued demand goes to the retry list now (start() put this one there), so each
+                    // one's demand timeout starts now, not after the demands queued ahead of it have timed out.
+                    demands.poll();
+                    continue;
+                }
+                break; // connected but full: the head goes out as soon as a fetch completes
             }
             demands.poll();
             n++;
@@ -194,6 +203,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
                 continue;
             }
             if (!start(p, false)) {
+                firstAttempt[p] = 0; // back to ABSENT with nobody waiting: a later demand's timeout starts afresh
                 store.table.transition(p, PageTable.FETCHING, PageTable.ABSENT);
                 break;
             }
@@ -228,7 +238,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
         if (!store.source.fetch(p, 1, buffers[b], isDemand ? PageSource.DEMAND : PageSource.BACKGROUND, b, this)) {
             freeBuffers[freeCount++] = b;
             if (isDemand) {
-                retryLater.addInt(p);
+                scheduleRetry(p);
             }
             return false;
         }
@@ -236,6 +246,19 @@ final class LazyFiller implements Agent, PageSource.Listener {
         bufferDemand[b] = isDemand;
         inFlight[p] = true;
         return true;
+    }
+
+    /** Retries {@code p} every {@link #RETRY_NANOS} until it lands or its demand timeout passes. */
+    private void scheduleRetry(final int p) {
+        if (!retrying[p]) {
+            retrying[p] = true;
+            retryLater.addInt(p);
+        }
+    }
+
+    private void removeRetry(final int i) {
+        retrying[retryLater.getInt(i)] = false;
+        retryLater.fastUnorderedRemove(i);
     }
 
     private int retry() {
@@ -248,11 +271,11 @@ final class LazyFiller implements Agent, PageSource.Listener {
         for (int i = retryLater.size() - 1; i >= 0; i--) {
             final int p = retryLater.getInt(i);
             if (store.table.state(p) != PageTable.FETCHING || inFlight[p]) {
-                retryLater.fastUnorderedRemove(i);
+                removeRetry(i);
                 continue;
             }
             if (options.demandTimeoutNanos() > 0 && now - firstAttempt[p] > options.demandTimeoutNanos()) {
-                retryLater.fastUnorderedRemove(i);
+                removeRetry(i);
                 if (now - lastTimeoutLog > 1_000_000_000L) {
                     lastTimeoutLog = now;
                     LOG.warn("page {} could not be fetched for {} ms (provider unavailable?); requests waiting for it get IOERR "
@@ -262,7 +285,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
                 continue;
             }
             if (start(p, true)) {
-                retryLater.fastUnorderedRemove(i);
+                removeRetry(i);
                 n++;
             }
         }
@@ -275,14 +298,14 @@ final class LazyFiller implements Agent, PageSource.Listener {
         inFlight[p] = false;
         try {
             if (status != PageSource.OK) {
-                retryLater.addInt(p); // stays FETCHING: waiters keep waiting until it lands or times out
+                scheduleRetry(p); // stays FETCHING: waiters keep waiting until it lands or times out
                 return;
             }
             final ByteBuffer view = views[b].clear().limit(store.geo.pageLength(p));
             if (!store.manifest.verify(p, view)) {
                 if (++badChecksums[p] <= 1) {
                     LOG.warn("page {} failed its checksum; fetching it again", p);
-                    retryLater.addInt(p);
+                    scheduleRetry(p);
                 } else {
                     LOG.warn("page {} failed its checksum twice; requests that need it get IOERR", p);
                     badChecksums[p] = 0;

@@ -74,11 +74,19 @@ public final class Engine implements AutoCloseable {
         try {
             final Manifest m = source.manifest();
             if (!Files.exists(local)) {
+                // A state file without its image describes nothing any more; the new state file comes first, so a
+                // crash between the two leaves a pair the next start accepts.
+                Files.deleteIfExists(stateFile);
+                PageStateFile.openOrCreate(stateFile, m.size(), m.pageSize(), m.digest()).close();
                 LocalImage.create(local, m.size());
             } else if (Files.size(local) != m.size()) {
                 throw new IOException(local + " is " + Files.size(local) + " bytes but image " + src.image() + " is " + m.size()
                     + " bytes: it belongs to another image. Use another --local path, or delete it (and " + stateFile.getFileName()
                     + ") to start over");
+            } else if (!Files.exists(stateFile)) {
+                // Only fill files lazyblk created: a mistyped --local must never be overwritten by the fill.
+                throw new IOException(local + " exists but has no " + stateFile.getFileName() + " beside it, so it was not filled by"
+                    + " lazyblk and would be overwritten. Give --local a new path (it is created), or delete the file if it is scratch");
             }
             final PageStateFile state = PageStateFile.openOrCreate(stateFile, m.size(), m.pageSize(), m.digest());
             final LazyStore store = new LazyStore(m, LocalImage.open(local, false), state, source,

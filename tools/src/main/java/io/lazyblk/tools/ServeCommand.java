@@ -125,9 +125,10 @@ public final class ServeCommand implements Callable<Integer> {
             return 1;
         }
         Runtime.getRuntime().addShutdownHook(new Thread(engine::close, "shutdown"));
-        System.err.printf("lazyblk: serving %s (%d bytes, filling lazily from %s) on %s; 'lazyblk status --socket %s' shows progress%n",
-            local, engine.sizeBytes(), source, socket, socket);
-        if (System.console() != null) {
+        System.err.printf("lazyblk: serving %s (%d bytes, %s) on %s; 'lazyblk status --socket %s' shows progress%n", local,
+            engine.sizeBytes(), engine.lazyStore() != null ? "filling lazily from " + source
+                : "complete: from disk alone, " + source + " not contacted", socket, socket);
+        if (System.console() != null && engine.lazyStore() != null) {
             final Thread progress = new Thread(() -> showProgress(engine), "progress");
             progress.setDaemon(true);
             progress.start();

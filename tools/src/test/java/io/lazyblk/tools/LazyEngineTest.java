@@ -163,6 +163,18 @@ class LazyEngineTest {
     }
 
     @Test
+    void shouldRefuseToFillAnExistingFileItDidNotCreate() throws Exception {
+        final Path local = dir.resolve("precious.img");
+        final byte[] precious = new byte[SIZE];
+        Arrays.fill(precious, (byte) 0x42);
+        Files.write(local, precious);
+        final Exception e = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
+            () -> Engine.startLazy(Engine.Options.file(dir.resolve("p.sock"), local), source(0)));
+        assertTrue(e.getMessage().contains("would be overwritten"), e.getMessage());
+        assertArrayEquals(precious, Files.readAllBytes(local));
+    }
+
+    @Test
     void shouldRefuseALocalFileOfAnotherImage() throws Exception {
         final Path local = dir.resolve("other.img");
         Files.write(local, new byte[SIZE / 2]);
