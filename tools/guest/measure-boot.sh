@@ -145,11 +145,12 @@ awk -v start="$start" -v image="$image" '
             next
         }
         if (call == "close") { delete imgfd[fd]; next }
-        if (!(fd in imgfd) || ret <= 0) next
+        if (!(fd in imgfd)) next
+        if (call ~ /^f(data)?sync$/) { if (ret == 0) flushes++; next }
+        if (ret <= 0) next
         n = split(args, a, /, /)
         if (call ~ /^(pread64|preadv|pwrite64|pwritev)$/) off = a[n]
         else if (call ~ /^(preadv2|pwritev2)$/) off = a[n - 1]
-        else if (call ~ /^f(data)?sync$/) { flushes++; next }
         else next
         before = init && t < init || !init
         if (call ~ /^pread/) {
