@@ -21,7 +21,11 @@ and unpacked with 'dpkg -x'; if it cannot be downloaded but is installed, the
 installed files are used. The initramfs contains /init, a static busybox at
 /bin/busybox (package busybox-static) and the virtio modules
   virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio virtio_pci virtio_blk
-under /lib/modules (decompressed, loaded by /init in that order).
+under /lib/modules (decompressed, loaded by /init in that order). For booting
+from a root disk (lazyblk.root=vda, see build-rootdisk.sh) it also holds the
+modules the root filesystem needs, with their dependencies in load order as
+listed in /lib/modules/root.order: ext4 (which also mounts ext2), unless the
+kernel has it built in (Debian's cloud kernel does: root.order is then empty).
 
 Needs: apt-get, apt-cache, dpkg, gzip, busybox-static (/bin/busybox); xz only
 if the kernel ships .ko.xz modules. Meant to run as root (apt-get update).
@@ -41,6 +45,7 @@ init="$script_dir/init"
 out=${1:-${LAZYBLK_GUEST_DIR:-$HOME/.cache/lazyblk/guest}}
 busybox=/bin/busybox
 modules=(virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio virtio_pci virtio_blk)
+root_modules=(ext4)
 meta_pkg=linux-image-cloud-amd64
 
 [[ -f $init ]] || die "missing $init"
@@ -118,16 +123,60 @@ mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules}
 cp "$busybox" "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 install -m 0755 "$init" "$root/init"
-for m in "${modules[@]}"; do
-    ko=$(find "$moddir" \( -name "$m.ko" -o -name "$m.ko.xz" \) -print -quit)
-    [[ -n $ko ]] || die "module $m not found for kernel $kver"
+# copy_module NAME [FILE]: FILE defaults to NAME.ko or NAME.ko.xz found under $moddir.
+copy_module() {
+    local m=$1 ko=${2:-}
+    [[ -n $ko ]] || ko=$(find "$moddir" \( -name "$m.ko" -o -name "$m.ko.xz" \) -print -quit)
+    [[ -n $ko && -f $ko ]] || die "module $m not found for kernel $kver"
     case $ko in
         *.xz)
             command -v xz >/dev/null || die "xz needed to decompress $ko: apt-get install xz-utils"
             xz -dc "$ko" > "$root/lib/modules/$m.ko" ;;
         *) cp "$ko" "$root/lib/modules/$m.ko" ;;
     esac
+}
+for m in "${modules[@]}"; do
+    copy_module "$m"
 done
+
+# Root filesystem modules: depth-first over each module's "depends=" (its .modinfo;
+# the package ships no modules.dep), so every module follows its dependencies;
+# built-in ones (modules.builtin) are skipped.
+root_order=()
+declare -A visited=() ko_of=()
+module_name() { local b=${1##*/}; b=${b%.xz}; b=${b%.ko}; echo "${b//-/_}"; }
+while IFS= read -r -d '' ko; do
+    ko_of[$(module_name "$ko")]=$ko
+done < <(find "$moddir" \( -name '*.ko' -o -name '*.ko.xz' \) -print0)
+is_builtin() {
+    [[ -f $moddir/modules.builtin ]] \
+        && awk -v m="$1" '{ n = $0; sub(/.*\//, "", n); sub(/\.ko$/, "", n); gsub(/-/, "_", n) } n == m { f = 1 } END { exit !f }' \
+            "$moddir/modules.builtin"
+}
+module_deps() {
+    case $1 in
+        *.xz) xz -dc "$1" ;;
+        *) cat "$1" ;;
+    esac | tr '\0' '\n' | sed -n 's/^depends=//p' | head -n 1 | tr ',' ' '
+}
+add_root_module() {
+    local m=$1 ko dep
+    [[ -z ${visited[$m]:-} ]] || return 0
+    visited[$m]=1
+    if is_builtin "$m"; then return 0; fi
+    ko=${ko_of[$m]:-}
+    [[ -n $ko ]] || die "module $m is neither built into kernel $kver nor shipped with it"
+    for dep in $(module_deps "$ko"); do
+        add_root_module "$(module_name "$dep")"
+    done
+    copy_module "$m" "$ko"
+    root_order+=("$m")
+}
+for m in "${root_modules[@]}"; do
+    add_root_module "$m"
+done
+echo "${root_order[*]}" > "$root/lib/modules/root.order"
+echo "build-guest.sh: root filesystem modules: ${root_order[*]:-none (built in)}"
 
 mkdir -p "$out"
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | "$busybox" cpio -o -H newc -R 0:0) \

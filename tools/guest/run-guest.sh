@@ -13,6 +13,11 @@ the guest console on stdio. TEST is rw (default), ro or boot; EXTRA_KERNEL_ARGS
 are appended to the kernel command line (e.g. lazyblk.off=4096).
 The guest files are built first by build-guest.sh if needed.
 
+To boot from the disk (a root disk made by build-rootdisk.sh), add
+lazyblk.root=vda: the initramfs mounts it and runs its /sbin/init, which prints
+LAZYBLK-INIT and runs TEST there (boot reads nothing else; see disk-init), e.g.
+  run-guest.sh SOCKET boot lazyblk.root=vda
+
 Environment:
   LAZYBLK_GUEST_DIR  guest files directory (default $HOME/.cache/lazyblk/guest)
   QUEUES             num-queues of the vhost-user-blk device (default 1)

@@ -33,6 +33,25 @@ import java.util.concurrent.TimeUnit;
  *   <li>{@code boot}: reads the first MiB.</li>
  * </ul>
  *
+ * <p><b>Booting from the disk.</b> {@link #bootFromDisk} adds {@value #ROOT_KERNEL_ARG}: the initramfs then prints
+ * {@value #INITRAMFS_MARKER} (instead of {@value #INIT_MARKER}) and {@value #DISK_MARKER}, mounts the disk as the
+ * root filesystem and switches to its {@code /sbin/init} ({@code tools/guest/disk-init}), which prints
+ * {@value #INIT_MARKER} first and then runs the test, so {@link Result#millisToInitMarker()} is the time to the
+ * disk's init. The disk must hold such a root filesystem: {@link #buildRootDisk} makes one with
+ * {@code tools/guest/build-rootdisk.sh} (ext4 in front, a raw scratch area behind it, ballast the boot never reads).
+ * The tests then are
+ * <ul>
+ *   <li>{@code boot}: nothing besides running the init script: the boot-time benchmark.</li>
+ *   <li>{@code rw}: writes the pattern raw in the scratch area ({@code lazyblk.off=} blocks from its start, default
+ *       0; the absolute offset is the result field {@code pattern_off}) and as the file {@value #ROOT_PATTERN_FILE},
+ *       reads both back, remounts the root read-only and reads the whole disk ({@code lazyblk.diskmd5=0} skips that;
+ *       {@link Result#diskMd5()} is then {@code skipped}).</li>
+ *   <li>{@code ro}: the root is mounted read-only (the device is); reads the whole disk and passes only if a raw
+ *       write is refused.</li>
+ * </ul>
+ * Every root-disk boot ends with the root remounted read-only, leaving a clean filesystem, but changes the image
+ * (mounting writes the superblock).
+ *
  * <p>{@link #boot} never hangs: QEMU (and anything it started) is killed forcibly when the timeout expires.
  * Needs {@code qemu-system-x86_64} on the PATH and, to build the guest, a Debian host with apt and
  * {@code busybox-static}; see {@link #available()}.
@@ -42,8 +61,14 @@ public final class QemuGuest {
     public static final int PATTERN_BLOCK_SIZE = 4096;
     /** {@code lazyblk.off=} the guest uses when none is given: 8 MiB. */
     public static final int DEFAULT_PATTERN_OFFSET_BLOCKS = 2048;
-    /** Printed by {@code /init} as early as possible. */
+    /** Printed by {@code /init} as early as possible; when booting from the disk, by the disk's {@code /sbin/init}. */
     public static final String INIT_MARKER = "LAZYBLK-INIT";
+    /** Printed by the initramfs's {@code /init} instead of {@link #INIT_MARKER} when booting from the disk. */
+    public static final String INITRAMFS_MARKER = "LAZYBLK-INITRAMFS";
+    /** Kernel argument that makes the initramfs mount the disk as root and run its {@code /sbin/init}. */
+    public static final String ROOT_KERNEL_ARG = "lazyblk.root=vda";
+    /** The file on the root disk that the root-disk {@code rw} test writes the pattern into. */
+    public static final String ROOT_PATTERN_FILE = "/var/lib/lazyblk/pattern";
     /** {@code LAZYBLK-DISK size=<bytes> ro=<0|1>}. */
     public static final String DISK_MARKER = "LAZYBLK-DISK";
     /** {@code LAZYBLK-RESULT ok key=value...} or {@code LAZYBLK-RESULT fail <reason>}. */
@@ -52,6 +77,7 @@ public final class QemuGuest {
     private static final String QEMU = "qemu-system-x86_64";
     private static final Path QBOOT = Path.of("/usr/share/qemu/qboot.rom");
     private static final String BUILD_SCRIPT = "build-guest.sh";
+    private static final String ROOTDISK_SCRIPT = "build-rootdisk.sh";
     private static final String PATTERN_LINE = "lazyblk-pattern\n";
     private static final int PATTERN_BYTES = 1 << 20;
     private static final Duration BUILD_TIMEOUT = Duration.ofMinutes(10);
@@ -66,12 +92,16 @@ public final class QemuGuest {
      * @param diskMd5 md5 (hex) of the whole disk as the guest read it ({@code rw}: after the write; {@code ro}),
      *     else null
      * @param diskSize disk size in bytes the guest saw, or -1 if it never got that far
-     * @param millisToInitMarker milliseconds from QEMU's start to the {@code LAZYBLK-INIT} line, or -1 if never seen
+     * @param millisToInitMarker milliseconds from QEMU's start to the {@code LAZYBLK-INIT} line (booting from the
+     *     disk: printed by the disk's {@code /sbin/init}), or -1 if never seen
+     * @param millisToInitramfsMarker milliseconds from QEMU's start to the {@code LAZYBLK-INITRAMFS} line (booting
+     *     from the disk only), or -1 if never seen
      * @param consoleLines everything QEMU printed (serial console, stdout and stderr), without line terminators
      * @param logFile the same output, preceded by the command line and followed by the exit status
      */
     public record Result(int exitCode, boolean ok, String writeMd5, String diskMd5, long diskSize,
-                         long millisToInitMarker, List<String> consoleLines, Path logFile) {
+                         long millisToInitMarker, long millisToInitramfsMarker, List<String> consoleLines,
+                         Path logFile) {
         public Result {
             consoleLines = List.copyOf(consoleLines);
         }
@@ -79,6 +109,11 @@ public final class QemuGuest {
         /** The {@code LAZYBLK-RESULT} line, if the guest printed one. */
         public Optional<String> resultLine() {
             return consoleLines.stream().map(l -> fromMarker(l, RESULT_MARKER)).filter(Objects::nonNull).findFirst();
+        }
+
+        /** The value of {@code key=value} in the {@code LAZYBLK-RESULT} line, e.g. {@code pattern_off}. */
+        public Optional<String> resultField(final String key) {
+            return resultLine().map(l -> field(l, key));
         }
     }
 
@@ -104,6 +139,11 @@ public final class QemuGuest {
      */
     public QemuGuest(final Path guestScriptsDir) {
         this(guestScriptsDir, defaultGuestDir(), Path.of(System.getProperty("java.io.tmpdir"), "lazyblk-guest"));
+    }
+
+    /** Where the kernel and initramfs are built and kept. */
+    public Path guestDir() {
+        return guestDir;
     }
 
     /** Whether {@code qemu-system-x86_64} is on the PATH. */
@@ -171,6 +211,43 @@ public final class QemuGuest {
     }
 
     /**
+     * Builds (or, if it is up to date, keeps) a root disk image with {@code tools/guest/build-rootdisk.sh} for
+     * {@link #bootFromDisk}: ext4 with busybox, the test init and incompressible ballast, then a raw scratch area.
+     * The script caches: an image built with the same inputs is left as it is, even if boots changed it since.
+     *
+     * @param image the raw image file to create
+     * @param size image size as the script takes it, e.g. {@code 1G} or {@code 256M}
+     * @param extraArgs further options of the script, e.g. {@code --ballast 0} or {@code --force}
+     * @return {@code image}
+     */
+    public Path buildRootDisk(final Path image, final String size, final String... extraArgs)
+            throws IOException, InterruptedException {
+        Files.createDirectories(logDir);
+        final List<String> cmd = new ArrayList<>(List.of("bash",
+                guestScriptsDir.resolve(ROOTDISK_SCRIPT).toString(), "--size", size));
+        cmd.addAll(List.of(extraArgs));
+        cmd.add(image.toAbsolutePath().toString());
+        final Path log = logDir.resolve("build-rootdisk.log");
+        final Process build = new ProcessBuilder(cmd)
+                .redirectErrorStream(true)
+                .redirectOutput(log.toFile())
+                .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
+                .start();
+        try {
+            if (!build.waitFor(BUILD_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)) {
+                throw new IOException(ROOTDISK_SCRIPT + " timed out after " + BUILD_TIMEOUT + "; see " + log);
+            }
+            if (build.exitValue() != 0) {
+                throw new IOException(ROOTDISK_SCRIPT + " failed (exit " + build.exitValue() + "):\n"
+                        + Files.readString(log));
+            }
+        } finally {
+            kill(build);
+        }
+        return image;
+    }
+
+    /**
      * Boots the guest against the vhost-user-blk backend listening on {@code socket} and waits for it to power off.
      *
      * @param test {@code rw}, {@code ro} or {@code boot}
@@ -180,6 +257,39 @@ public final class QemuGuest {
      */
     public Result boot(final Path socket, final String test, final int queues, final Duration timeout,
                        final String... extraKernelArgs) throws IOException, InterruptedException {
+        return run(socket, test, queues, timeout, null, extraKernelArgs);
+    }
+
+    /**
+     * Boots the guest with the disk as its root filesystem (see the class comment; the disk must come from
+     * {@link #buildRootDisk} or {@code build-rootdisk.sh}): like {@link #boot} with {@value #ROOT_KERNEL_ARG}, and
+     * {@link Result#millisToInitMarker()} measured to the {@code LAZYBLK-INIT} of the disk's {@code /sbin/init}.
+     *
+     * @param test {@code boot} (boot-time benchmark: reads only what running the init needs), {@code rw} or {@code ro}
+     */
+    public Result bootFromDisk(final Path socket, final String test, final int queues, final Duration timeout,
+                               final String... extraKernelArgs) throws IOException, InterruptedException {
+        return bootFromDisk(socket, test, queues, timeout, null, extraKernelArgs);
+    }
+
+    /**
+     * {@link #bootFromDisk(Path, String, int, Duration, String...)}, running {@code atInitMarker} on the console
+     * reader thread as soon as the disk's {@code LAZYBLK-INIT} line arrives (while the guest keeps running), e.g. to
+     * snapshot a backend's read counters: "bytes read before init". It should be quick; if it throws, the exception
+     * is rethrown once the guest is done.
+     */
+    public Result bootFromDisk(final Path socket, final String test, final int queues, final Duration timeout,
+                               final Runnable atInitMarker, final String... extraKernelArgs)
+            throws IOException, InterruptedException {
+        final String[] args = new String[extraKernelArgs.length + 1];
+        args[0] = ROOT_KERNEL_ARG;
+        System.arraycopy(extraKernelArgs, 0, args, 1, extraKernelArgs.length);
+        return run(socket, test, queues, timeout, atInitMarker, args);
+    }
+
+    private Result run(final Path socket, final String test, final int queues, final Duration timeout,
+                       final Runnable atInitMarker, final String... extraKernelArgs)
+            throws IOException, InterruptedException {
         if (queues < 1) {
             throw new IllegalArgumentException("queues must be >= 1: " + queues);
         }
@@ -188,6 +298,8 @@ public final class QemuGuest {
         final Path logFile = Files.createTempFile(logDir, "qemu-" + test + "-", ".log");
         final List<String> lines = Collections.synchronizedList(new ArrayList<>());
         final long[] initNanos = {-1};
+        final long[] initramfsNanos = {-1};
+        final RuntimeException[] callbackFailure = {null};
 
         try (BufferedWriter log = Files.newBufferedWriter(logFile)) {
             log.write("# " + String.join(" ", command));
@@ -202,8 +314,18 @@ public final class QemuGuest {
                         new InputStreamReader(qemu.getInputStream(), StandardCharsets.UTF_8))) {
                     for (String line; (line = in.readLine()) != null; ) {
                         line = line.replace("\r", "");
-                        if (initNanos[0] < 0 && line.contains(INIT_MARKER)) {
+                        if (initNanos[0] < 0 && hasMarker(line, INIT_MARKER)) {
                             initNanos[0] = System.nanoTime() - start;
+                            if (atInitMarker != null) {
+                                try {
+                                    atInitMarker.run();
+                                } catch (RuntimeException e) {
+                                    callbackFailure[0] = e;
+                                }
+                            }
+                        }
+                        if (initramfsNanos[0] < 0 && hasMarker(line, INITRAMFS_MARKER)) {
+                            initramfsNanos[0] = System.nanoTime() - start;
                         }
                         lines.add(line);
                         synchronized (log) {
@@ -233,7 +355,10 @@ public final class QemuGuest {
                 log.write("# exit " + (exitCode == -1 ? "-1 (killed after " + timeout + ")" : exitCode));
                 log.newLine();
             }
-            return result(exitCode, lines, initNanos[0], logFile);
+            if (callbackFailure[0] != null) {
+                throw callbackFailure[0];
+            }
+            return result(exitCode, lines, initNanos[0], initramfsNanos[0], logFile);
         }
     }
 
@@ -257,7 +382,7 @@ public final class QemuGuest {
     }
 
     private static Result result(final int exitCode, final List<String> lines, final long initNanos,
-                                 final Path logFile) {
+                                 final long initramfsNanos, final Path logFile) {
         final List<String> console;
         synchronized (lines) {
             console = List.copyOf(lines);
@@ -280,7 +405,22 @@ public final class QemuGuest {
             }
         }
         final long initMillis = initNanos < 0 ? -1 : TimeUnit.NANOSECONDS.toMillis(initNanos);
-        return new Result(exitCode, ok, writeMd5, diskMd5, diskSize, initMillis, console, logFile);
+        final long initramfsMillis = initramfsNanos < 0 ? -1 : TimeUnit.NANOSECONDS.toMillis(initramfsNanos);
+        return new Result(exitCode, ok, writeMd5, diskMd5, diskSize, initMillis, initramfsMillis, console, logFile);
+    }
+
+    /**
+     * Whether {@code line} holds {@code marker} as a whole word: followed by a space or the end of the line, so that
+     * {@code LAZYBLK-INITRAMFS} is not taken for {@code LAZYBLK-INIT}.
+     */
+    static boolean hasMarker(final String line, final String marker) {
+        for (int at = line.indexOf(marker); at >= 0; at = line.indexOf(marker, at + 1)) {
+            final int end = at + marker.length();
+            if (end == line.length() || line.charAt(end) == ' ') {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** The part of {@code line} from {@code marker} on (kernel messages may precede it), or null. */
@@ -312,7 +452,8 @@ public final class QemuGuest {
                 : Path.of(System.getProperty("user.home"), ".cache", "lazyblk", "guest");
     }
 
-    private static Optional<Path> findOnPath(final String program) {
+    /** {@code program} if it is an executable file in a directory on the PATH. */
+    public static Optional<Path> findOnPath(final String program) {
         final String path = System.getenv("PATH");
         if (path == null) {
             return Optional.empty();
