@@ -419,7 +419,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
 
     private void switchToDiskOnly() throws IOException {
         persist(true);
-        store.state.markDiskOnly();
+        store.state.markDiskOnly(options.imageName());
         store.switchedToDiskOnly();
         store.source.close();
         done = true;

@@ -57,7 +57,8 @@ public final class LazyStore implements BlockBackend {
     final long startNanos = System.nanoTime();
 
     /** Settings of the lazy fill. */
-    public record Options(long memoryBudget, long fillRateBytesPerSecond, long demandTimeoutNanos) {
+    /** @param imageName the provider's name of the image, recorded with the switch to disk-only */
+    public record Options(String imageName, long memoryBudget, long fillRateBytesPerSecond, long demandTimeoutNanos) {
     }
 
     public LazyStore(final Manifest manifest, final LocalImage image, final PageStateFile state, final PageSource source,

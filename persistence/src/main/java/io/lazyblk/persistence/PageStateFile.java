@@ -246,21 +246,33 @@ public final class PageStateFile implements AutoCloseable {
     }
 
     /**
-     * Whether the state file at {@code path} records a finished switch to disk-only, read without knowing the
-     * image (so a restart can serve from disk without contacting the provider). False if absent or unreadable.
+     * The image name recorded with a finished switch to disk-only in the state file at {@code path}, read without
+     * knowing the image (so a restart can serve from disk without contacting the provider); empty if the file is
+     * absent, unreadable, or the fill is not finished.
      */
-    public static boolean recordsDiskOnly(final Path path) {
+    public static java.util.Optional<String> diskOnlyImage(final Path path) {
         if (!Files.isRegularFile(path)) {
-            return false;
+            return java.util.Optional.empty();
         }
         try (FileChannel c = FileChannel.open(path, StandardOpenOption.READ)) {
             final ByteBuffer h = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
-            final ByteBuffer f = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
+            final ByteBuffer f = ByteBuffer.allocate(10 + 1024).order(ByteOrder.LITTLE_ENDIAN);
             c.read(h, 0);
             c.read(f, BLOCK);
-            return h.flip().remaining() == 8 && h.getInt() == MAGIC && f.flip().remaining() == 8 && f.getLong() == DISK_ONLY_MAGIC;
+            h.flip();
+            f.flip();
+            if (h.remaining() < 8 || h.getInt() != MAGIC || f.remaining() < 10 || f.getLong() != DISK_ONLY_MAGIC) {
+                return java.util.Optional.empty();
+            }
+            final int len = Short.toUnsignedInt(f.getShort());
+            if (len > f.remaining()) {
+                return java.util.Optional.empty();
+            }
+            final byte[] name = new byte[len];
+            f.get(name);
+            return java.util.Optional.of(new String(name, java.nio.charset.StandardCharsets.UTF_8));
         } catch (final IOException e) {
-            return false;
+            return java.util.Optional.empty();
         }
     }
 
@@ -300,13 +312,21 @@ public final class PageStateFile implements AutoCloseable {
         return wrote;
     }
 
-    /** Records, durably, that every page is local and the engine serves from disk alone from now on. */
-    public synchronized void markDiskOnly() throws IOException {
+    /**
+     * Records, durably, that every page is local and the engine serves from disk alone from now on, naming the
+     * image it was filled from so a later start with another image's name is refused.
+     */
+    public synchronized void markDiskOnly(final String imageName) throws IOException {
         if (localCount != pageCount) {
             throw new IllegalStateException(localCount + " of " + pageCount + " pages are local; cannot switch to disk-only");
         }
+        final byte[] name = imageName.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        if (name.length > 1024) {
+            throw new IllegalArgumentException("image name longer than 1024 bytes");
+        }
         commit();
-        final ByteBuffer b = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(DISK_ONLY_MAGIC).flip();
+        final ByteBuffer b = ByteBuffer.allocate(10 + name.length).order(ByteOrder.LITTLE_ENDIAN)
+            .putLong(DISK_ONLY_MAGIC).putShort((short) name.length).put(name).flip();
         writeFully(b, BLOCK);
         ch.force(false);
         diskOnly = true;

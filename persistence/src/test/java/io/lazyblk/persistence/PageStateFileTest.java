@@ -78,13 +78,15 @@ class PageStateFileTest {
         final long size = 4L * PAGE;
         try (PageStateFile s = PageStateFile.openOrCreate(p, size, PAGE, digest(3))) {
             s.markLocal(0);
-            assertThrows(IllegalStateException.class, s::markDiskOnly);
+            assertThrows(IllegalStateException.class, () -> s.markDiskOnly("img"));
             for (int i = 1; i < 4; i++) {
                 s.markLocal(i);
             }
             assertTrue(s.allLocal());
-            s.markDiskOnly();
+            assertTrue(PageStateFile.diskOnlyImage(p).isEmpty());
+            s.markDiskOnly("golden-7");
         }
+        assertEquals(java.util.Optional.of("golden-7"), PageStateFile.diskOnlyImage(p));
         try (PageStateFile s = PageStateFile.openOrCreate(p, size, PAGE, digest(3))) {
             assertTrue(s.diskOnly());
             assertEquals(4, s.localCount());

@@ -66,7 +66,13 @@ public final class Engine implements AutoCloseable {
     public static Engine startLazy(final Options o, final LazySource src) throws IOException {
         final Path local = o.localImage();
         final Path stateFile = PageStateFile.beside(local);
-        if (Files.isRegularFile(local) && PageStateFile.recordsDiskOnly(stateFile)) {
+        final java.util.Optional<String> complete = Files.isRegularFile(local) ? PageStateFile.diskOnlyImage(stateFile)
+            : java.util.Optional.empty();
+        if (complete.isPresent()) {
+            if (!complete.get().equals(src.image())) {
+                throw new IOException(local + " is a complete copy of image " + complete.get() + ", not of " + src.image()
+                    + ": it belongs to another image. Use another --local path, or name the image it holds");
+            }
             LOG.info("{} is complete (its state file records the switch to disk-only): serving from disk, the provider is not contacted", local);
             return start(o);
         }
@@ -90,7 +96,7 @@ public final class Engine implements AutoCloseable {
             }
             final PageStateFile state = PageStateFile.openOrCreate(stateFile, m.size(), m.pageSize(), m.digest());
             final LazyStore store = new LazyStore(m, LocalImage.open(local, false), state, source,
-                new LazyStore.Options(src.memoryBudget(), src.fillRateBytesPerSecond(), src.demandTimeout().toNanos()));
+                new LazyStore.Options(src.image(), src.memoryBudget(), src.fillRateBytesPerSecond(), src.demandTimeout().toNanos()));
             LOG.info("lazy fill of {} ({} pages of {} KiB, {} local already) from {}", local, m.pageCount(), m.pageSize() >> 10,
                 state.localCount(), src.provider());
             return start(o, store);

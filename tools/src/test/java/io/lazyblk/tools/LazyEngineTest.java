@@ -124,6 +124,11 @@ class LazyEngineTest {
             assertTrue(r.ok());
             assertArrayEquals(range(expected, SIZE - 9 * PAGE, PAGE), r.data());
         }
+        // ...and refuses to serve it as a copy of another image.
+        final Engine.LazySource other = new Engine.LazySource(gone.provider(), "other", gone.token(), 8L << 20, 0, Duration.ofSeconds(5));
+        final Exception refused = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
+            () -> Engine.startLazy(Engine.Options.file(sock, local), other));
+        assertTrue(refused.getMessage().contains("complete copy of image golden, not of other"), refused.getMessage());
     }
 
     @Test
