@@ -57,11 +57,11 @@ public final class DemoCommand implements Callable<Integer> {
         Files.createDirectories(workDir);
         final Path image = workDir.resolve("sample.img");
         final Path socket = workDir.resolve("vhost.sock");
+        if (!localOnly) {
+            return new LazyDemo(workDir, image, size, socket, queues, timeoutSeconds, fillRate, forceFrontEnd).run();
+        }
         step("1/4", "creating sample image " + image + " (" + (size >> 20) + " MiB)");
         createSampleImage(image, size);
-        if (!localOnly) {
-            return new LazyDemo(workDir, image, socket, queues, timeoutSeconds, fillRate, forceFrontEnd).run();
-        }
 
         step("2/4", "starting the engine on " + socket);
         try (Engine engine = Engine.start(Engine.Options.file(socket, image).withQueues(queues))) {

@@ -445,7 +445,7 @@ public final class QemuGuest {
         process.waitFor(GRACE.toMillis(), TimeUnit.MILLISECONDS);
     }
 
-    private static Path defaultGuestDir() {
+    public static Path defaultGuestDir() {
         final String env = System.getenv("LAZYBLK_GUEST_DIR");
         return env != null && !env.isEmpty()
                 ? Path.of(env)
