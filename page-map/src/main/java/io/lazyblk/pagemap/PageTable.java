@@ -115,14 +115,4 @@ public final class PageTable {
         return n;
     }
 
-    /** Pages in state {@code s} (a scan; for progress reports, not the data path). */
-    public int count(final byte s) {
-        int n = 0;
-        for (int i = 0; i < states.length; i++) {
-            if (state(i) == s) {
-                n++;
-            }
-        }
-        return n;
-    }
 }

@@ -84,7 +84,7 @@ public final class DemoCommand implements Callable<Integer> {
                 + "; run the demo from inside the lazyblk repository");
             return 2;
         }
-        final QemuGuest guest = new QemuGuest(scripts, guestDir(), workDir.resolve("logs"));
+        final QemuGuest guest = new QemuGuest(scripts, QemuGuest.defaultGuestDir(), workDir.resolve("logs"));
         step("3/4", "booting a QEMU guest (TCG) from the engine's disk; it writes 1 MiB at 8 MiB, reads it back, reads the whole disk, flushes");
         final QemuGuest.Result r = guest.boot(socket, "rw", queues, Duration.ofSeconds(timeoutSeconds));
         System.out.printf("      guest reached its init %d ms after QEMU started; saw a %d-byte disk%n", r.millisToInitMarker(), r.diskSize());
@@ -108,11 +108,6 @@ public final class DemoCommand implements Callable<Integer> {
         }
         System.out.println("FAILED: the image does not hold what the guest wrote; console log: " + r.logFile());
         return 1;
-    }
-
-    private static Path guestDir() {
-        final String env = System.getenv("LAZYBLK_GUEST_DIR");
-        return env != null && !env.isEmpty() ? Path.of(env) : Path.of(System.getProperty("user.home"), ".cache", "lazyblk", "guest");
     }
 
     static void step(final String n, final String what) {

@@ -42,16 +42,4 @@ public final class DescriptorChain {
         lastLength = 0;
     }
 
-    /** Copies {@code src} into this chain; both must have room for {@code src.count} buffers. */
-    public void copyFrom(final DescriptorChain src) {
-        head = src.head;
-        count = src.count;
-        readable = src.readable;
-        readableBytes = src.readableBytes;
-        writableBytes = src.writableBytes;
-        lastAddress = src.lastAddress;
-        lastLength = src.lastLength;
-        System.arraycopy(src.address, 0, address, 0, src.count);
-        System.arraycopy(src.length, 0, length, 0, src.count);
-    }
 }

@@ -84,7 +84,6 @@ public final class LibC {
     private static final MethodHandle MEMFD_CREATE = fn("memfd_create", JAVA_INT, ADDRESS, JAVA_INT);
     private static final MethodHandle FTRUNCATE = fn("ftruncate", JAVA_INT, JAVA_INT, JAVA_LONG);
     private static final MethodHandle POLL = plain("poll", JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT);
-    private static final MethodHandle DUP = fn("dup", JAVA_INT, JAVA_INT);
     private static final MethodHandle LSEEK = fn("lseek", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT);
     private static final MethodHandle STRERROR = LINKER.downcallHandle(
         LIBC.find("strerror").orElseThrow(), FunctionDescriptor.of(ADDRESS, JAVA_INT));
@@ -238,17 +237,6 @@ public final class LibC {
         }
         try {
             final int ignored = (int) CLOSE.invokeExact(state(), fd);
-        } catch (final Throwable t) {
-            throw rethrow(t);
-        }
-    }
-
-    public static int dup(final int fd) throws NativeException {
-        final MemorySegment st = state();
-        try {
-            return check("dup", (int) DUP.invokeExact(st, fd), st);
-        } catch (final NativeException e) {
-            throw e;
         } catch (final Throwable t) {
             throw rethrow(t);
         }
