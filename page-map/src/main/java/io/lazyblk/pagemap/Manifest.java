@@ -22,6 +22,10 @@ public final class Manifest {
     public static final int MAX_PAGES = 1 << 24;
 
     private final PageGeometry geometry;
+    /** The provider's pages: one checksum each. Equal to {@link #geometry} unless {@link #coarsened}. */
+    private final PageGeometry sourceGeometry;
+    /** Provider pages per page of {@link #geometry} (a power of two). */
+    private final int sourcePagesPerPage;
     private final int[] checksums;
     private final byte[] digest;
 
@@ -33,8 +37,59 @@ public final class Manifest {
         if (digest.length != 32) {
             throw new IllegalArgumentException("digest must be 32 bytes (SHA-256), not " + digest.length);
         }
+        this.sourceGeometry = geometry;
+        this.sourcePagesPerPage = 1;
         this.checksums = checksums.clone();
         this.digest = digest.clone();
+    }
+
+    private Manifest(final Manifest source, final int pageSize) {
+        this.geometry = new PageGeometry(source.size(), pageSize);
+        this.sourceGeometry = source.sourceGeometry;
+        this.sourcePagesPerPage = pageSize / source.sourceGeometry.pageSize();
+        this.checksums = source.checksums; // immutable: shared
+        this.digest = source.digest;
+    }
+
+    /**
+     * The same image seen in pages of {@code pageSize} bytes, each made of whole provider pages: a fetch of one such
+     * page asks the provider for {@link #sourcePagesPerPage()} pages, and {@link #verify} checks each one's checksum.
+     * The provider's page is the smallest unit it can vouch for, so a page never gets smaller than it.
+     *
+     * @throws IllegalArgumentException naming the allowed sizes if {@code pageSize} is not a power of two from the
+     *     provider's page size to {@link PageGeometry#MAX_PAGE}
+     */
+    public Manifest coarsened(final int pageSize) {
+        final int base = sourceGeometry.pageSize();
+        if (pageSize == geometry.pageSize()) {
+            return this;
+        }
+        if (Integer.bitCount(pageSize) != 1 || pageSize < base || pageSize > PageGeometry.MAX_PAGE) {
+            throw new IllegalArgumentException("page size " + pageSize + " must be a power of two from the provider's page size ("
+                + base + ", the smallest unit its checksums cover) to " + PageGeometry.MAX_PAGE
+                + "; for smaller pages, restart the provider with a smaller --page-size");
+        }
+        return new Manifest(this, pageSize);
+    }
+
+    /** Provider pages per page: 1 unless {@link #coarsened}. */
+    public int sourcePagesPerPage() {
+        return sourcePagesPerPage;
+    }
+
+    /** The provider's page size: what a {@link PageSource} fetch counts in. */
+    public int sourcePageSize() {
+        return sourceGeometry.pageSize();
+    }
+
+    /** The first provider page of page {@code page}. */
+    public int firstSourcePage(final int page) {
+        return page * sourcePagesPerPage;
+    }
+
+    /** How many provider pages make up page {@code page} (fewer for the image's last page). */
+    public int sourcePageCount(final int page) {
+        return Math.min(sourcePagesPerPage, sourceGeometry.pageCount() - page * sourcePagesPerPage);
     }
 
     public PageGeometry geometry() {
@@ -53,8 +108,9 @@ public final class Manifest {
         return geometry.pageCount();
     }
 
-    public int checksum(final int page) {
-        return checksums[page];
+    /** The checksum of provider page {@code sourcePage} (a page of {@link #sourcePageSize()}). */
+    public int checksum(final int sourcePage) {
+        return checksums[sourcePage];
     }
 
     public byte[] digest() {
@@ -72,12 +128,44 @@ public final class Manifest {
         return (int) c.getValue();
     }
 
-    /** True if {@code data} (the page's bytes, position to limit) matches the manifest. */
+    /**
+     * True if {@code data} (the page's bytes, position to limit) matches the manifest: every provider page in it
+     * matches its checksum. Leaves {@code data}'s position and limit as they were.
+     */
     public boolean verify(final int page, final ByteBuffer data) {
-        return data.remaining() == geometry.pageLength(page) && crc(data) == checksums[page];
+        if (data.remaining() != geometry.pageLength(page)) {
+            return false;
+        }
+        if (sourcePagesPerPage == 1) {
+            final int pos = data.position();
+            final boolean ok = crc(data) == checksums[page];
+            data.position(pos);
+            return ok;
+        }
+        final int pos = data.position();
+        final int limit = data.limit();
+        final CRC32C c = new CRC32C();
+        try {
+            final int first = firstSourcePage(page);
+            final int n = sourcePageCount(page);
+            int at = pos;
+            for (int i = 0; i < n; i++) {
+                final int len = sourceGeometry.pageLength(first + i);
+                data.limit(at + len).position(at);
+                c.reset();
+                c.update(data);
+                if ((int) c.getValue() != checksums[first + i]) {
+                    return false;
+                }
+                at += len;
+            }
+            return true;
+        } finally {
+            data.limit(limit).position(pos);
+        }
     }
 
-    /** Same image: size, page size and digest all equal. */
+    /** Same image in the same pages: size, page size and digest all equal. */
     public boolean sameImage(final Manifest o) {
         return size() == o.size() && pageSize() == o.pageSize() && Arrays.equals(digest, o.digest);
     }
@@ -86,9 +174,10 @@ public final class Manifest {
         return HEADER_BYTES + 4 * checksums.length;
     }
 
+    /** The provider's form: its page size and one checksum per provider page, also for a {@link #coarsened} view. */
     public ByteBuffer encode() {
         final ByteBuffer b = ByteBuffer.allocate(encodedLength()).order(ByteOrder.LITTLE_ENDIAN);
-        b.putInt(MAGIC).putInt(VERSION).putLong(size()).putInt(pageSize()).putInt(pageCount()).put(digest);
+        b.putInt(MAGIC).putInt(VERSION).putLong(size()).putInt(sourceGeometry.pageSize()).putInt(checksums.length).put(digest);
         for (final int c : checksums) {
             b.putInt(c);
         }

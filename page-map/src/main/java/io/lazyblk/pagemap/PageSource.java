@@ -34,6 +34,9 @@ public interface PageSource extends AutoCloseable {
      */
     boolean fetch(int firstPage, int count, MemorySegment dst, int priority, long tag, Listener listener);
 
+    /** Most pages one {@link #fetch} may ask for; a longer fetch completes {@link #FAILED}. */
+    int maxPagesPerFetch();
+
     /** Fetches in flight. */
     int inFlight();
 

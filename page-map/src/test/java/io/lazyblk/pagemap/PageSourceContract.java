@@ -247,6 +247,27 @@ public abstract class PageSourceContract {
     }
 
     @Test
+    void shouldFetchAsManyPagesAsItAdvertisesInOneFetchAndFailMore() throws Exception {
+        final PageSource s = source();
+        final int pages = s.manifest().pageCount();
+        final int max = s.maxPagesPerFetch();
+        assertTrue(max >= 1, "maxPagesPerFetch " + max);
+        final int n = Math.min(max, pages);
+        final Recorder r = recorder(2);
+        final MemorySegment dst = arena.allocate((long) (n + 1) * PAGE);
+        assertTrue(s.fetch(pages - n, n, dst, PageSource.DEMAND, 0, r));
+        r.await(1);
+        assertEquals(PageSource.OK, r.status.get(0), "a fetch of " + n + " pages (the advertised maximum is " + max + ")");
+        assertImageBytes(dst, pages - n, n);
+        if (max < pages) {
+            if (s.fetch(0, max + 1, dst, PageSource.DEMAND, 1, r)) {
+                r.await(2);
+                assertEquals(PageSource.FAILED, r.status.get(1), "a fetch longer than maxPagesPerFetch");
+            }
+        }
+    }
+
+    @Test
     void shouldFailOutOfRangeFetchesWithoutHarmingTheSource() throws Exception {
         final PageSource s = source();
         final int pages = s.manifest().pageCount();

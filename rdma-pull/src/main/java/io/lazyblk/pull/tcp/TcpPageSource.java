@@ -123,6 +123,7 @@ public final class TcpPageSource implements PageSource {
     }
 
     /** Most pages one fetch may ask for (the protocol's per-request limit at this page size); longer fetches FAIL. */
+    @Override
     public int maxPagesPerFetch() {
         return scheduler.maxPagesPerFetch();
     }
