@@ -167,12 +167,6 @@ final class BlkQueueHandler implements QueueHandler {
         return !completions.isEmpty() || !retries.isEmpty();
     }
 
-    /** Inline mode runs requests to completion, so any still in flight are parked on page fetches: poll for them. */
-    @Override
-    public boolean keepPolling() {
-        return inline != null && inFlight > 0;
-    }
-
     @Override
     public int inFlight() {
         return inFlight;

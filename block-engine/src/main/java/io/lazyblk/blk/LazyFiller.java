@@ -4,6 +4,7 @@ import io.lazyblk.pagemap.PageSource;
 import io.lazyblk.pagemap.PageTable;
 import org.agrona.collections.IntArrayList;
 import org.agrona.concurrent.Agent;
+import org.agrona.concurrent.ManyToManyConcurrentArrayQueue;
 import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -12,16 +13,22 @@ import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
+import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
 
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
- * The lazy store's fetch agent: issues demand fetches first, streams the remaining pages in the background at a
- * bounded rate, verifies each fetched page against the manifest, merges it into the local file around guest-written
- * sectors, wakes parked requests, makes pages durable in batches, and switches the store to disk-only when every
- * page is local. Runs on its own thread; other threads talk to it through queues.
+ * The lazy store's fetch agent: streams the pages nobody asked for in the background at a bounded rate, retries
+ * failed fetches, makes pages durable in batches, and switches the store to disk-only when every page is local.
+ * Runs on its own thread; other threads talk to it through queues.
+ *
+ * <p>The demand path bypasses this thread: the request thread that finds a page absent issues its fetch itself
+ * ({@link #demandNow}), and the transport thread that receives it verifies and merges it and wakes the parked
+ * requests ({@link #onFetched}). A thread hand-off costs a wake-up (tens of µs on a busy 2-core host) each way, so
+ * a miss costs the provider's round trip plus a checksum and a local write, and nothing else. Only what goes wrong
+ * (a refused fetch, a failed or corrupt one) comes to this thread.
  */
 final class LazyFiller implements Agent, PageSource.Listener {
     private static final Logger LOG = LoggerFactory.getLogger(LazyFiller.class);
@@ -39,17 +46,21 @@ final class LazyFiller implements Agent, PageSource.Listener {
     private final Arena arena = Arena.ofShared();
     private final MemorySegment[] buffers;
     private final ByteBuffer[] views;
+    /** Page and priority of the fetch using each buffer: written by its issuer before the fetch is submitted. */
     private final int[] bufferPage;
     private final boolean[] bufferDemand;
-    private final int[] freeBuffers;
-    private int freeCount;
+    /** Free buffer indices, boxed once here: any thread takes and returns them without allocating. */
+    private final ManyToManyConcurrentArrayQueue<Integer> freeBuffers;
     private final MemorySegment iov;
+    /** Scratch iovec for merges on a transport thread (one per thread, allocated once in the filler's arena). */
+    private final ThreadLocal<MemorySegment> transportIov;
     /** Pages the guest waits for, from request threads. */
     private final ManyToOneConcurrentArrayQueue<Integer> demands;
     /** Fetch completions from the transport thread: buffer index, status packed in a long. */
     private final ManyToOneConcurrentArrayQueue<Long> completions;
     private final ManyToOneConcurrentArrayQueue<Integer> wholePageWrites;
-    private final boolean[] inFlight;
+    /** 1 while a fetch of the page is accepted by the source and not completed; set by its issuer (any thread). */
+    private final AtomicIntegerArray inFlight;
     private final long[] firstAttempt;
     private final byte[] badChecksums;
     private final IntArrayList residentPending = new IntArrayList();
@@ -76,19 +87,23 @@ final class LazyFiller implements Agent, PageSource.Listener {
         views = new ByteBuffer[n];
         bufferPage = new int[n];
         bufferDemand = new boolean[n];
-        freeBuffers = new int[n];
+        freeBuffers = new ManyToManyConcurrentArrayQueue<>(n);
         for (int i = 0; i < n; i++) {
             buffers[i] = arena.allocate(pageSize, 4096);
             views[i] = buffers[i].asByteBuffer();
-            freeBuffers[i] = i;
+            freeBuffers.offer(i);
         }
-        freeCount = n;
         iov = arena.allocate(16, 8);
+        transportIov = ThreadLocal.withInitial(() -> {
+            synchronized (arena) { // a shared arena allows allocation from any thread; once per transport thread
+                return arena.allocate(16, 8);
+            }
+        });
         final int pages = store.geo.pageCount();
         demands = new ManyToOneConcurrentArrayQueue<>(Math.max(1024, Math.min(pages, 1 << 16)));
         completions = new ManyToOneConcurrentArrayQueue<>(n * 2);
         wholePageWrites = new ManyToOneConcurrentArrayQueue<>(1 << 14);
-        inFlight = new boolean[pages];
+        inFlight = new AtomicIntegerArray(pages);
         firstAttempt = new long[pages];
         badChecksums = new byte[pages];
         retrying = new boolean[pages];
@@ -102,8 +117,30 @@ final class LazyFiller implements Agent, PageSource.Listener {
         return backgroundBytes.get();
     }
 
-    /** A request thread waits for page {@code p} (already FETCHING). Boxes the page number: a miss costs a network round trip anyway. */
-    void demand(final int p) {
+    /**
+     * A request thread just moved page {@code p} from ABSENT to FETCHING and waits for it: fetch it from this thread
+     * at demand priority, or, if no buffer is free or the source refuses, queue it for the filler.
+     */
+    void demandNow(final int p) {
+        final Integer b = freeBuffers.poll();
+        if (b != null) {
+            if (start(p, b, true)) {
+                return;
+            }
+            freeBuffers.offer(b);
+        }
+        demand(p);
+    }
+
+    /** A request thread waits for page {@code p} (FETCHING) that no fetch is carrying now; the filler fetches it first. */
+    void demandIfIdle(final int p) {
+        if (inFlight.get(p) == 0) { // volatile: a fetch accepted before we looked is seen, so no duplicate is queued for it
+            demand(p);
+        }
+    }
+
+    /** Queues page {@code p} for the filler's demand fetch. Boxes the page number: a rare path (refused or retried fetch). */
+    private void demand(final int p) {
         if (!demands.offer(p)) {
             LOG.warn("demand queue full; page {} will be fetched by the background fill", p);
         }
@@ -129,6 +166,19 @@ final class LazyFiller implements Agent, PageSource.Listener {
 
     @Override
     public void onFetched(final long tag, final int firstPage, final int count, final int status) {
+        final int b = (int) tag;
+        if (status == PageSource.OK && bufferDemand[b]) {
+            // A guest waits: verify and merge right here on the transport thread, no hand-off.
+            final int p = bufferPage[b];
+            final ByteBuffer view = views[b].clear().limit(store.geo.pageLength(p));
+            if (store.manifest.verify(p, view)) {
+                inFlight.set(p, 0);
+                demandBytes.addAndGet(store.geo.pageLength(p));
+                mergeOrFail(p, b, transportIov.get());
+                freeBuffers.offer(b); // ordered store: the buffer's next user sees it free only after we are done with it
+                return;
+            }
+        }
         // Transport thread: hand over to the agent; the queue's CAS publishes the buffer's bytes with it.
         completions.offer((tag << 8) | status);
         wake();
@@ -162,7 +212,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
             persist(true);
             work++;
         }
-        if (store.state.allLocal() && freeCount == buffers.length) {
+        if (store.state.allLocal() && freeBuffers.size() == buffers.length) {
             switchToDiskOnly();
             work++;
         }
@@ -172,8 +222,8 @@ final class LazyFiller implements Agent, PageSource.Listener {
     private int issueDemands() {
         int n = 0;
         Integer p;
-        while (freeCount > 0 && (p = demands.peek()) != null) {
-            if (inFlight[p] || store.table.state(p) != PageTable.FETCHING) {
+        while ((p = demands.peek()) != null) {
+            if (inFlight.get(p) != 0 || store.table.state(p) != PageTable.FETCHING) {
                 demands.poll(); // a duplicate, or it arrived meanwhile
                 continue;
             }
@@ -196,7 +246,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
         final int reserve = buffers.length / DEMAND_RESERVE_DIVISOR;
         int n = 0;
         refillTokens();
-        while (freeCount > reserve && cursor < store.geo.pageCount() && (options.fillRateBytesPerSecond() <= 0 || fillTokens >= pageSize)) {
+        while (freeBuffers.size() > reserve && cursor < store.geo.pageCount() && (options.fillRateBytesPerSecond() <= 0 || fillTokens >= pageSize)) {
             final int p = cursor;
             if (store.table.state(p) != PageTable.ABSENT || !store.table.transition(p, PageTable.ABSENT, PageTable.FETCHING)) {
                 cursor++;
@@ -211,7 +261,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
             fillTokens -= pageSize;
             n++;
         }
-        if (cursor >= store.geo.pageCount() && n == 0 && freeCount == buffers.length) {
+        if (cursor >= store.geo.pageCount() && n == 0 && freeBuffers.size() == buffers.length) {
             cursor = 0; // wrap: pick up pages whose fetch failed and went back to ABSENT
         }
         return n;
@@ -227,24 +277,34 @@ final class LazyFiller implements Agent, PageSource.Listener {
         lastTokenRefill = now;
     }
 
+    /** Filler thread: fetches {@code p} in a free buffer; if none is free or the source refuses, a demand is retried later. */
     private boolean start(final int p, final boolean isDemand) {
-        if (freeCount == 0) {
-            return false;
+        final Integer b = freeBuffers.poll();
+        if (b != null && start(p, b, isDemand)) {
+            return true;
         }
-        final int b = freeBuffers[--freeCount];
+        if (b != null) {
+            freeBuffers.offer(b);
+        }
+        if (isDemand && (b != null || !store.source.connected())) {
+            scheduleRetry(p);
+        }
+        return false;
+    }
+
+    /** Any thread: submits the fetch of {@code p} into buffer {@code b}, which the caller owns; false if refused. */
+    private boolean start(final int p, final int b, final boolean isDemand) {
         if (firstAttempt[p] == 0) {
             firstAttempt[p] = System.nanoTime();
         }
-        if (!store.source.fetch(p, 1, buffers[b], isDemand ? PageSource.DEMAND : PageSource.BACKGROUND, b, this)) {
-            freeBuffers[freeCount++] = b;
-            if (isDemand) {
-                scheduleRetry(p);
-            }
-            return false;
-        }
+        // Plain writes, published to the completing thread by the source's submit (a queue offer, a release).
         bufferPage[b] = p;
         bufferDemand[b] = isDemand;
-        inFlight[p] = true;
+        inFlight.set(p, 1);
+        if (!store.source.fetch(store.manifest.firstSourcePage(p), store.manifest.sourcePageCount(p), buffers[b], isDemand ? PageSource.DEMAND : PageSource.BACKGROUND, b, this)) {
+            inFlight.set(p, 0);
+            return false;
+        }
         return true;
     }
 
@@ -270,7 +330,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
         int n = 0;
         for (int i = retryLater.size() - 1; i >= 0; i--) {
             final int p = retryLater.getInt(i);
-            if (store.table.state(p) != PageTable.FETCHING || inFlight[p]) {
+            if (store.table.state(p) != PageTable.FETCHING || inFlight.get(p) != 0) {
                 removeRetry(i);
                 continue;
             }
@@ -295,7 +355,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
     private void onCompletion(final int b, final int status) throws IOException {
         final int p = bufferPage[b];
         final boolean isDemand = bufferDemand[b];
-        inFlight[p] = false;
+        inFlight.set(p, 0);
         try {
             if (status != PageSource.OK) {
                 scheduleRetry(p); // stays FETCHING: waiters keep waiting until it lands or times out
@@ -314,9 +374,19 @@ final class LazyFiller implements Agent, PageSource.Listener {
                 return;
             }
             (isDemand ? demandBytes : backgroundBytes).addAndGet(store.geo.pageLength(p));
-            merge(p, b);
+            mergeOrFail(p, b, iov);
         } finally {
-            freeBuffers[freeCount++] = b;
+            freeBuffers.offer(b);
+        }
+    }
+
+    /** Merges page {@code p}; if the local file refuses the write, the page's waiters get IOERR (never a wrong byte). */
+    private void mergeOrFail(final int p, final int b, final MemorySegment scratchIov) {
+        try {
+            merge(p, b, scratchIov);
+        } catch (final IOException e) {
+            LOG.error("page {}: {}; requests that need it get IOERR (is the local file's disk full or failing?)", p, e.getMessage());
+            fail(p);
         }
     }
 
@@ -329,7 +399,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
     }
 
     /** Writes the fetched page's bytes into the local file except where the guest wrote, then makes it readable. */
-    private void merge(final int p, final int b) throws IOException {
+    private void merge(final int p, final int b, final MemorySegment iov) throws IOException {
         while (true) {
             if (store.table.state(p) != PageTable.FETCHING) {
                 return; // the guest overwrote the whole page meanwhile: nothing of ours is needed

@@ -134,8 +134,16 @@ public final class LazyStore implements BlockBackend {
             final int first = geo.pageOf(r.offset);
             final int last = geo.lastPageOf(r.offset, r.dataBytes);
             for (int p = first; p <= last; p++) {
-                if (!table.readable(p) && waitFor(p, r)) {
-                    return PENDING;
+                if (!table.readable(p)) {
+                    // Ask for every missing page of the request now, so their fetches overlap; then wait for this one.
+                    for (int q = p + 1; q <= last; q++) {
+                        if (!table.readable(q)) {
+                            demand(q);
+                        }
+                    }
+                    if (waitFor(p, r)) {
+                        return PENDING;
+                    }
                 }
             }
         }
@@ -161,12 +169,13 @@ public final class LazyStore implements BlockBackend {
     }
 
     private void demand(final int p) {
-        if (table.state(p) == PageTable.ABSENT) {
+        final byte s = table.state(p);
+        if (s == PageTable.ABSENT) {
             if (table.transition(p, PageTable.ABSENT, PageTable.FETCHING)) {
-                filler.demand(p);
+                filler.demandNow(p); // we own the fetch: issue it from this thread
             }
-        } else if (table.state(p) == PageTable.FETCHING) {
-            filler.demand(p); // maybe queued in the background: ask for it first (the filler drops duplicates)
+        } else if (s == PageTable.FETCHING) {
+            filler.demandIfIdle(p); // waiting for a retry: ask the filler to fetch it first
         }
     }
 

@@ -150,10 +150,6 @@ public final class QueueAgent implements Agent {
             sleepOn(-1, SLEEP_MILLIS);
             return;
         }
-        if (handler.keepPolling()) {
-            Thread.yield();
-            return;
-        }
         if (queue.enableNotifications()) {
             queue.disableNotifications();
             return;

@@ -17,14 +17,6 @@ public interface QueueHandler {
     /** True if completions wait to be published; checked before the agent sleeps. */
     boolean hasCompletions();
 
-    /**
-     * True while the handler expects completions soon enough that the agent should keep polling rather than sleep
-     * (e.g. requests parked on page fetches that land in ~100 µs; a sleep/wake pair costs tens of µs here).
-     */
-    default boolean keepPolling() {
-        return false;
-    }
-
     /** The queue stops: no more requests will be given; in-flight ones have been drained. Releases resources. */
     void close();
 }
