@@ -250,6 +250,29 @@ public final class PageStateFile implements AutoCloseable {
      * knowing the image (so a restart can serve from disk without contacting the provider); empty if the file is
      * absent, unreadable, or the fill is not finished.
      */
+    /**
+     * The page size recorded in the state file at {@code path}, if it is one (magic checked; the rest is checked when
+     * it is opened): a restart resumes in the pages it was filled in.
+     */
+    public static java.util.OptionalInt recordedPageSize(final Path path) {
+        if (!Files.isRegularFile(path)) {
+            return java.util.OptionalInt.empty();
+        }
+        try (FileChannel c = FileChannel.open(path, StandardOpenOption.READ)) {
+            final ByteBuffer h = ByteBuffer.allocate(20).order(ByteOrder.LITTLE_ENDIAN);
+            c.read(h, 0);
+            h.flip();
+            if (h.remaining() < 20 || h.getInt() != MAGIC) {
+                return java.util.OptionalInt.empty();
+            }
+            h.getInt(); // version
+            h.getLong(); // image size
+            return java.util.OptionalInt.of(h.getInt());
+        } catch (final IOException e) {
+            return java.util.OptionalInt.empty();
+        }
+    }
+
     public static java.util.Optional<String> diskOnlyImage(final Path path) {
         if (!Files.isRegularFile(path)) {
             return java.util.Optional.empty();

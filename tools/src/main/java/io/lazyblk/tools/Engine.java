@@ -55,8 +55,14 @@ public final class Engine implements AutoCloseable {
     }
 
     /** Where a lazily filled local image comes from, and how fast and how much memory the fill may use. */
+    /** @param pageSize the page map's page size, a power of two from the provider's page size up; 0 = what the local file
+     *     was filled in, else the provider's */
     public record LazySource(InetSocketAddress provider, String image, String token, long memoryBudget,
-                             long fillRateBytesPerSecond, Duration demandTimeout) {
+                             long fillRateBytesPerSecond, Duration demandTimeout, int pageSize) {
+        public LazySource(final InetSocketAddress provider, final String image, final String token, final long memoryBudget,
+                          final long fillRateBytesPerSecond, final Duration demandTimeout) {
+            this(provider, image, token, memoryBudget, fillRateBytesPerSecond, demandTimeout, 0);
+        }
     }
 
     /**
@@ -78,7 +84,8 @@ public final class Engine implements AutoCloseable {
         }
         final TcpPageSource source = TcpPageSource.connect(src.provider(), src.image(), src.token());
         try {
-            final Manifest m = source.manifest();
+            final Manifest m = pages(source, src, Files.exists(local) ? PageStateFile.recordedPageSize(stateFile) : java.util.OptionalInt.empty(),
+                local);
             if (!Files.exists(local)) {
                 // A state file without its image describes nothing any more; the new state file comes first, so a
                 // crash between the two leaves a pair the next start accepts.
@@ -104,6 +111,32 @@ public final class Engine implements AutoCloseable {
             source.close();
             throw e;
         }
+    }
+
+    /**
+     * The manifest in the page map's pages: {@code src.pageSize()} if given, else the page size the local file was
+     * filled in (a restart resumes in the same pages), else the provider's.
+     */
+    private static Manifest pages(final TcpPageSource source, final LazySource src, final java.util.OptionalInt recorded,
+                                  final Path local) throws IOException {
+        final Manifest provider = source.manifest();
+        if (src.pageSize() > 0 && recorded.isPresent() && recorded.getAsInt() != src.pageSize()) {
+            throw new IOException(local + " was filled in pages of " + recorded.getAsInt() + " bytes (its state file says so), not "
+                + src.pageSize() + ": restart with --page-size " + recorded.getAsInt() + " (or without --page-size), or give another --local path");
+        }
+        final int size = src.pageSize() > 0 ? src.pageSize() : recorded.orElse(provider.pageSize());
+        final Manifest m;
+        try {
+            m = provider.coarsened(size);
+        } catch (final IllegalArgumentException e) {
+            throw new IllegalArgumentException("--page-size " + size + ": " + e.getMessage(), e);
+        }
+        if (m.sourcePagesPerPage() > source.maxPagesPerFetch()) {
+            throw new IllegalArgumentException("--page-size " + size + " spans " + m.sourcePagesPerPage() + " of the provider's "
+                + provider.pageSize() + "-byte pages, more than one request may carry (" + source.maxPagesPerFetch()
+                + "); use at most " + (long) provider.pageSize() * source.maxPagesPerFetch());
+        }
+        return m;
     }
 
     public static Engine start(final Options o) throws IOException {

@@ -39,6 +39,11 @@ public final class ServeCommand implements Callable<Integer> {
     @Option(names = "--token", description = "access token for --source (see 'lazyblk token')")
     String token;
 
+    @Option(names = "--page-size", converter = SizeConverter.class, defaultValue = "0",
+        description = "page size of the page map, a power of two from the provider's page size (the smallest unit its checksums"
+            + " cover) to 4M, e.g. 1M for fewer, larger fetches; default: what --local was filled in, else the provider's")
+    long pageSize;
+
     @Option(names = "--memory-budget", converter = SizeConverter.class, defaultValue = "256M",
         description = "RAM for pages in flight from the provider (default ${DEFAULT-VALUE})")
     long memoryBudget;
@@ -119,7 +124,7 @@ public final class ServeCommand implements Callable<Integer> {
         try {
             engine = Engine.startLazy(new Engine.Options(socket, local, 0, queues, false, ioThreads, pollMicros * 1000),
                 new Engine.LazySource(new java.net.InetSocketAddress(uri.getHost(), uri.getPort()), name, token, memoryBudget,
-                    fillRate, java.time.Duration.ofSeconds(demandTimeoutSeconds)));
+                    fillRate, java.time.Duration.ofSeconds(demandTimeoutSeconds), (int) Math.min(pageSize, Integer.MAX_VALUE)));
         } catch (final java.io.IOException | IllegalArgumentException e) {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 1;

@@ -167,6 +167,69 @@ class LazyEngineTest {
         }
     }
 
+    private Engine.LazySource source(final long fillRate, final int pageSize) {
+        final Engine.LazySource s = source(fillRate);
+        return new Engine.LazySource(s.provider(), s.image(), s.token(), s.memoryBudget(), s.fillRateBytesPerSecond(),
+            s.demandTimeout(), pageSize);
+    }
+
+    @Test
+    void shouldFillInLargerPagesThanTheProvidersVerifyEachPartAndResumeInThem() throws Exception {
+        final int big = 4 * PAGE;
+        final Path local = dir.resolve("big.img");
+        final Path sock = dir.resolve("big.sock");
+        // Provider page 37 (inside engine page 9) arrives corrupted every time: requests on page 9 get IOERR.
+        server.corruptServedPageForTesting("golden", 37);
+        final byte[] expected = golden.clone();
+        final int written = 20 * big + 3 * PAGE + 512; // in the last provider page of engine page 20
+        final byte[] w = new byte[1024];
+        Arrays.fill(w, (byte) 0x6b);
+        System.arraycopy(w, 0, expected, written, w.length);
+        try (Engine engine = Engine.startLazy(Engine.Options.file(sock, local), source(1L << 20, big));
+             VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
+            final LazyStore store = engine.lazyStore();
+            assertEquals(big, store.pageSize());
+            assertEquals(SIZE / big, store.pageCount());
+            assertEquals(Integer.toString(big), StatusCommand.read(StatusServer.controlSocket(sock)).get("page_size"));
+            final BlkClient blk = new BlkClient(fe, 0);
+            // A read spanning two absent big pages (fetched together), with the exact bytes.
+            final int at = SIZE - big - 4096;
+            BlkResponse r = blk.read(at / 512, 8192);
+            assertTrue(r.ok());
+            assertArrayEquals(range(golden, at, 8192), r.data());
+            assertEquals(0, blk.write(written / 512, w));
+            assertEquals(0, blk.flush());
+            r = blk.read(20 * big / 512, big);
+            assertArrayEquals(range(expected, 20 * big, big), r.data(), "a partial write merged into a 256 KiB page");
+            r = blk.read(9 * big / 512, 4096);
+            assertTrue(!r.ok(), "page 9 holds a provider page that is always corrupt: IOERR, never its bytes");
+        }
+        // Restarted without --page-size, it resumes in 256 KiB pages (its state file says so)...
+        final Exception e = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
+            () -> Engine.startLazy(Engine.Options.file(sock, local), source(0, PAGE)));
+        assertTrue(e.getMessage().contains("--page-size " + big), "...and a different explicit page size is refused: " + e.getMessage());
+        server.close();
+        server = ImageServer.start(new InetSocketAddress("127.0.0.1", 0), Map.of("golden", goldenFile), SECRET, PAGE,
+            new ManifestBuilder(dir.resolve("manifests"))); // a healthy provider
+        try (Engine engine = Engine.startLazy(Engine.Options.file(sock, local), source(0));
+             VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
+            final LazyStore store = engine.lazyStore();
+            assertEquals(big, store.pageSize());
+            assertTrue(store.awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)));
+            final BlkResponse r = new BlkClient(fe, 0).read(9 * big / 512, 4096);
+            assertTrue(r.ok());
+            assertArrayEquals(range(golden, 9 * big, 4096), r.data());
+        }
+        assertArrayEquals(expected, Files.readAllBytes(local), "the image plus the flushed guest write");
+    }
+
+    @Test
+    void shouldRefusePagesSmallerThanTheProvidersSaying() {
+        final Exception e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+            () -> Engine.startLazy(Engine.Options.file(dir.resolve("s.sock"), dir.resolve("small.img")), source(0, 16 << 10)));
+        assertTrue(e.getMessage().contains("provider's page size (" + PAGE), e.getMessage());
+    }
+
     @Test
     void shouldRefuseToFillAnExistingFileItDidNotCreate() throws Exception {
         final Path local = dir.resolve("precious.img");
