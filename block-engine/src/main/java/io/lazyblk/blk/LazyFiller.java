@@ -34,7 +34,8 @@ final class LazyFiller implements Agent, PageSource.Listener {
     private static final Logger LOG = LoggerFactory.getLogger(LazyFiller.class);
     /** Make resident pages durable at least this often: bounds what a crash makes us refetch. */
     private static final long PERSIST_NANOS = 200_000_000L;
-    private static final int PERSIST_PAGES = 1024;
+    /** At most this many page buffers, and this many pages written but not yet durable, whatever the budget. */
+    private static final int MAX_PAGES_IN_RAM = 1024;
     /** Demand fetches keep a quarter of the page buffers: a background flood never starves the guest. */
     private static final int DEMAND_RESERVE_DIVISOR = 4;
     private static final long RETRY_NANOS = 50_000_000L;
@@ -43,6 +44,19 @@ final class LazyFiller implements Agent, PageSource.Listener {
     private final LazyStore store;
     private final LazyStore.Options options;
     private final int pageSize;
+    /** Make resident pages durable once this many are waiting: bounds the dirty page cache (a quarter of the budget). */
+    private final int persistPages;
+    /**
+     * Background-filled pages that are durable and may still sit in the page cache, oldest first (a ring; guarded by
+     * the persist monitor). Beyond half the budget the oldest are dropped from the cache: a fill that streams a whole
+     * image through the host must not push the guest's pages, or other VMs', out of RAM. Pages a guest asked for or
+     * wrote are never dropped by us.
+     */
+    private final int[] cachedFill;
+    private int cachedFillHead;
+    private int cachedFillCount;
+    /** Pages fetched by the background fill (not on demand): written on the filler thread before the page is queued for persist. */
+    private final boolean[] backgroundFilled;
     private final Arena arena = Arena.ofShared();
     private final MemorySegment[] buffers;
     private final ByteBuffer[] views;
@@ -82,7 +96,12 @@ final class LazyFiller implements Agent, PageSource.Listener {
         this.store = store;
         this.options = options;
         this.pageSize = store.geo.pageSize();
-        final int n = (int) Math.max(8, Math.min(4096, options.memoryBudget() / pageSize));
+        // The budget: a quarter for page buffers in flight, a quarter for pages written but not yet durable, half
+        // for durable background-filled pages left in the page cache.
+        final long budgetPages = options.memoryBudget() / pageSize;
+        final int n = (int) Math.max(8, Math.min(MAX_PAGES_IN_RAM, budgetPages / 4));
+        persistPages = (int) Math.max(8, Math.min(MAX_PAGES_IN_RAM, budgetPages / 4));
+        cachedFill = new int[(int) Math.max(8, Math.min(store.geo.pageCount(), budgetPages / 2))];
         buffers = new MemorySegment[n];
         views = new ByteBuffer[n];
         bufferPage = new int[n];
@@ -107,6 +126,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
         firstAttempt = new long[pages];
         badChecksums = new byte[pages];
         retrying = new boolean[pages];
+        backgroundFilled = new boolean[pages];
     }
 
     long demandBytes() {
@@ -208,7 +228,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
         synchronized (residentPending) {
             pendingDurable = residentPending.size();
         }
-        if (pendingDurable >= PERSIST_PAGES || (pendingDurable > 0 && now - lastPersist > PERSIST_NANOS)) {
+        if (pendingDurable >= persistPages || (pendingDurable > 0 && now - lastPersist > PERSIST_NANOS)) {
             persist(true);
             work++;
         }
@@ -374,6 +394,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
                 return;
             }
             (isDemand ? demandBytes : backgroundBytes).addAndGet(store.geo.pageLength(p));
+            backgroundFilled[p] = !isDemand;
             mergeOrFail(p, b, iov);
         } finally {
             freeBuffers.offer(b);
@@ -481,10 +502,43 @@ final class LazyFiller implements Agent, PageSource.Listener {
         store.state.commit();
         for (final int p : pages) {
             store.table.transition(p, PageTable.RESIDENT, PageTable.LOCAL);
+            if (backgroundFilled[p]) {
+                backgroundFilled[p] = false;
+                keepCached(p);
+            }
         }
         if (fromAgent) {
             lastPersist = System.nanoTime();
         }
+    }
+
+    /** Records durable background page {@code p} as cached; drops the oldest such pages beyond the ring's capacity. */
+    private void keepCached(final int p) {
+        if (cachedFillCount == cachedFill.length) {
+            int first = cachedFill[cachedFillHead];
+            int last = first;
+            int dropped = 0;
+            // Drop an eighth of the ring at once, merging consecutive pages into one call (the fill runs in order).
+            while (cachedFillCount > 0 && dropped < Math.max(1, cachedFill.length / 8)) {
+                final int q = cachedFill[cachedFillHead];
+                if (q != last + 1 && dropped > 0) {
+                    dropCache(first, last);
+                    first = q;
+                }
+                last = q;
+                cachedFillHead = (cachedFillHead + 1) % cachedFill.length;
+                cachedFillCount--;
+                dropped++;
+            }
+            dropCache(first, last);
+        }
+        cachedFill[(cachedFillHead + cachedFillCount) % cachedFill.length] = p;
+        cachedFillCount++;
+    }
+
+    private void dropCache(final int first, final int last) {
+        final long start = store.geo.pageStart(first);
+        store.image.dropCache(start, store.geo.pageStart(last) + store.geo.pageLength(last) - start); // advisory: failure is harmless
     }
 
     private void switchToDiskOnly() throws IOException {

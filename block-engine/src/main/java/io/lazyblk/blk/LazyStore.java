@@ -51,6 +51,7 @@ public final class LazyStore implements BlockBackend {
     final AtomicLongArray guestDone;
     /** Guest writes in progress per not-yet-readable page; a merge waits for zero. */
     final AtomicIntegerArray writers;
+    private final Options options;
     private final LazyFiller filler;
     private final AgentRunner fillerRunner;
     private volatile boolean diskOnly;
@@ -81,6 +82,7 @@ public final class LazyStore implements BlockBackend {
             guestSectors.set(w, state.guestWord(w));
             guestDone.set(w, state.guestWord(w));
         }
+        this.options = options;
         this.filler = new LazyFiller(this, options);
         this.fillerRunner = new AgentRunner(new BackoffIdleStrategy(100, 100, 10_000, 1_000_000),
             t -> LOG.error("lazy filler failed", t), null, filler);
@@ -107,7 +109,16 @@ public final class LazyStore implements BlockBackend {
         return geo.pageSize();
     }
 
-    public long bytesFetchedOnDemand() {
+    /** Bytes of the local image in the host's page cache (see {@link LocalImage#cachedBytes()}); -1 if unknown. */
+    public long cachedBytes() {
+        return image.cachedBytes();
+    }
+
+    public long memoryBudget() {
+        return options.memoryBudget();
+    }
+
+        public long bytesFetchedOnDemand() {
         return filler.demandBytes();
     }
 

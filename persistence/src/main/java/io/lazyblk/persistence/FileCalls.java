@@ -31,6 +31,9 @@ final class FileCalls {
     static final int FALLOC_FL_KEEP_SIZE = 1;
     static final int FALLOC_FL_PUNCH_HOLE = 2;
     static final int FALLOC_FL_ZERO_RANGE = 0x10;
+    static final int POSIX_FADV_DONTNEED = 4;
+    static final int PROT_READ = 1;
+    static final int MAP_SHARED = 1;
 
     private static final Linker LINKER = Linker.nativeLinker();
     private static final StructLayout CAPTURE = Linker.Option.captureStateLayout();
@@ -48,6 +51,11 @@ final class FileCalls {
     private static final MethodHandle PWRITEV = plain("pwritev", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
     private static final MethodHandle FDATASYNC = plain("fdatasync", JAVA_INT, JAVA_INT);
     private static final MethodHandle FALLOCATE = plain("fallocate", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG);
+    // posix_fadvise returns the error number itself (it does not set errno).
+    private static final MethodHandle FADVISE = plain("posix_fadvise", JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT);
+    private static final MethodHandle MMAP = plain("mmap", JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG);
+    private static final MethodHandle MINCORE = plain("mincore", JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG);
+    private static final MethodHandle MUNMAP = plain("munmap", JAVA_INT, JAVA_LONG, JAVA_LONG);
     private static final MethodHandle ERRNO_LOCATION = plain("__errno_location", JAVA_LONG);
     private static final MemorySegment ALL = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
     private static final MethodHandle STRERROR = LINKER.downcallHandle(LINKER.defaultLookup().find("strerror").orElseThrow(),
@@ -172,6 +180,47 @@ final class FileCalls {
         try {
             final int rc = (int) FALLOCATE.invokeExact(fd, mode, off, len);
             return rc < 0 ? -lastErrno() : 0;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Tells the kernel a range's cached pages are not needed (clean ones are dropped at once); 0 or an error number. */
+    static int fadviseDontNeed(final int fd, final long off, final long len) {
+        try {
+            return (int) FADVISE.invokeExact(fd, off, len, POSIX_FADV_DONTNEED);
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * How many of the file's first {@code size} bytes' 4 KiB pages are in the page cache ({@code mincore} over a
+     * read-only shared mapping that is never touched); -1 if the kernel refuses. Not for the data path.
+     */
+    static long residentPages(final int fd, final long size) {
+        if (size <= 0) {
+            return 0;
+        }
+        try (Arena a = Arena.ofConfined()) {
+            final long addr = (long) MMAP.invokeExact(0L, size, PROT_READ, MAP_SHARED, fd, 0L);
+            if (addr == -1L) {
+                return -1;
+            }
+            try {
+                final long pages = (size + 4095) / 4096;
+                final MemorySegment vec = a.allocate(pages);
+                if ((int) MINCORE.invokeExact(addr, size, vec.address()) != 0) {
+                    return -1;
+                }
+                long n = 0;
+                for (long i = 0; i < pages; i++) {
+                    n += vec.get(ValueLayout.JAVA_BYTE, i) & 1;
+                }
+                return n;
+            } finally {
+                final int ignored = (int) MUNMAP.invokeExact(addr, size);
+            }
         } catch (final Throwable t) {
             throw rethrow(t);
         }

@@ -109,6 +109,20 @@ public final class LocalImage implements AutoCloseable {
         return FileCalls.fdatasync(fd);
     }
 
+    /**
+     * Drops a range from the page cache if it is clean (durable): it is read from disk when next needed. Keeps the
+     * pages a fill streams through from crowding the host's page cache. 0 or an error number.
+     */
+    public int dropCache(final long offset, final long length) {
+        return FileCalls.fadviseDontNeed(fd, offset, length);
+    }
+
+    /** Bytes of the image in the page cache now (4 KiB granularity), or -1 if unknown. Costs a walk of the mapping. */
+    public long cachedBytes() {
+        final long pages = FileCalls.residentPages(fd, size);
+        return pages < 0 ? -1 : Math.min(size, pages * 4096);
+    }
+
     /** Deallocates a range (it reads back as zeros); 0 or {@code -errno}. */
     public int discard(final long offset, final long length) {
         return FileCalls.fallocate(fd, FileCalls.FALLOC_FL_PUNCH_HOLE | FileCalls.FALLOC_FL_KEEP_SIZE, offset, length);

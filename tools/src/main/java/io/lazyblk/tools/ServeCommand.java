@@ -45,7 +45,8 @@ public final class ServeCommand implements Callable<Integer> {
     long pageSize;
 
     @Option(names = "--memory-budget", converter = SizeConverter.class, defaultValue = "256M",
-        description = "RAM for pages in flight from the provider (default ${DEFAULT-VALUE})")
+        description = "RAM the fill may hold: a quarter for pages in flight, a quarter for pages not yet durable, half for"
+            + " background-filled pages left in the page cache (older ones are dropped; pages the guest used are kept) (default ${DEFAULT-VALUE})")
     long memoryBudget;
 
     @Option(names = "--fill-rate", converter = SizeConverter.class, defaultValue = "0", paramLabel = "BYTES_PER_S",

@@ -123,6 +123,8 @@ final class StatusServer implements AutoCloseable {
         m.put("bytes_on_demand", Long.toString(s.bytesFetchedOnDemand()));
         m.put("bytes_background", Long.toString(s.bytesFetchedInBackground()));
         m.put("fill_rate_bytes_per_s", Long.toString(rate));
+        m.put("page_cache_bytes", Long.toString(s.cachedBytes()));
+        m.put("memory_budget_bytes", Long.toString(s.memoryBudget()));
         final long left = (long) (total - local) * s.pageSize();
         m.put("eta_seconds", local == total ? "0" : rate > 0 ? Long.toString((left + rate - 1) / rate) : "unknown");
         return m;

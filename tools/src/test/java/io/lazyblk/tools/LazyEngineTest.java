@@ -224,6 +224,33 @@ class LazyEngineTest {
     }
 
     @Test
+    void shouldKeepTheFillsPageCacheWithinTheMemoryBudget() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeFalse("tmpfs".equals(Files.getFileStore(dir).type()),
+            "the page cache is the storage on tmpfs: nothing can be dropped there");
+        final Path local = dir.resolve("budget.img");
+        final Path sock = dir.resolve("budget.sock");
+        final long budget = 2L << 20; // half of it (16 pages) for background-filled pages left in the page cache
+        final Engine.LazySource s = source(0);
+        final Engine.LazySource small = new Engine.LazySource(s.provider(), s.image(), s.token(), budget, 0, s.demandTimeout());
+        final int hot = 200 * PAGE; // read by the guest before the fill gets there: never dropped by the engine
+        try (Engine engine = Engine.startLazy(Engine.Options.file(sock, local), small);
+             VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
+            final BlkResponse r = new BlkClient(fe, 0).read(hot / 512, PAGE);
+            assertArrayEquals(range(golden, hot, PAGE), r.data());
+            final LazyStore store = engine.lazyStore();
+            assertTrue(store.awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)));
+            final long cached = store.cachedBytes();
+            final Map<String, String> status = StatusCommand.read(StatusServer.controlSocket(sock));
+            assertEquals(Long.toString(budget), status.get("memory_budget_bytes"));
+            // The whole 16 MiB went through the page cache; what stays is about half the budget of background pages,
+            // the pages written after the last drop, and the page the guest read: far less than the image.
+            assertTrue(cached >= 0 && cached <= 4L << 20, "after filling " + (SIZE >> 20) + " MiB with a budget of 2 MiB, "
+                + cached + " bytes of the local file are still cached");
+        }
+        assertArrayEquals(golden, Files.readAllBytes(local), "dropped from the cache, still on disk");
+    }
+
+        @Test
     void shouldRefusePagesSmallerThanTheProvidersSaying() {
         final Exception e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
             () -> Engine.startLazy(Engine.Options.file(dir.resolve("s.sock"), dir.resolve("small.img")), source(0, 16 << 10)));
