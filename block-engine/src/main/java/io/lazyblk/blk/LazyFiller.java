@@ -293,7 +293,11 @@ final class LazyFiller implements Agent, PageSource.Listener {
             return;
         }
         final long now = System.nanoTime();
-        fillTokens = Math.min(rate / 10 + pageSize, fillTokens + (now - lastTokenRefill) * rate / 1_000_000_000L);
+        final long earned = (now - lastTokenRefill) * rate / 1_000_000_000L;
+        if (earned == 0) {
+            return; // keep the clock where it was: at a slow rate, frequent calls would otherwise round every gain away
+        }
+        fillTokens = Math.min(rate / 10 + pageSize, fillTokens + earned);
         lastTokenRefill = now;
     }
 

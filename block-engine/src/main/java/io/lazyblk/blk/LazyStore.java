@@ -225,6 +225,8 @@ public final class LazyStore implements BlockBackend {
                         filler.wholePageWritten(p);
                     }
                 }
+            } else {
+                unmarkFailedWrite(first, last, offset / SECTOR, length / SECTOR);
             }
             return rc;
         } finally {
@@ -271,7 +273,30 @@ public final class LazyStore implements BlockBackend {
         }
     }
 
-    boolean guestWrote(final long sector) {
+    /**
+     * A guest write failed: its sectors hold neither its bytes nor (maybe) the image's, so they must not stay marked
+     * guest-owned, or the merge would skip them and a read would return whatever is there. Unmarks the sectors no
+     * completed write owns, in pages we are the only writer of (the merge waits for us, so none runs meanwhile); with
+     * a concurrent writer on the same page the marks stay, as its write may need them.
+     */
+    private void unmarkFailedWrite(final int first, final int last, final long firstSector, final long count) {
+        for (int p = first; p <= last; p++) {
+            if (table.readable(p) || writers.get(p) != 1) {
+                continue;
+            }
+            final long from = Math.max(firstSector, geo.pageStart(p) / SECTOR);
+            final long to = Math.min(firstSector + count, (geo.pageStart(p) + geo.pageLength(p)) / SECTOR);
+            for (long s = from; s < to; s++) {
+                final int word = (int) (s >>> 6);
+                final long bit = 1L << s;
+                if ((guestDone.get(word) & bit) == 0) {
+                    guestSectors.getAndAccumulate(word, ~bit, (a, b) -> a & b);
+                }
+            }
+        }
+    }
+
+        boolean guestWrote(final long sector) {
         return (guestSectors.get((int) (sector >>> 6)) & (1L << sector)) != 0;
     }
 
