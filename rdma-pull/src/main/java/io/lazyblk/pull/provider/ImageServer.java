@@ -25,7 +25,7 @@ import java.util.concurrent.locks.LockSupport;
 
 /**
  * The image provider: exports raw images by name over TCP ({@link ProviderProtocol}) to clients holding an access
- * token for the image. One thread per connection; a watchdog closes connections stuck in their hello or
+ * token for the image, and, on a UNIX socket, hands same-host clients a read-only fd of the image to map. One thread per connection; a watchdog closes connections stuck in their hello or
  * in a write to a client that stopped reading. Thread-safe; {@link #close()} stops accepting, ends every connection
  * and waits for their threads.
  */
@@ -40,7 +40,12 @@ public final class ImageServer implements AutoCloseable {
     static final int MAX_CONNECTIONS = 256;
     private static final int BACKLOG = 128;
 
+    /** The TCP listener, or null when the server listens on its UNIX socket only. */
     private final ServerSocketChannel listener;
+    /** The UNIX-socket listener for same-host clients, or null. */
+    private final io.lazyblk.vhost.sys.UnixSocket unixListener;
+    private final Path unixPath;
+    private final Thread unixAcceptor;
     private final Map<String, ServedImage> images;
     final byte[] secret;
     final Stats.Counters stats = new Stats.Counters();
@@ -51,21 +56,28 @@ public final class ImageServer implements AutoCloseable {
     private volatile boolean closing;
 
     /** What the server has done since it started; a snapshot. */
-    public record Stats(long connections, long refused, long protocolErrors, long requests, long bytes) {
+    /** @param handovers images handed to same-host clients by fd */
+    public record Stats(long connections, long refused, long protocolErrors, long requests, long bytes, long handovers) {
         static final class Counters {
             final LongAdder connections = new LongAdder();
             final LongAdder refused = new LongAdder();
             final LongAdder protocolErrors = new LongAdder();
             final LongAdder requests = new LongAdder();
             final LongAdder bytes = new LongAdder();
+            final LongAdder handovers = new LongAdder();
         }
     }
 
-    private ImageServer(final ServerSocketChannel listener, final Map<String, ServedImage> images, final byte[] secret) {
+    private ImageServer(final ServerSocketChannel listener, final io.lazyblk.vhost.sys.UnixSocket unixListener, final Path unixPath,
+                        final Map<String, ServedImage> images, final byte[] secret) {
         this.listener = listener;
+        this.unixListener = unixListener;
+        this.unixPath = unixPath;
         this.images = images;
         this.secret = secret.clone();
-        this.acceptor = Thread.ofPlatform().daemon().name("lazyblk-provider-accept").unstarted(this::acceptLoop);
+        this.acceptor = listener == null ? null : Thread.ofPlatform().daemon().name("lazyblk-provider-accept").unstarted(this::acceptLoop);
+        this.unixAcceptor = unixListener == null ? null
+            : Thread.ofPlatform().daemon().name("lazyblk-provider-accept-unix").unstarted(this::acceptUnixLoop);
         this.watchdog = Thread.ofVirtual().name("lazyblk-provider-watchdog").unstarted(this::watch);
     }
 
@@ -76,6 +88,18 @@ public final class ImageServer implements AutoCloseable {
      */
     public static ImageServer start(final InetSocketAddress listen, final Collection<ImageExport> exports, final byte[] secret)
         throws IOException {
+        return start(listen, null, exports, secret);
+    }
+
+    /**
+     * Opens every export and listens on TCP {@code listen} and/or the UNIX socket {@code unix} (either may be null,
+     * not both). The UNIX socket file is replaced if stale and removed on close.
+     */
+    public static ImageServer start(final InetSocketAddress listen, final Path unix, final Collection<ImageExport> exports,
+                                    final byte[] secret) throws IOException {
+        if (listen == null && unix == null) {
+            throw new IllegalArgumentException("nowhere to listen: give a TCP address, a UNIX socket path, or both");
+        }
         if (exports.isEmpty()) {
             throw new IllegalArgumentException("nothing to export: name at least one image");
         }
@@ -85,6 +109,7 @@ public final class ImageServer implements AutoCloseable {
         }
         final Map<String, ServedImage> images = new HashMap<>();
         ServerSocketChannel listener = null;
+        io.lazyblk.vhost.sys.UnixSocket unixListener = null;
         try {
             for (final ImageExport e : exports) {
                 if (images.containsKey(e.name())) {
@@ -92,22 +117,35 @@ public final class ImageServer implements AutoCloseable {
                 }
                 images.put(e.name(), new ServedImage(e));
             }
-            listener = ServerSocketChannel.open();
-            // A restarted provider must get its port back at once, although the old one's connections linger in TIME_WAIT.
-            listener.setOption(StandardSocketOptions.SO_REUSEADDR, true);
-            listener.bind(listen, BACKLOG);
+            if (listen != null) {
+                listener = ServerSocketChannel.open();
+                // A restarted provider must get its port back at once, although the old one's connections linger in TIME_WAIT.
+                listener.setOption(StandardSocketOptions.SO_REUSEADDR, true);
+                listener.bind(listen, BACKLOG);
+            }
+            if (unix != null) {
+                unixListener = io.lazyblk.vhost.sys.UnixSocket.listen(unix);
+            }
         } catch (final IOException | RuntimeException e) {
             images.values().forEach(ImageServer::closeQuietly);
             if (listener != null) {
                 closeQuietly(listener);
+            }
+            if (unixListener != null) {
+                closeQuietly(unixListener);
             }
             if (e instanceof BindException) {
                 throw new IOException("cannot listen on " + listen + ": " + e.getMessage() + " (is another image-server running there?)", e);
             }
             throw e;
         }
-        final ImageServer server = new ImageServer(listener, Map.copyOf(images), secret);
-        server.acceptor.start();
+        final ImageServer server = new ImageServer(listener, unixListener, unix, Map.copyOf(images), secret);
+        if (server.acceptor != null) {
+            server.acceptor.start();
+        }
+        if (server.unixAcceptor != null) {
+            server.unixAcceptor.start();
+        }
         server.watchdog.start();
         return server;
     }
@@ -124,6 +162,9 @@ public final class ImageServer implements AutoCloseable {
 
     /** The address the server listens on (with the real port when started on port 0). */
     public InetSocketAddress address() {
+        if (listener == null) {
+            throw new IllegalStateException("this server listens on its UNIX socket only");
+        }
         try {
             return (InetSocketAddress) listener.getLocalAddress();
         } catch (final IOException e) {
@@ -137,7 +178,7 @@ public final class ImageServer implements AutoCloseable {
 
     public Stats stats() {
         return new Stats(stats.connections.sum(), stats.refused.sum(), stats.protocolErrors.sum(), stats.requests.sum(),
-            stats.bytes.sum());
+            stats.bytes.sum(), stats.handovers.sum());
     }
 
     /**
@@ -210,6 +251,35 @@ public final class ImageServer implements AutoCloseable {
         }
     }
 
+    private void acceptUnixLoop() {
+        while (!closing) {
+            final io.lazyblk.vhost.sys.UnixSocket s;
+            try {
+                s = unixListener.accept();
+            } catch (final IOException e) {
+                if (!closing) {
+                    LOG.warn("accept on {} failed: {}", unixPath, e.toString());
+                    LockSupport.parkNanos(100_000_000L);
+                }
+                continue;
+            }
+            stats.connections.increment();
+            if (connections.size() >= MAX_CONNECTIONS) {
+                LOG.warn("refused a connection on {}: already {} connections", unixPath, MAX_CONNECTIONS);
+                s.close();
+                continue;
+            }
+            final ProviderConnection c = new ProviderConnection(this, s, "unix:" + unixPath);
+            connections.add(c);
+            final Thread t = Thread.ofPlatform().daemon().name("lazyblk-provider-unix").unstarted(c);
+            threads.add(t);
+            t.start();
+            if (closing) {
+                c.abort();
+            }
+        }
+    }
+
     private void watch() {
         while (!closing) {
             LockSupport.parkNanos(WATCHDOG_PERIOD_NANOS);
@@ -230,19 +300,33 @@ public final class ImageServer implements AutoCloseable {
             return;
         }
         closing = true;
-        closeQuietly(listener);
+        if (listener != null) {
+            closeQuietly(listener);
+        }
+        if (unixListener != null) {
+            unixListener.shutdown(); // wakes the accept(); closed once that thread is gone
+        }
         LockSupport.unpark(watchdog);
         for (final ProviderConnection c : connections) {
             c.abort();
         }
         try {
-            acceptor.join();
+            if (acceptor != null) {
+                acceptor.join();
+            }
+            if (unixAcceptor != null) {
+                unixAcceptor.join();
+                unixListener.close();
+                java.nio.file.Files.deleteIfExists(unixPath);
+            }
             watchdog.join();
             for (final Thread t : threads) {
                 t.join();
             }
         } catch (final InterruptedException e) {
             Thread.currentThread().interrupt();
+        } catch (final IOException e) {
+            LOG.debug("removing {}: {}", unixPath, e.toString());
         }
         for (final ServedImage i : images.values()) {
             closeQuietly(i);

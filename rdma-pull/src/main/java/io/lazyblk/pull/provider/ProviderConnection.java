@@ -3,11 +3,15 @@ package io.lazyblk.pull.provider;
 import io.lazyblk.pagemap.PageGeometry;
 import io.lazyblk.pull.provider.ProviderProtocol.HelloStatus;
 import io.lazyblk.pull.token.AccessToken;
+import io.lazyblk.vhost.sys.LibC;
+import io.lazyblk.vhost.sys.UnixSocket;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.EOFException;
 import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.CharacterCodingException;
@@ -19,7 +23,9 @@ import java.time.Instant;
 import static io.lazyblk.pull.provider.ProviderProtocol.*;
 
 /**
- * One client of the provider, on its own thread: the hello, then requests answered in order. The client is
+ * One client of the provider, on its own thread: the hello, then requests answered in order (TCP), or the image's
+ * read-only fd handed over by {@code SCM_RIGHTS} (a same-host client on the UNIX socket, which then reads the
+ * image's pages from its own mapping). The client is
  * hostile until proven otherwise: every length and range is checked, a violation ends this connection only, with
  * one log line. What a client may have queued here is bounded by {@link #REQUEST_BATCH} requests; beyond that it
  * waits in the socket buffers, and TCP flow control stops a client that sends without reading.
@@ -31,7 +37,10 @@ final class ProviderConnection implements Runnable {
     static final long NO_DEADLINE = Long.MAX_VALUE;
 
     private final ImageServer server;
+    /** The TCP connection, or null for a UNIX-socket client. */
     private final SocketChannel channel;
+    /** The UNIX-socket connection, or null for a TCP client. */
+    private final UnixSocket unix;
     private final String peer;
     /** Set by this thread around blocking steps, read by the server's watchdog, which closes the channel when passed. */
     volatile long deadlineNanos = NO_DEADLINE;
@@ -40,6 +49,14 @@ final class ProviderConnection implements Runnable {
     ProviderConnection(final ImageServer server, final SocketChannel channel, final String peer) {
         this.server = server;
         this.channel = channel;
+        this.unix = null;
+        this.peer = peer;
+    }
+
+    ProviderConnection(final ImageServer server, final UnixSocket unix, final String peer) {
+        this.server = server;
+        this.channel = null;
+        this.unix = unix;
         this.peer = peer;
     }
 
@@ -47,7 +64,12 @@ final class ProviderConnection implements Runnable {
         return peer + " (image '" + imageName + "')";
     }
 
+    /** Ends the connection; from any thread (the watchdog, close()): a blocked read or write returns at once. */
     void abort() {
+        if (unix != null) {
+            unix.shutdown(); // wakes this connection's thread; it closes the fd itself, so no other thread reuses it meanwhile
+            return;
+        }
         try {
             channel.close();
         } catch (final IOException e) {
@@ -62,7 +84,11 @@ final class ProviderConnection implements Runnable {
             final ServedImage image = hello();
             deadlineNanos = NO_DEADLINE;
             if (image != null) {
-                serve(image);
+                if (unix != null) {
+                    handOver(image);
+                } else {
+                    serve(image);
+                }
             }
         } catch (final ProtocolViolation e) {
             server.stats.protocolErrors.increment();
@@ -73,7 +99,33 @@ final class ProviderConnection implements Runnable {
             }
         } finally {
             abort();
+            if (unix != null) {
+                unix.close();
+            }
             server.remove(this);
+        }
+    }
+
+    /**
+     * Sends a read-only fd of the image with one byte ({@link ProviderProtocol#SHM_FD_MESSAGE}), then waits for the
+     * client to close: it maps the image and reads it without us. The fd is opened O_RDONLY, so the mapping cannot
+     * write the image; what the client can read is this one image, for as long as it keeps the mapping.
+     */
+    private void handOver(final ServedImage image) throws IOException {
+        final int fd = LibC.openReadOnly(image.path.toString());
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment one = a.allocate(1);
+            one.set(java.lang.foreign.ValueLayout.JAVA_BYTE, 0, ProviderProtocol.SHM_FD_MESSAGE);
+            unix.send(one, 1, new int[] {fd}, 1);
+        } finally {
+            LibC.close(fd);
+        }
+        server.stats.handovers.increment();
+        LOG.debug("handed '{}' to {} for shared-memory reads", imageName, peer);
+        deadlineNanos = System.nanoTime() + ImageServer.HELLO_TIMEOUT_NANOS;
+        try (Arena a = Arena.ofConfined()) {
+            // The client closes once it has mapped the image; a client that lingers is cut off by the watchdog.
+            unix.receive(a.allocate(1), 1, new int[UnixSocket.MAX_FDS], new int[1]);
         }
     }
 
@@ -220,6 +272,17 @@ final class ProviderConnection implements Runnable {
     }
 
     private ByteBuffer readFully(final ByteBuffer b) throws IOException {
+        if (unix != null) {
+            try (Arena a = Arena.ofConfined()) {
+                final int n = b.remaining();
+                final MemorySegment buf = a.allocate(Math.max(1, n));
+                if (n > 0 && !unix.readFully(buf, n)) {
+                    throw new EOFException("client closed the connection during its hello");
+                }
+                b.put(buf.asSlice(0, n).asByteBuffer());
+                return b.flip();
+            }
+        }
         while (b.hasRemaining()) {
             if (channel.read(b) < 0) {
                 throw new EOFException("client closed the connection during its hello");
@@ -229,6 +292,15 @@ final class ProviderConnection implements Runnable {
     }
 
     private void writeFully(final ByteBuffer b) throws IOException {
+        if (unix != null) {
+            try (Arena a = Arena.ofConfined()) {
+                final int n = b.remaining();
+                final MemorySegment buf = a.allocate(Math.max(1, n));
+                buf.asSlice(0, n).asByteBuffer().put(b);
+                unix.send(buf, n, new int[0], 0);
+                return;
+            }
+        }
         while (b.hasRemaining()) {
             channel.write(b);
         }

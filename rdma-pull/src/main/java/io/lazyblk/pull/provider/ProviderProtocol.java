@@ -67,6 +67,13 @@ public final class ProviderProtocol {
     /** The server could not read the range (the image shrank or failed); length is 0; the connection stays up. */
     public static final int RESPONSE_READ_ERROR = 1;
 
+    /**
+     * On the provider's UNIX socket ({@code image-server --unix}) the hello and answer are the same; after an OK
+     * answer the server sends this one byte with the image's read-only fd attached ({@code SCM_RIGHTS}). The client
+     * maps the image and closes the connection.
+     */
+    public static final byte SHM_FD_MESSAGE = 'F';
+
     private ProviderProtocol() {
     }
 
@@ -104,6 +111,44 @@ public final class ProviderProtocol {
     /** Bytes of data in the answer to a valid request: whole pages, but the image's last page may be short. */
     public static int rangeBytes(final PageGeometry g, final int first, final int count) {
         return (int) (Math.min(g.pageStart(first) + (long) count * g.pageSize(), g.imageSize()) - g.pageStart(first));
+    }
+
+    /** Reads exactly {@code n} bytes from a provider connection (little endian), or throws EOFException. */
+    @FunctionalInterface
+    public interface ExactReader {
+        ByteBuffer read(int n) throws java.io.IOException;
+    }
+
+    /**
+     * Reads the server's answer to a hello and returns the manifest; a refusal throws {@link ProviderRefusedException}
+     * with the server's message, anything malformed an IOException naming {@code provider}.
+     */
+    public static Manifest readAnswer(final ExactReader in, final String provider, final String image) throws java.io.IOException {
+        final ByteBuffer head = in.read(ANSWER_MESSAGE_OFFSET);
+        final int code = head.getInt(ANSWER_STATUS_OFFSET);
+        final int messageLength = Short.toUnsignedInt(head.getShort(ANSWER_MESSAGE_LENGTH_OFFSET));
+        final HelloStatus status = HelloStatus.ofCode(code);
+        if (status == null || messageLength > MAX_MESSAGE_BYTES) {
+            throw new java.io.IOException("provider " + provider + " answered with status " + code + " and a " + messageLength
+                + "-byte message: not a lazyblk provider, or another protocol version");
+        }
+        final ByteBuffer mb = in.read(messageLength);
+        final byte[] msg = new byte[messageLength];
+        mb.get(0, msg);
+        final String message = new String(msg, StandardCharsets.UTF_8);
+        if (status != HelloStatus.OK) {
+            throw new ProviderRefusedException(provider, image, status, message);
+        }
+        final long manifestLength = Integer.toUnsignedLong(in.read(ANSWER_MANIFEST_LENGTH_BYTES).getInt(0));
+        if (manifestLength > MAX_MANIFEST_BYTES) {
+            throw new java.io.IOException("provider " + provider + " announced a manifest of " + manifestLength + " bytes (at most "
+                + MAX_MANIFEST_BYTES + ")");
+        }
+        try {
+            return Manifest.decode(in.read((int) manifestLength));
+        } catch (final IllegalArgumentException e) {
+            throw new java.io.IOException("provider " + provider + " sent a bad manifest for '" + image + "': " + e.getMessage(), e);
+        }
     }
 
     /** The client hello for {@code image} and {@code token}; throws if either exceeds the protocol's limits. */

@@ -16,6 +16,8 @@ final class ServedImage implements AutoCloseable {
     final String name;
     final Manifest manifest;
     final FileChannel file;
+    /** The image file: opened again read-only for each same-host client it is handed to. */
+    final java.nio.file.Path path;
     private final Set<Integer> corruptPages = ConcurrentHashMap.newKeySet();
     /** Checked once per request: the hook costs one volatile read when unused. Written after corruptPages.add. */
     private volatile boolean anyCorrupt;
@@ -23,6 +25,7 @@ final class ServedImage implements AutoCloseable {
     ServedImage(final ImageExport export) throws IOException {
         this.name = export.name();
         this.manifest = export.manifest();
+        this.path = export.image();
         this.file = FileChannel.open(export.image(), StandardOpenOption.READ);
         final long size = file.size();
         if (size != manifest.size()) {

@@ -47,29 +47,7 @@ final class ProviderHandshake {
                 ch.write(hello);
             }
             final DataInputStream in = new DataInputStream(ch.socket().getInputStream());
-            final ByteBuffer head = read(in, ProviderProtocol.ANSWER_MESSAGE_OFFSET);
-            final int code = head.getInt(ProviderProtocol.ANSWER_STATUS_OFFSET);
-            final int messageLength = Short.toUnsignedInt(head.getShort(ProviderProtocol.ANSWER_MESSAGE_LENGTH_OFFSET));
-            final HelloStatus status = HelloStatus.ofCode(code);
-            if (status == null || messageLength > ProviderProtocol.MAX_MESSAGE_BYTES) {
-                throw new IOException("provider " + provider + " answered with status " + code + " and a " + messageLength
-                    + "-byte message: not a lazyblk provider, or another protocol version");
-            }
-            final String message = new String(read(in, messageLength).array(), StandardCharsets.UTF_8);
-            if (status != HelloStatus.OK) {
-                throw new ProviderRefusedException(String.valueOf(provider), image, status, message);
-            }
-            final long manifestLength = Integer.toUnsignedLong(read(in, ProviderProtocol.ANSWER_MANIFEST_LENGTH_BYTES).getInt(0));
-            if (manifestLength > ProviderProtocol.MAX_MANIFEST_BYTES) {
-                throw new IOException("provider " + provider + " announced a manifest of " + manifestLength + " bytes (at most "
-                    + ProviderProtocol.MAX_MANIFEST_BYTES + ")");
-            }
-            final Manifest manifest;
-            try {
-                manifest = Manifest.decode(read(in, (int) manifestLength));
-            } catch (final IllegalArgumentException e) {
-                throw new IOException("provider " + provider + " sent a bad manifest for '" + image + "': " + e.getMessage(), e);
-            }
+            final Manifest manifest = ProviderProtocol.readAnswer(n -> read(in, n), String.valueOf(provider), image);
             return new Connected(ch, manifest);
         } catch (final java.io.EOFException e) {
             ch.close();

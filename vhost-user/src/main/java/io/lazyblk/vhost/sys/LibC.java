@@ -81,6 +81,8 @@ public final class LibC {
     private static final MethodHandle MMAP = fn("mmap", JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG);
     private static final MethodHandle MUNMAP = fn("munmap", JAVA_INT, JAVA_LONG, JAVA_LONG);
     private static final MethodHandle EVENTFD = fn("eventfd", JAVA_INT, JAVA_INT, JAVA_INT);
+    private static final MethodHandle OPEN = LINKER.downcallHandle(LIBC.find("open").orElseThrow(),
+        FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT), CAPTURE_ERRNO, Linker.Option.firstVariadicArg(2));
     private static final MethodHandle MEMFD_CREATE = fn("memfd_create", JAVA_INT, ADDRESS, JAVA_INT);
     private static final MethodHandle FTRUNCATE = fn("ftruncate", JAVA_INT, JAVA_INT, JAVA_LONG);
     private static final MethodHandle POLL = plain("poll", JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT);
@@ -314,6 +316,34 @@ public final class LibC {
                 throw new NativeException("mmap(fd " + fd + ", length " + length + ", offset " + offset + ")", errno(st));
             }
             return addr;
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code mmap(NULL, length, PROT_READ, MAP_SHARED, fd, 0)}: a read-only view of a file or memfd; returns the address. */
+    public static long mmapReadOnly(final int fd, final long length) throws NativeException {
+        final MemorySegment st = state();
+        try {
+            final long addr = (long) MMAP.invokeExact(st, 0L, length, PROT_READ, MAP_SHARED, fd, 0L);
+            if (addr == MAP_FAILED) {
+                throw new NativeException("mmap(fd " + fd + ", length " + length + ", read-only)", errno(st));
+            }
+            return addr;
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code open(path, O_RDONLY | O_CLOEXEC)}; returns the fd. */
+    public static int openReadOnly(final String path) throws NativeException {
+        final MemorySegment st = state();
+        try (Arena a = Arena.ofConfined()) {
+            return check("open(" + path + ", O_RDONLY)", (int) OPEN.invokeExact(st, a.allocateFrom(path), 0x80000, 0), st);
         } catch (final NativeException e) {
             throw e;
         } catch (final Throwable t) {
