@@ -10,7 +10,7 @@ import io.lazyblk.vhost.VhostUserServer;
 import io.lazyblk.blk.LazyStore;
 import io.lazyblk.pagemap.Manifest;
 import io.lazyblk.persistence.PageStateFile;
-import io.lazyblk.pull.tcp.TcpPageSource;
+import io.lazyblk.pagemap.PageSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -54,14 +54,60 @@ public final class Engine implements AutoCloseable {
         }
     }
 
-    /** Where a lazily filled local image comes from, and how fast and how much memory the fill may use. */
-    /** @param pageSize the page map's page size, a power of two from the provider's page size up; 0 = what the local file
-     *     was filled in, else the provider's */
-    public record LazySource(InetSocketAddress provider, String image, String token, long memoryBudget,
+    /**
+     * Where a lazily filled local image comes from, and how fast and how much memory the fill may use.
+     *
+     * @param sources where pages come from, nearest first (each page from the first that has it)
+     * @param tokens one access token for every source, or one per source in the same order
+     * @param pageSize the page map's page size, a power of two from the provider's page size up; 0 = what the local file
+     *     was filled in, else the provider's
+     */
+    public record LazySource(java.util.List<SourceUri> sources, java.util.List<String> tokens, long memoryBudget,
                              long fillRateBytesPerSecond, Duration demandTimeout, int pageSize) {
+        public LazySource {
+            sources = java.util.List.copyOf(sources);
+            tokens = java.util.List.copyOf(tokens);
+            if (sources.isEmpty()) {
+                throw new IllegalArgumentException("no --source given");
+            }
+            if (tokens.size() != 1 && tokens.size() != sources.size()) {
+                throw new IllegalArgumentException(sources.size() + " sources but " + tokens.size()
+                    + " tokens: give one --token for all of them, or one per --source in the same order");
+            }
+        }
+
+        public LazySource(final InetSocketAddress provider, final String image, final String token, final long memoryBudget,
+                          final long fillRateBytesPerSecond, final Duration demandTimeout, final int pageSize) {
+            this(java.util.List.of(SourceUri.tcp(provider, image)), java.util.List.of(token), memoryBudget, fillRateBytesPerSecond,
+                demandTimeout, pageSize);
+        }
+
         public LazySource(final InetSocketAddress provider, final String image, final String token, final long memoryBudget,
                           final long fillRateBytesPerSecond, final Duration demandTimeout) {
             this(provider, image, token, memoryBudget, fillRateBytesPerSecond, demandTimeout, 0);
+        }
+
+        /** The image's name at the first source: what a complete local file records it is a copy of. */
+        public String image() {
+            return sources.get(0).image();
+        }
+
+        /** The first source's token. */
+        public String token() {
+            return tokens.get(0);
+        }
+
+        public String token(final int source) {
+            return tokens.get(tokens.size() == 1 ? 0 : source);
+        }
+
+        /** The first source's TCP address (tests and tools that start with one TCP provider). */
+        public InetSocketAddress provider() {
+            return sources.get(0).address();
+        }
+
+        public LazySource withSources(final java.util.List<SourceUri> s, final java.util.List<String> t) {
+            return new LazySource(s, t, memoryBudget, fillRateBytesPerSecond, demandTimeout, pageSize);
         }
     }
 
@@ -82,7 +128,7 @@ public final class Engine implements AutoCloseable {
             LOG.info("{} is complete (its state file records the switch to disk-only): serving from disk, the provider is not contacted", local);
             return start(o);
         }
-        final TcpPageSource source = TcpPageSource.connect(src.provider(), src.image(), src.token());
+        final PageSource source = openSources(src);
         try {
             final Manifest m = pages(source, src, Files.exists(local) ? PageStateFile.recordedPageSize(stateFile) : java.util.OptionalInt.empty(),
                 local);
@@ -105,7 +151,7 @@ public final class Engine implements AutoCloseable {
             final LazyStore store = new LazyStore(m, LocalImage.open(local, false), state, source,
                 new LazyStore.Options(src.image(), src.memoryBudget(), src.fillRateBytesPerSecond(), src.demandTimeout().toNanos()));
             LOG.info("lazy fill of {} ({} pages of {} KiB, {} local already) from {}", local, m.pageCount(), m.pageSize() >> 10,
-                state.localCount(), src.provider());
+                state.localCount(), src.sources().size() == 1 ? src.sources().get(0) : src.sources());
             return start(o, store);
         } catch (final IOException | RuntimeException e) {
             source.close();
@@ -117,7 +163,17 @@ public final class Engine implements AutoCloseable {
      * The manifest in the page map's pages: {@code src.pageSize()} if given, else the page size the local file was
      * filled in (a restart resumes in the same pages), else the provider's.
      */
-    private static Manifest pages(final TcpPageSource source, final LazySource src, final java.util.OptionalInt recorded,
+    /** Connects to the sources (the handshake of each bounded by 10 s). */
+    private static PageSource openSources(final LazySource src) throws IOException {
+        if (src.sources().size() == 1) {
+            return src.sources().get(0).open(src.token(0), HANDSHAKE_TIMEOUT);
+        }
+        throw new IllegalArgumentException("several --source options are not supported yet");
+    }
+
+    private static final Duration HANDSHAKE_TIMEOUT = Duration.ofSeconds(10);
+
+    private static Manifest pages(final PageSource source, final LazySource src, final java.util.OptionalInt recorded,
                                   final Path local) throws IOException {
         final Manifest provider = source.manifest();
         if (src.pageSize() > 0 && recorded.isPresent() && recorded.getAsInt() != src.pageSize()) {

@@ -31,9 +31,15 @@ public final class ImageServerCommand implements Callable<Integer> {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
-    @Option(names = "--listen", required = true, converter = ListenAddressConverter.class, paramLabel = "HOST:PORT",
-        description = "where to listen; a bare PORT binds loopback only. Traffic is not encrypted: bind other interfaces only on a trusted network")
+    @Option(names = "--listen", converter = ListenAddressConverter.class, paramLabel = "HOST:PORT",
+        description = "where to listen for engines over TCP; a bare PORT binds loopback only. Traffic is not encrypted: bind other"
+            + " interfaces only on a trusted network")
     InetSocketAddress listen;
+
+    @Option(names = "--unix", paramLabel = "SOCKPATH",
+        description = "also (or only) serve engines on this host through a UNIX socket: after the token check each gets a read-only"
+            + " fd of the image and reads pages from its own mapping of the host's page cache (--source shm://SOCKPATH/NAME)")
+    Path unix;
 
     @Option(names = "--export", required = true, paramLabel = "NAME=PATH", description = "export the raw image at PATH as NAME (repeat for more)")
     List<String> exports;
@@ -75,6 +81,10 @@ public final class ImageServerCommand implements Callable<Integer> {
      */
     ImageServer start(final PrintStream out, final PrintStream err) throws IOException {
         final CommandLine cl = spec.commandLine();
+        if (listen == null && unix == null) {
+            throw new CommandLine.ParameterException(cl, "give --listen HOST:PORT (engines on other hosts), --unix SOCKPATH (engines on"
+                + " this host), or both");
+        }
         if (pageSize < PageGeometry.MIN_PAGE || pageSize > PageGeometry.MAX_PAGE || Long.bitCount(pageSize) != 1) {
             throw new CommandLine.ParameterException(cl, "--page-size " + pageSize + " is not a power of two from 4k to 4M (e.g. 64k)");
         }
@@ -110,7 +120,7 @@ public final class ImageServerCommand implements Callable<Integer> {
         } catch (final IOException e) {
             throw new CommandLine.ParameterException(cl, e.getMessage());
         }
-        if (!listen.getAddress().isLoopbackAddress()) {
+        if (listen != null && !listen.getAddress().isLoopbackAddress()) {
             err.println("lazyblk image-server: listening on " + listen.getAddress().getHostAddress()
                 + ", reachable from other hosts: the tokens guard the images, but the traffic is not encrypted");
         }
@@ -124,8 +134,9 @@ public final class ImageServerCommand implements Callable<Integer> {
                 progress.finish();
             }
         }
-        final ImageServer server = ImageServer.start(listen, list, secret);
-        final String at = server.address().getAddress().getHostAddress() + ":" + server.port();
+        final ImageServer server = ImageServer.start(listen, unix, list, secret);
+        final String at = (listen != null ? server.address().getAddress().getHostAddress() + ":" + server.port() : "")
+            + (listen != null && unix != null ? " and " : "") + (unix != null ? "unix:" + unix : "");
         for (final ImageExport e : list) {
             final Manifest m = e.manifest();
             out.println("serving " + e.name() + " (" + human(m.size()) + ", " + m.pageCount() + " pages) on " + at);

@@ -32,12 +32,14 @@ public final class ServeCommand implements Callable<Integer> {
     @Option(names = "--io-threads", defaultValue = "0", description = "dedicated I/O threads per queue; 0 runs I/O on the queue's own thread, no hand-off (default ${DEFAULT-VALUE})")
     int ioThreads;
 
-    @Option(names = "--source", paramLabel = "tcp://HOST:PORT/NAME",
-        description = "fill --local lazily from this image provider (see image-server); the file is created if missing")
-    String source;
+    @Option(names = "--source", paramLabel = "URI",
+        description = {"fill --local lazily from this image source (see image-server); the file is created if missing:",
+            "tcp://HOST:PORT/NAME (a provider over TCP) or shm://SOCKPATH/NAME (an image server's UNIX socket on this host).",
+            "Repeat for a chain, nearest first (host cache, peers, seed): each page comes from the first source that has it."})
+    java.util.List<String> sources;
 
-    @Option(names = "--token", description = "access token for --source (see 'lazyblk token')")
-    String token;
+    @Option(names = "--token", description = "access token for --source (see 'lazyblk token'); one for all sources, or one per --source in order")
+    java.util.List<String> tokens;
 
     @Option(names = "--page-size", converter = SizeConverter.class, defaultValue = "0",
         description = "page size of the page map, a power of two from the provider's page size (the smallest unit its checksums"
@@ -62,7 +64,7 @@ public final class ServeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        if (source != null) {
+        if (sources != null) {
             return serveLazy();
         }
         if ((local == null) == (nullSize == 0)) {
@@ -101,19 +103,16 @@ public final class ServeCommand implements Callable<Integer> {
     }
 
     private Integer serveLazy() throws Exception {
-        final java.net.URI uri;
+        final java.util.List<SourceUri> parsed = new java.util.ArrayList<>();
         try {
-            uri = new java.net.URI(source);
-        } catch (final java.net.URISyntaxException e) {
-            System.err.println("lazyblk serve: --source " + source + " is not a URI; expected tcp://HOST:PORT/NAME");
+            for (final String s : sources) {
+                parsed.add(SourceUri.parse(s));
+            }
+        } catch (final IllegalArgumentException e) {
+            System.err.println("lazyblk serve: " + e.getMessage());
             return 2;
         }
-        final String name = uri.getPath() == null ? "" : uri.getPath().replaceFirst("^/", "");
-        if (!"tcp".equals(uri.getScheme()) || uri.getHost() == null || uri.getPort() < 1 || name.isEmpty()) {
-            System.err.println("lazyblk serve: --source " + source + " must look like tcp://HOST:PORT/NAME");
-            return 2;
-        }
-        if (local == null || token == null) {
+        if (local == null || tokens == null) {
             System.err.println("lazyblk serve: --source needs --local FILE (where the image fills in) and --token (from 'lazyblk token')");
             return 2;
         }
@@ -124,16 +123,16 @@ public final class ServeCommand implements Callable<Integer> {
         final Engine engine;
         try {
             engine = Engine.startLazy(new Engine.Options(socket, local, 0, queues, false, ioThreads, pollMicros * 1000),
-                new Engine.LazySource(new java.net.InetSocketAddress(uri.getHost(), uri.getPort()), name, token, memoryBudget,
-                    fillRate, java.time.Duration.ofSeconds(demandTimeoutSeconds), (int) Math.min(pageSize, Integer.MAX_VALUE)));
+                new Engine.LazySource(parsed, tokens, memoryBudget, fillRate, java.time.Duration.ofSeconds(demandTimeoutSeconds),
+                    (int) Math.min(pageSize, Integer.MAX_VALUE)));
         } catch (final java.io.IOException | IllegalArgumentException e) {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 1;
         }
         Runtime.getRuntime().addShutdownHook(new Thread(engine::close, "shutdown"));
         System.err.printf("lazyblk: serving %s (%d bytes, %s) on %s; 'lazyblk status --socket %s' shows progress%n", local,
-            engine.sizeBytes(), engine.lazyStore() != null ? "filling lazily from " + source
-                : "complete: from disk alone, " + source + " not contacted", socket, socket);
+            engine.sizeBytes(), engine.lazyStore() != null ? "filling lazily from " + String.join(", ", sources)
+                : "complete: from disk alone, " + String.join(", ", sources) + " not contacted", socket, socket);
         if (System.console() != null && engine.lazyStore() != null) {
             final Thread progress = new Thread(() -> showProgress(engine), "progress");
             progress.setDaemon(true);

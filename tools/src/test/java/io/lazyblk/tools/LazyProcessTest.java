@@ -18,6 +18,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
@@ -92,6 +93,28 @@ class LazyProcessTest {
             assertArrayEquals(slice(lazy.golden, offsets[i], lengths[i]), TestImage.read(local, offsets[i], lengths[i]),
                 "the fetched pages were merged into the local file");
         }
+    }
+
+    @Test
+    void shouldServeDemandReadsAndFillFromTheHostCacheOverSharedMemory() throws Exception {
+        final Path cache = dir.resolve("cache.sock");
+        final LazyblkProcess server = lazy.startHostCache("host-cache", cache);
+        final Path local = dir.resolve("shm.img");
+        final Path sock = dir.resolve("shm-engine.sock");
+        final LazyblkProcess engine = lazy.startEngine("engine", local, sock, "8M", "shm://" + cache + "/" + IMAGE);
+        final BlkClient blk = client(lazy.connect(sock, 1), 0, DEADLINE);
+        assertReads(blk, lazy.golden, 230L * PAGE + 512, 8192, "a demand read of an absent page from the host cache");
+        assertReads(blk, lazy.golden, 17L * PAGE - 4096, 3 * PAGE, "a read across absent pages");
+        server.close(); // the mapping outlives the server: the engine keeps reading the host's page cache without it
+        final long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        Map<String, String> status = StatusCommand.read(StatusServer.controlSocket(sock));
+        while (!"disk-only".equals(status.get("mode")) && System.nanoTime() < deadline) {
+            Thread.sleep(100);
+            status = StatusCommand.read(StatusServer.controlSocket(sock));
+        }
+        assertEquals("disk-only", status.get("mode"), "the fill finished from the mapping: " + status);
+        engine.awaitLine("switched to disk-only", DEADLINE);
+        assertArrayEquals(lazy.golden, Files.readAllBytes(local));
     }
 
     // ---------------------------------------------------------------- one absent page, many readers

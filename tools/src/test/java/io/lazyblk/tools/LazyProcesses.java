@@ -90,6 +90,29 @@ final class LazyProcesses implements AutoCloseable {
         return p;
     }
 
+    /** {@code lazyblk image-server --unix SOCK} (no TCP) exporting golden: the host cache for shm:// engines. */
+    LazyblkProcess startHostCache(final String name, final Path sock) throws IOException {
+        final LazyblkProcess p = track(LazyblkProcess.start(name, logs, "image-server", "--unix", sock.toString(),
+            "--export", IMAGE + "=" + goldenFile, "--secret-file", secretFile.toString(), "--page-size", "64k",
+            "--cache-dir", dir.resolve("manifests").toString()));
+        p.awaitLine("serving " + IMAGE + " ", LazyblkProcess.START_TIMEOUT);
+        return p;
+    }
+
+    /** {@code lazyblk serve} with the given {@code --source} URIs (one token for all), started and ready. */
+    LazyblkProcess startEngine(final String name, final Path local, final Path socket, final String fillRate, final String... sources)
+        throws IOException {
+        final java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("serve", "--socket", socket.toString(),
+            "--local", local.toString(), "--token", token(IMAGE), "--fill-rate", fillRate, "--memory-budget", "4M"));
+        for (final String s : sources) {
+            args.add("--source");
+            args.add(s);
+        }
+        final LazyblkProcess e = track(LazyblkProcess.start(name, logs, args.toArray(String[]::new)));
+        e.awaitLine("lazyblk: serving", LazyblkProcess.START_TIMEOUT);
+        return e;
+    }
+
     /** The port a started provider listens on, from its "serving golden (...) on HOST:PORT" line. */
     static int portOf(final LazyblkProcess provider) {
         final String line = provider.awaitLine("serving " + IMAGE + " ", Duration.ZERO);

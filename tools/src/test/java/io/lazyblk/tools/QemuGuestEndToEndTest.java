@@ -69,18 +69,24 @@ class QemuGuestEndToEndTest {
         assertEquals(before, DemoCommand.md5(image));
     }
 
-    @Test
-    void shouldBootFromALazilyFilledImageAndEndWithTheImagePlusTheGuestsWrites() throws Exception {
+    @org.junit.jupiter.params.ParameterizedTest(name = "over {0}")
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"tcp", "shm"})
+    void shouldBootFromALazilyFilledImageAndEndWithTheImagePlusTheGuestsWrites(final String transport) throws Exception {
         final Path golden = dir.resolve("golden.img");
         DemoCommand.createSampleImage(golden, SIZE);
         final byte[] secret = "lazyblk-test-secret-0123456789ab".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
-        try (var server = io.lazyblk.pull.provider.ImageServer.start(new java.net.InetSocketAddress("127.0.0.1", 0),
-            java.util.Map.of("golden", golden), secret, 64 << 10, new io.lazyblk.pull.manifest.ManifestBuilder(dir.resolve("m")))) {
+        final Path cache = dir.resolve("cache.sock");
+        try (var server = io.lazyblk.pull.provider.ImageServer.start(new java.net.InetSocketAddress("127.0.0.1", 0), cache,
+            java.util.List.of(io.lazyblk.pull.provider.ImageExport.of("golden", golden, 64 << 10,
+                new io.lazyblk.pull.manifest.ManifestBuilder(dir.resolve("m")), io.lazyblk.pull.manifest.ManifestBuilder.Progress.NONE)),
+            secret)) {
             final Path local = dir.resolve("local.img");
             final String token = io.lazyblk.pull.token.AccessToken.mint(secret, "golden", java.time.Instant.now().plusSeconds(600));
+            final SourceUri uri = "shm".equals(transport) ? SourceUri.shm(cache, "golden")
+                : SourceUri.tcp(new java.net.InetSocketAddress("127.0.0.1", server.port()), "golden");
             // 4 MiB/s: the guest boots and works while most of the 64 MiB is still absent.
-            final Engine.LazySource src = new Engine.LazySource(new java.net.InetSocketAddress("127.0.0.1", server.port()), "golden",
-                token, 16L << 20, 4L << 20, Duration.ofSeconds(30));
+            final Engine.LazySource src = new Engine.LazySource(java.util.List.of(uri), java.util.List.of(token), 16L << 20, 4L << 20,
+                Duration.ofSeconds(30), 0);
             try (Engine engine = Engine.startLazy(Engine.Options.file(dir.resolve("lazy.sock"), local), src)) {
                 final QemuGuest.Result r = boot(dir.resolve("lazy.sock"), "rw", 1);
                 assertTrue(engine.lazyStore().bytesFetchedOnDemand() > 0, "the guest's reads should have pulled pages on demand");
@@ -90,6 +96,10 @@ class QemuGuestEndToEndTest {
             final long off = QemuGuest.patternOffsetBytes(QemuGuest.DEFAULT_PATTERN_OFFSET_BLOCKS);
             assertArrayEquals(QemuGuest.expectedPattern(), DemoCommand.readAt(local, off, QemuGuest.expectedPattern().length));
             assertArrayEquals(DemoCommand.readAt(golden, 0, 1 << 20), DemoCommand.readAt(local, 0, 1 << 20));
+            if ("shm".equals(transport)) {
+                assertEquals(0, server.stats().requests(), "over shm the server sends no page: the engine read them from its mapping");
+                assertEquals(1, server.stats().handovers());
+            }
         }
     }
 

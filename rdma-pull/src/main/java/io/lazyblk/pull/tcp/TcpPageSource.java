@@ -61,6 +61,10 @@ public final class TcpPageSource implements PageSource {
             return new Options(maxFetches, requests, bytes, connectTimeout, initialBackoff, maxBackoff);
         }
 
+        public Options withConnectTimeout(final Duration timeout) {
+            return new Options(maxFetches, maxIssuedRequests, maxIssuedBytes, timeout, initialBackoff, maxBackoff);
+        }
+
         public Options withBackoff(final Duration initial, final Duration max) {
             return new Options(maxFetches, maxIssuedRequests, maxIssuedBytes, connectTimeout, initial, max);
         }

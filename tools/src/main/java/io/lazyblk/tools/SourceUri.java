@@ -1,0 +1,71 @@
+package io.lazyblk.tools;
+
+import io.lazyblk.pagemap.PageSource;
+import io.lazyblk.pull.shm.ShmPageSource;
+import io.lazyblk.pull.tcp.TcpPageSource;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.URI;
+import java.net.URISyntaxException;
+import java.nio.file.Path;
+import java.time.Duration;
+
+/**
+ * Where pages come from, as {@code serve --source} names it: {@code tcp://HOST:PORT/NAME} (an image provider over
+ * TCP) or {@code shm://SOCKPATH/NAME} (an image server's UNIX socket on this host; the path is everything before
+ * the last '/', e.g. {@code shm:///run/lazyblk/cache.sock/golden}).
+ *
+ * @param address the provider's TCP address, for {@code tcp}
+ * @param socket the server's UNIX socket, for {@code shm}
+ */
+public record SourceUri(String scheme, InetSocketAddress address, Path socket, String image) {
+    public static final String SYNTAX = "tcp://HOST:PORT/NAME or shm://SOCKPATH/NAME";
+
+    public static SourceUri tcp(final InetSocketAddress address, final String image) {
+        return new SourceUri("tcp", address, null, image);
+    }
+
+    public static SourceUri shm(final Path socket, final String image) {
+        return new SourceUri("shm", null, socket, image);
+    }
+
+    /** Parses a {@code --source} value; throws IllegalArgumentException saying what is wrong and what is expected. */
+    public static SourceUri parse(final String s) {
+        if (s.startsWith("shm://")) {
+            final String rest = s.substring("shm://".length());
+            final int slash = rest.lastIndexOf('/');
+            if (slash <= 0 || slash == rest.length() - 1) {
+                throw new IllegalArgumentException("--source " + s + " must look like shm://SOCKPATH/NAME (e.g. shm:///run/lazyblk/cache.sock/golden)");
+            }
+            return shm(Path.of(rest.substring(0, slash)), rest.substring(slash + 1));
+        }
+        final URI uri;
+        try {
+            uri = new URI(s);
+        } catch (final URISyntaxException e) {
+            throw new IllegalArgumentException("--source " + s + " is not a URI; expected " + SYNTAX);
+        }
+        final String name = uri.getPath() == null ? "" : uri.getPath().replaceFirst("^/", "");
+        if (!"tcp".equals(uri.getScheme()) || uri.getHost() == null || uri.getPort() < 1 || name.isEmpty() || name.contains("/")) {
+            throw new IllegalArgumentException("--source " + s + " must look like " + SYNTAX);
+        }
+        return tcp(new InetSocketAddress(uri.getHost(), uri.getPort()), name);
+    }
+
+    /** Connects and presents {@code token}; the handshake is bounded by {@code timeout}. */
+    public PageSource open(final String token, final Duration timeout) throws IOException {
+        return switch (scheme) {
+            case "shm" -> ShmPageSource.connect(socket, image, token, timeout);
+            case "tcp" -> TcpPageSource.connect(address, image, token,
+                TcpPageSource.Options.defaults().withConnectTimeout(timeout));
+            default -> throw new IllegalStateException("scheme " + scheme);
+        };
+    }
+
+    @Override
+    public String toString() {
+        return "shm".equals(scheme) ? "shm://" + socket + "/" + image
+            : "tcp://" + address.getHostString() + ":" + address.getPort() + "/" + image;
+    }
+}
