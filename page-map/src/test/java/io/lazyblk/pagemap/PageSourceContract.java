@@ -219,11 +219,14 @@ public abstract class PageSourceContract {
         final int maxTries = 100_000;
         final Recorder r = recorder(maxTries);
         r.stallFirstCompletion(); // nothing completes past the first: slots run out
-        final MemorySegment dst = arena.allocate(PAGE);
+        // One slot per page: fetches of the same page share it (and write the same bytes), as a source that checks
+        // what lands (a chain) may rely on; fetches of different pages never share a destination in real use.
+        final MemorySegment all = arena.allocate(64L * PAGE);
         int accepted = 0;
         long slowestNanos = 0;
         boolean refused = false;
         for (int i = 0; i < maxTries && !refused; i++) {
+            final MemorySegment dst = all.asSlice((long) (i % 64) * PAGE, PAGE);
             final long t0 = System.nanoTime();
             final boolean ok = s.fetch(i % 64, 1, dst, PageSource.BACKGROUND, i, r);
             slowestNanos = Math.max(slowestNanos, System.nanoTime() - t0);
@@ -242,7 +245,7 @@ public abstract class PageSourceContract {
             assertEquals(PageSource.OK, r.status.get(i), "status of fetch " + i);
         }
         assertEquals(0, s.inFlight());
-        assertTrue(s.fetch(0, 1, dst, PageSource.DEMAND, accepted, r), "slots come back once fetches complete");
+        assertTrue(s.fetch(0, 1, all.asSlice(0, PAGE), PageSource.DEMAND, accepted, r), "slots come back once fetches complete");
         r.await(1);
     }
 

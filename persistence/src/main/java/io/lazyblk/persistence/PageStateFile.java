@@ -250,6 +250,55 @@ public final class PageStateFile implements AutoCloseable {
      * knowing the image (so a restart can serve from disk without contacting the provider); empty if the file is
      * absent, unreadable, or the fill is not finished.
      */
+    /** What a state file records, read once: for an image server exporting an engine's local file as a peer. */
+    public record Snapshot(long imageSize, int pageSize, int pageCount, byte[] digest, long[] local, long[] guestSectors,
+                           boolean diskOnly) {
+        public boolean isLocal(final int page) {
+            return (local[page >>> 6] & (1L << page)) != 0;
+        }
+
+        /** Whether any sector in {@code [offset, offset + length)} was written by the guest. */
+        public boolean guestWroteAny(final long offset, final long length) {
+            for (long s = offset / SECTOR; s < (offset + length + SECTOR - 1) / SECTOR; s++) {
+                if ((guestSectors[(int) (s >>> 6)] & (1L << s)) != 0) {
+                    return true;
+                }
+            }
+            return false;
+        }
+    }
+
+    /**
+     * Reads the state file at {@code path} without changing it (the engine that owns it may be running: bits only go
+     * from 0 to 1 there, so a snapshot can only be behind, never claim a page that is not durable).
+     *
+     * @throws IOException if it is not a lazyblk state file or is damaged
+     */
+    public static Snapshot snapshot(final Path path) throws IOException {
+        try (FileChannel c = FileChannel.open(path, StandardOpenOption.READ)) {
+            final ByteBuffer h = ByteBuffer.allocate(4 + 4 + 8 + 4 + 4 + 32).order(ByteOrder.LITTLE_ENDIAN);
+            while (h.hasRemaining() && c.read(h, h.position()) > 0) {
+                // read the identity header
+            }
+            h.flip();
+            if (h.remaining() < h.capacity() || h.getInt() != MAGIC) {
+                throw new IOException(path + " is not a lazyblk state file");
+            }
+            h.getInt();
+            final long size = h.getLong();
+            final int ps = h.getInt();
+            h.getInt();
+            final byte[] digest = new byte[32];
+            h.get(digest);
+            if (size <= 0 || Integer.bitCount(ps) != 1 || ps < 4096) {
+                throw new IOException(path + " is damaged (image size " + size + ", page size " + ps + ")");
+            }
+            final PageStateFile s = new PageStateFile(path, c, size, ps, digest);
+            s.load(); // checks the header's CRC and reads both bitmaps
+            return new Snapshot(size, ps, s.pageCount, digest, s.local.clone(), s.guestSectors.clone(), s.diskOnly);
+        }
+    }
+
     /**
      * The page size recorded in the state file at {@code path}, if it is one (magic checked; the rest is checked when
      * it is opened): a restart resumes in the pages it was filled in.

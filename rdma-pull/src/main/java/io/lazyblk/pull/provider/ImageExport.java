@@ -13,11 +13,17 @@ import java.util.Objects;
  *
  * @param name 1 to 255 bytes of UTF-8 without control characters (it appears in tokens, logs and messages)
  */
-public record ImageExport(String name, Path image, Manifest manifest) {
+public record ImageExport(String name, Path image, Manifest manifest, Availability availability) {
     public ImageExport {
         Objects.requireNonNull(image, "image");
         Objects.requireNonNull(manifest, "manifest");
+        Objects.requireNonNull(availability, "availability");
         validateName(name);
+    }
+
+    /** A golden image: every page can be served. */
+    public ImageExport(final String name, final Path image, final Manifest manifest) {
+        this(name, image, manifest, Availability.ALL);
     }
 
     /** Exports {@code image} as {@code name}, with its manifest from {@code manifests} (cached, or built now). */

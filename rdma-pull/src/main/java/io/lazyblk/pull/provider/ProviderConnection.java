@@ -184,6 +184,11 @@ final class ProviderConnection implements Runnable {
         if (image == null) {
             return refuse(HelloStatus.UNKNOWN_IMAGE, "no image '" + imageName + "' is exported here");
         }
+        if (unix != null && image.availability != Availability.ALL) {
+            // A mapping would bypass the per-page check: a peer's local file is served over TCP only.
+            return refuse(HelloStatus.UNKNOWN_IMAGE, "'" + imageName + "' is an engine's local file, served page by page over TCP"
+                + " only; use its tcp:// address");
+        }
         writeFully(ProviderProtocol.encodeAnswer(HelloStatus.OK, "serving '" + imageName + "'", image.manifest));
         LOG.debug("serving '{}' to {}", imageName, peer);
         return image;
@@ -224,7 +229,8 @@ final class ProviderConnection implements Runnable {
         final long position = g.pageStart(first);
         int length = rangeBytes(g, first, count);
         int status = RESPONSE_OK;
-        if (position + length > image.file.size()) { // the image shrank under us: say so, keep the connection
+        if (position + length > image.file.size() || !image.availability.has(first, count)) {
+            // The image shrank under us, or (a peer) does not hold these pages yet: say so, keep the connection.
             status = RESPONSE_READ_ERROR;
             length = 0;
         }

@@ -18,6 +18,8 @@ final class ServedImage implements AutoCloseable {
     final FileChannel file;
     /** The image file: opened again read-only for each same-host client it is handed to. */
     final java.nio.file.Path path;
+    /** Which pages can be served now ({@link Availability#ALL} for a golden image). */
+    final Availability availability;
     private final Set<Integer> corruptPages = ConcurrentHashMap.newKeySet();
     /** Checked once per request: the hook costs one volatile read when unused. Written after corruptPages.add. */
     private volatile boolean anyCorrupt;
@@ -26,6 +28,7 @@ final class ServedImage implements AutoCloseable {
         this.name = export.name();
         this.manifest = export.manifest();
         this.path = export.image();
+        this.availability = export.availability();
         this.file = FileChannel.open(export.image(), StandardOpenOption.READ);
         final long size = file.size();
         if (size != manifest.size()) {
