@@ -148,6 +148,8 @@ public final class Engine implements AutoCloseable {
                     + " lazyblk and would be overwritten. Give --local a new path (it is created), or delete the file if it is scratch");
             }
             final PageStateFile state = PageStateFile.openOrCreate(stateFile, m.size(), m.pageSize(), m.digest());
+            // Only now that the state file proved the local file is this image's: lets image-server export it as a peer later.
+            PeerExport.saveManifest(local, source.manifest());
             final LazyStore store = new LazyStore(m, LocalImage.open(local, false), state, source,
                 new LazyStore.Options(src.image(), src.memoryBudget(), src.fillRateBytesPerSecond(), src.demandTimeout().toNanos()));
             LOG.info("lazy fill of {} ({} pages of {} KiB, {} local already) from {}", local, m.pageCount(), m.pageSize() >> 10,
@@ -168,7 +170,30 @@ public final class Engine implements AutoCloseable {
         if (src.sources().size() == 1) {
             return src.sources().get(0).open(src.token(0), HANDSHAKE_TIMEOUT);
         }
-        throw new IllegalArgumentException("several --source options are not supported yet");
+        // A chain: a source that cannot be reached now is left out with a log line (the others serve every page);
+        // only if none can be reached does the engine refuse to start.
+        final java.util.List<PageSource> open = new java.util.ArrayList<>();
+        final java.util.List<String> names = new java.util.ArrayList<>();
+        final StringBuilder failures = new StringBuilder();
+        for (int i = 0; i < src.sources().size(); i++) {
+            final SourceUri u = src.sources().get(i);
+            try {
+                open.add(u.open(src.token(i), HANDSHAKE_TIMEOUT));
+                names.add(u.toString());
+            } catch (final IOException e) {
+                LOG.warn("source {} is unreachable ({}); the fill goes on without it (restart serve to use it again)", u, e.getMessage());
+                failures.append(failures.isEmpty() ? "" : "; ").append(u).append(": ").append(e.getMessage());
+            }
+        }
+        if (open.isEmpty()) {
+            throw new IOException("no source could be reached: " + failures);
+        }
+        try {
+            return open.size() == 1 ? open.get(0) : new io.lazyblk.pull.chain.SourceChain(open, names);
+        } catch (final IllegalArgumentException e) {
+            open.forEach(PageSource::close);
+            throw e;
+        }
     }
 
     private static final Duration HANDSHAKE_TIMEOUT = Duration.ofSeconds(10);

@@ -127,6 +127,20 @@ public final class ImageServerCommand implements Callable<Integer> {
         final ManifestBuilder manifests = new ManifestBuilder(cacheDir != null ? cacheDir : ManifestBuilder.defaultCacheDir());
         final List<ImageExport> list = new ArrayList<>();
         for (final String[] n : named) {
+            if (PeerExport.isEngineLocalFile(Path.of(n[1]))) {
+                // An engine's local file (complete or still filling): served as a peer, page by page, with the image's manifest.
+                final ImageExport peer;
+                try {
+                    peer = PeerExport.of(n[0], Path.of(n[1]));
+                } catch (final IOException e) {
+                    throw new CommandLine.ParameterException(cl, "--export " + n[0] + ": " + e.getMessage());
+                }
+                final PeerExport.Pages pages = (PeerExport.Pages) peer.availability();
+                err.println("lazyblk image-server: " + n[0] + " is an engine's local file: serving it as a peer, " + pages.localPages()
+                    + " of " + pages.pageCount() + " pages local so far (pages its guest wrote are never served)");
+                list.add(peer);
+                continue;
+            }
             final ProgressLine progress = new ProgressLine(n[0], err);
             try {
                 list.add(ImageExport.of(n[0], Path.of(n[1]), (int) pageSize, manifests, progress));

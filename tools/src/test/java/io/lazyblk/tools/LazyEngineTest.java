@@ -250,6 +250,70 @@ class LazyEngineTest {
         assertArrayEquals(golden, Files.readAllBytes(local), "dropped from the cache, still on disk");
     }
 
+        private Engine.LazySource chain(final long fillRate, final ImageServer... servers) {
+        final java.util.List<SourceUri> uris = new java.util.ArrayList<>();
+        for (final ImageServer s : servers) {
+            uris.add(SourceUri.tcp(new InetSocketAddress("127.0.0.1", s.port()), "golden"));
+        }
+        return new Engine.LazySource(uris, java.util.List.of(AccessToken.mint(SECRET, "golden", Instant.now().plusSeconds(600))),
+            8L << 20, fillRate, Duration.ofSeconds(5), 0);
+    }
+
+    @Test
+    void shouldFillFromAPeerThatHoldsPartOfTheImageAndTakeTheRestFromTheSeed() throws Exception {
+        final Path localA = dir.resolve("a.img");
+        final Path sockA = dir.resolve("a.sock");
+        final int written = 50 * PAGE + 4096; // a guest write on host A: its page must never reach host B
+        try (Engine a = Engine.startLazy(Engine.Options.file(sockA, localA), source(2L << 20));
+             VhostUserFrontend fe = VhostUserFrontend.connect(sockA, GuestRam.create(32L << 20))) {
+            final BlkClient blk = new BlkClient(fe, 0);
+            assertTrue(blk.read(50 * PAGE / 512, PAGE).ok());
+            final byte[] w = new byte[512];
+            Arrays.fill(w, (byte) 0x11);
+            assertEquals(0, blk.write(written / 512, w));
+            assertEquals(0, blk.flush());
+            final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (a.lazyStore().localPages() < 48 && System.nanoTime() < deadline) {
+                Thread.sleep(20);
+            }
+            assertTrue(a.lazyStore().localPages() < SIZE / PAGE, "host A stopped mid-fill");
+        }
+        final io.lazyblk.pull.provider.ImageExport export = PeerExport.of("golden", localA);
+        try (ImageServer peer = ImageServer.start(new InetSocketAddress("127.0.0.1", 0), java.util.List.of(export), SECRET)) {
+            final long seedBefore = server.stats().bytes();
+            final Path localB = dir.resolve("b.img");
+            try (Engine b = Engine.startLazy(Engine.Options.file(dir.resolve("b.sock"), localB), chain(0, peer, server))) {
+                assertTrue(b.lazyStore().awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)));
+            }
+            assertArrayEquals(golden, Files.readAllBytes(localB), "host B holds the image: none of host A's guest writes");
+            final long fromPeer = peer.stats().bytes();
+            final long fromSeed = server.stats().bytes() - seedBefore;
+            assertTrue(fromPeer >= 40L * PAGE, "the peer served the pages it had: " + fromPeer);
+            assertTrue(fromSeed >= PAGE && fromSeed <= SIZE - fromPeer, "the seed served the rest (including the page A's guest wrote): "
+                + fromSeed);
+            assertEquals(SIZE, fromPeer + fromSeed, "every page came exactly once, from the nearest source that had it");
+        }
+    }
+
+    @Test
+    void shouldFinishFromTheSeedWhenAPeerCorruptsAPageAndThenDies() throws Exception {
+        try (ImageServer peer = ImageServer.start(new InetSocketAddress("127.0.0.1", 0), Map.of("golden", goldenFile), SECRET, PAGE,
+            new ManifestBuilder(dir.resolve("manifests")))) {
+            peer.corruptServedPageForTesting("golden", 7);
+            final Path local = dir.resolve("c.img");
+            try (Engine e = Engine.startLazy(Engine.Options.file(dir.resolve("c.sock"), local), chain(2L << 20, peer, server))) {
+                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+                while (e.lazyStore().localPages() < 24 && System.nanoTime() < deadline) {
+                    Thread.sleep(20);
+                }
+                assertTrue(server.stats().requests() >= 1, "page 7, corrupt at the peer, came from the seed");
+                peer.close(); // dies mid-fill
+                assertTrue(e.lazyStore().awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)), "the seed finishes the fill");
+            }
+            assertArrayEquals(golden, Files.readAllBytes(local));
+        }
+    }
+
         @Test
     void shouldRefusePagesSmallerThanTheProvidersSaying() {
         final Exception e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
