@@ -7,7 +7,8 @@ import java.lang.foreign.MemorySegment;
  * pass {@code PageSourceContract} (page-map's test jar).
  *
  * <p>Thread-safety: {@link #fetch} may be called from any thread; completions arrive on the transport's own
- * thread(s). A source verifies nothing: the page map checks every page against the {@link Manifest}.
+ * thread(s), except that a source whose reads are plain copies (a mapping on this host) may complete a DEMAND fetch
+ * on the caller's thread before {@code fetch} returns: a listener must not hold a lock the caller holds. A source verifies nothing: the page map checks every page against the {@link Manifest}.
  */
 public interface PageSource extends AutoCloseable {
     /** Fetch priorities: demand fetches (a guest request waits) always go before background ones. */

@@ -144,7 +144,7 @@ public final class BootBenchCommand implements Callable<Integer> {
             ManifestBuilder.DEFAULT_PAGE_SIZE >> 10, raw[0] / 1e3, raw[1] / 1e3, miss.p50Us() - raw[0] / 1e3);
     }
 
-    private static Path fresh(final Path local) throws java.io.IOException {
+    static Path fresh(final Path local) throws java.io.IOException {
         Files.deleteIfExists(local);
         Files.deleteIfExists(PageStateFile.beside(local));
         return local;
@@ -164,7 +164,7 @@ public final class BootBenchCommand implements Callable<Integer> {
     }
 
     /** Copies {@code src} over a loopback TCP connection into {@code dst} (sendfile both ways); returns seconds. */
-    private static double bulkCopy(final Path src, final Path dst) throws Exception {
+    static double bulkCopy(final Path src, final Path dst) throws Exception {
         try (ServerSocketChannel ss = ServerSocketChannel.open().bind(new InetSocketAddress("127.0.0.1", 0))) {
             final long t0 = System.nanoTime();
             final Thread sender = Thread.ofPlatform().start(() -> {
@@ -196,7 +196,7 @@ public final class BootBenchCommand implements Callable<Integer> {
     }
 
     /** p50 and p99 in ns of single-page demand fetches straight from a {@link TcpPageSource}, one at a time. */
-    private static long[] rawRoundTrips(final InetSocketAddress addr, final String token, final int n) throws Exception {
+    static long[] rawRoundTrips(final InetSocketAddress addr, final String token, final int n) throws Exception {
         try (TcpPageSource src = TcpPageSource.connect(addr, "golden", token); Arena arena = Arena.ofShared()) {
             final MemorySegment buf = arena.allocate(src.manifest().pageSize(), 4096);
             final long[] took = new long[n];

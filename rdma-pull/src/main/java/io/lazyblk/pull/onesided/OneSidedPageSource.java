@@ -46,11 +46,16 @@ public final class OneSidedPageSource implements PageSource {
     private final AgentRunner runner;
     private final Thread thread;
     private final String name;
+    /** Demand fetches are copied on the caller's thread (see {@link #fetch}). */
+    private final boolean inline;
+    /** Callers inside an inline copy; {@link #close()} waits for them before the mapping goes. */
+    private final java.util.concurrent.atomic.AtomicInteger inlineReaders = new java.util.concurrent.atomic.AtomicInteger();
 
     public OneSidedPageSource(final String name, final Manifest manifest, final OneSidedReads reads, final Options options) {
         this.name = name;
         this.manifest = manifest;
         this.reads = reads;
+        this.inline = reads.synchronous();
         final Thread[] target = new Thread[1];
         this.scheduler = new FetchScheduler(manifest.geometry(), options.maxPagesPerFetch(), options.maxFetches(), options.maxIssued(),
             options.maxIssuedBytes(), () -> {
@@ -73,9 +78,35 @@ public final class OneSidedPageSource implements PageSource {
         return manifest;
     }
 
+    /**
+     * {@link PageSource#fetch}. For a {@link OneSidedReads#synchronous()} source, a demand fetch is copied on the caller's
+     * thread and its listener called there, before this returns: a guest's miss costs the copy and nothing else.
+     */
     @Override
     public boolean fetch(final int firstPage, final int count, final MemorySegment dst, final int priority, final long tag,
                          final Listener listener) {
+        if (priority == DEMAND && inline && count >= 1 && count <= scheduler.maxPagesPerFetch() && firstPage >= 0
+            && (long) firstPage + count <= manifest.pageCount()) {
+            final long offset = manifest.geometry().pageStart(firstPage);
+            final int bytes = (int) (Math.min(offset + (long) count * manifest.pageSize(), manifest.size()) - offset);
+            if (dst.byteSize() < bytes || dst.isReadOnly()) {
+                throw new IllegalArgumentException("destination of " + dst.byteSize() + " bytes for " + bytes + " bytes");
+            }
+            inlineReaders.incrementAndGet();
+            final boolean ok;
+            try {
+                // Re-checked after announcing ourselves: close() sets the state, then waits for inline readers to leave
+                // before it unmaps (both volatile), so a copy never runs against a closed mapping.
+                if (!scheduler.isUp()) {
+                    return false;
+                }
+                ok = reads.readNow(offset, dst, bytes);
+            } finally {
+                inlineReaders.decrementAndGet();
+            }
+            listener.onFetched(tag, firstPage, count, ok ? OK : FAILED); // outside the gate: the listener may close us
+            return true;
+        }
         return scheduler.submit(firstPage, count, dst, priority, tag, listener);
     }
 
@@ -98,6 +129,9 @@ public final class OneSidedPageSource implements PageSource {
     @Override
     public void close() {
         scheduler.close();
+        while (inlineReaders.get() != 0) {
+            Thread.onSpinWait(); // a copy of at most a few MiB is in progress on another thread
+        }
         if (Thread.currentThread() != thread) {
             runner.close(); // the agent's onClose fails what is left and releases the reads
         } else {

@@ -20,6 +20,21 @@ public interface OneSidedReads extends AutoCloseable {
      */
     boolean post(long id, long offset, MemorySegment dst, int length);
 
+    /**
+     * True if a read is a plain copy that completes at once (a mapping on this host): then a demand fetch is done on
+     * the caller's thread with {@link #readNow}, with no hand-off to the transport thread and back. Default false.
+     */
+    default boolean synchronous() {
+        return false;
+    }
+
+    /**
+     * Only if {@link #synchronous()}: reads at once, on the calling thread (any thread); returns whether it worked.
+     */
+    default boolean readNow(final long offset, final MemorySegment dst, final int length) {
+        throw new UnsupportedOperationException("not a synchronous source");
+    }
+
     /** Reaps finished reads, calling {@code done} once per read; returns how many. Never blocks. */
     int poll(Completions done);
 

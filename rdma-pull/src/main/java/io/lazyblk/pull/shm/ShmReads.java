@@ -39,18 +39,31 @@ public final class ShmReads implements OneSidedReads {
         if (doneCount == doneIds.length) {
             return false;
         }
-        boolean ok = false;
-        if (healthy) {
-            try {
-                MemorySegment.copy(image, offset, dst, 0, length);
-                ok = true;
-            } catch (final InternalError e) {
-                healthy = false; // SIGBUS: the file was truncated under the mapping
-            }
-        }
         doneIds[doneCount] = id;
-        doneOk[doneCount++] = ok;
+        doneOk[doneCount++] = readNow(offset, dst, length);
         return true;
+    }
+
+    @Override
+    public boolean synchronous() {
+        return true;
+    }
+
+    /** A copy out of the mapping; any thread (the mapping is read-only and lives in a shared arena). */
+    @Override
+    public boolean readNow(final long offset, final MemorySegment dst, final int length) {
+        if (!healthy) {
+            return false;
+        }
+        try {
+            MemorySegment.copy(image, offset, dst, 0, length);
+            return true;
+        } catch (final InternalError e) {
+            healthy = false; // SIGBUS: the file was truncated under the mapping (volatile: every reader stops at once)
+            return false;
+        } catch (final IllegalStateException e) {
+            return false; // the mapping was closed meanwhile
+        }
     }
 
     @Override

@@ -14,7 +14,7 @@ import java.nio.file.Path;
  * @param seed seeds the random offsets (queue {@code i} uses a stream derived from {@code seed} and {@code i})
  */
 public record BenchOptions(Path socket, BenchPattern pattern, int blockSize, int iodepth, int seconds, int queues,
-                           long seed) {
+                           long seed, long distinctStride) {
     /** A queue holds at most 1024 entries in QEMU; three descriptors per request without indirect tables. */
     public static final int MAX_IODEPTH = 1024 / 3;
 
@@ -31,5 +31,21 @@ public record BenchOptions(Path socket, BenchPattern pattern, int blockSize, int
         if (queues < 1 || queues > 64) {
             throw new IllegalArgumentException("queues must be 1..64, got " + queues);
         }
+        if (distinctStride < 0 || distinctStride % blockSize != 0) {
+            throw new IllegalArgumentException("distinct stride " + distinctStride + " must be a multiple of the block size " + blockSize);
+        }
+    }
+
+    public BenchOptions(final Path socket, final BenchPattern pattern, final int blockSize, final int iodepth, final int seconds,
+                        final int queues, final long seed) {
+        this(socket, pattern, blockSize, iodepth, seconds, queues, seed, 0);
+    }
+
+    /**
+     * Random reads that each start a stride no earlier read touched (strides in a random order), and stop when every
+     * stride was read once: with the stride of a lazily filled disk's pages, every read is a demand miss.
+     */
+    public BenchOptions withDistinctStrides(final long stride) {
+        return new BenchOptions(socket, pattern, blockSize, iodepth, seconds, queues, seed, stride);
     }
 }

@@ -37,6 +37,10 @@ final class BenchWorker implements Runnable {
     private final int[] slotOfHead;
     private final SplittableRandom random;
     private final long blocks;
+    private static final long STRIDE_PRIME = 1_000_003L;
+    private final long strideBlocks;
+    private final long strides;
+    private long nextStride;
     private final long firstBlock;
     private long nextBlock;
     private final long measureStart;
@@ -64,6 +68,8 @@ final class BenchWorker implements Runnable {
         this.measureEnd = measureEnd;
         this.stop = stop;
         this.random = new SplittableRandom(o.seed() * 0x9E3779B97F4A7C15L + queue.index());
+        this.strideBlocks = o.distinctStride() / blockSize;
+        this.strides = strideBlocks > 0 ? diskBytes / o.distinctStride() : 0;
         final long diskBlocks = diskBytes / blockSize;
         if (pattern.random) {
             this.blocks = diskBlocks;
@@ -135,7 +141,8 @@ final class BenchWorker implements Runnable {
                 if (mem.get(U8, statusGpa[s]) != VirtioBlk.S_OK) {
                     errors++;
                 }
-                if (now >= measureStart && now < measureEnd) {
+                // Distinct-stride mode measures after the first tenth of the strides (its warm-up), however long that took.
+                if (strideBlocks > 0 ? nextStride > strides / 10 && now < measureEnd : now >= measureStart && now < measureEnd) {
                     if (allocatedAtStart < 0) {
                         allocatedAtStart = allocatedByThisThread();
                     }
@@ -144,7 +151,7 @@ final class BenchWorker implements Runnable {
                 } else if (now >= measureEnd && allocatedAtStart >= 0 && allocatedBytes < 0) {
                     allocatedBytes = Math.max(0, allocatedByThisThread() - allocatedAtStart);
                 }
-                if (now < measureEnd && !stop.stopped) {
+                if (now < measureEnd && !stop.stopped && !exhausted()) {
                     submit(s, now);
                 } else {
                     outstanding--;
@@ -165,8 +172,22 @@ final class BenchWorker implements Runnable {
         }
     }
 
+    /** Distinct-stride mode: strides left to read; no new request once it is 0. */
+    private boolean exhausted() {
+        return strideBlocks > 0 && nextStride >= strides;
+    }
+
+    private long nextBlock() {
+        if (strideBlocks > 0) {
+            // i -> i * P mod n with P a prime that does not divide n: each stride once, in a scattered order.
+            final long i = nextStride++;
+            return Math.floorMod(i * STRIDE_PRIME + queue.index() * 7919L, strides) * strideBlocks;
+        }
+        return firstBlock + (pattern.random ? random.nextLong(blocks) : nextBlock++ % blocks);
+    }
+
     private void submit(final int s, final long now) {
-        final long block = firstBlock + (pattern.random ? random.nextLong(blocks) : nextBlock++ % blocks);
+        final long block = nextBlock();
         // Plain writes: publish()'s release store of avail->idx makes them visible to the device first.
         mem.set(U64, headerGpa[s] + VirtioBlk.HEADER_SECTOR, block * (blockSize / VirtioBlk.SECTOR_SIZE));
         mem.set(U8, statusGpa[s], NO_STATUS);

@@ -1,0 +1,190 @@
+package io.lazyblk.tools;
+
+import io.lazyblk.blk.LazyStore;
+import io.lazyblk.pull.manifest.ManifestBuilder;
+import io.lazyblk.pull.provider.ImageExport;
+import io.lazyblk.pull.provider.ImageServer;
+import io.lazyblk.pull.token.AccessToken;
+import io.lazyblk.tools.frontend.BenchOptions;
+import io.lazyblk.tools.frontend.BenchPattern;
+import io.lazyblk.tools.frontend.BenchResult;
+import io.lazyblk.tools.frontend.BenchRunner;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.net.InetSocketAddress;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.security.SecureRandom;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * {@code lazyblk bench-sources}: the page sources side by side in one run, each against the raw cost of what it
+ * does: tcp:// against a bare round trip and a bulk TCP copy on loopback, shm:// against memcpy out of a mapping.
+ * For each: the demand-miss latency through the engine (4 KiB random reads at QD1, fill stopped) and the engine's
+ * fill throughput (the whole image, nothing else running).
+ */
+@Command(name = "bench-sources", mixinStandardHelpOptions = true,
+    description = "Demand-miss latency and fill throughput through the engine for tcp:// and shm://, against a bare TCP round trip and"
+        + " bulk copy, and memcpy out of a mapping (no QEMU needed).")
+public final class SourceBenchCommand implements Callable<Integer> {
+    @Option(names = "--size", defaultValue = "1G", converter = SizeConverter.class, description = "image size (default ${DEFAULT-VALUE})")
+    long size;
+
+    @Option(names = "--work-dir", defaultValue = "${java.io.tmpdir}/lazyblk-bench-sources", description = "scratch space for the image (default ${DEFAULT-VALUE})")
+    Path workDir;
+
+    @Option(names = "--local-dir", description = "where the engine's local files go (default: /dev/shm if it is there, so the"
+        + " local disk does not bound the fill; else --work-dir)")
+    Path localDir;
+
+    @Option(names = "--seconds", defaultValue = "1", description = "seconds of demand misses measured per source, after a 1 s warm-up;"
+        + " ends early once every page was read (default ${DEFAULT-VALUE})")
+    int seconds;
+
+    @Override
+    public Integer call() throws Exception {
+        Files.createDirectories(workDir);
+        final Path local = localDir != null ? localDir : Files.isDirectory(Path.of("/dev/shm")) ? Path.of("/dev/shm") : workDir;
+        final Path image = workDir.resolve("image-" + size + ".raw");
+        if (!Files.exists(image) || Files.size(image) != size) {
+            System.err.println("bench-sources: writing a " + (size >> 20) + " MiB image of random bytes ...");
+            writeRandom(image, size);
+        }
+        final int page = ManifestBuilder.DEFAULT_PAGE_SIZE;
+        final byte[] secret = new byte[32];
+        new SecureRandom().nextBytes(secret);
+        final Path sock = workDir.resolve("cache.sock");
+        final ImageExport export = ImageExport.of("golden", image, page, new ManifestBuilder(workDir.resolve("manifests")),
+            ManifestBuilder.Progress.NONE);
+        try (ImageServer server = ImageServer.start(new InetSocketAddress("127.0.0.1", 0), sock, List.of(export), secret)) {
+            final InetSocketAddress addr = new InetSocketAddress("127.0.0.1", server.port());
+            final String token = AccessToken.mint(secret, "golden", Instant.now().plusSeconds(3600));
+            final SourceUri tcp = SourceUri.tcp(addr, "golden");
+            final SourceUri shm = SourceUri.shm(sock, "golden");
+
+            System.err.println("bench-sources: raw costs (bare TCP round trip and bulk copy, memcpy from a mapping)");
+            final long[] rawTcp = BootBenchCommand.rawRoundTrips(addr, token, 2000);
+            final double bulkTcp = size / BootBenchCommand.bulkCopy(image, local.resolve("bulk.raw")) / 1e6;
+            Files.deleteIfExists(local.resolve("bulk.raw"));
+            final double[] copy = memcpy(image, page);
+
+            final double[][] miss = new double[2][];
+            final double[] fill = new double[2];
+            final SourceUri[] uris = {tcp, shm};
+            for (int i = 0; i < 2; i++) {
+                System.err.println("bench-sources: " + uris[i].scheme() + ":// demand misses, then a full fill");
+                miss[i] = misses(local, uris[i], token);
+                fill[i] = fillMBps(local, uris[i], token);
+            }
+            System.out.printf("%nimage %d MiB of random bytes, %d KiB pages; engine local files in %s%n", size >> 20, page >> 10, local);
+            System.out.printf("%-10s %-44s %10s %10s%n", "source", "4 KiB read at QD1 through the engine", "p50 us", "p99 us");
+            System.out.printf("%-10s %-44s %10.1f %10.1f   (%.0f misses)%n", "tcp://", "demand miss", miss[0][0], miss[0][1], miss[0][2]);
+            System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "raw: bare round trip of one page (TCP)",
+                rawTcp[0] / 1e3, rawTcp[1] / 1e3, miss[0][0] - rawTcp[0] / 1e3);
+            System.out.printf("%-10s %-44s %10.1f %10.1f   (%.0f misses)%n", "shm://", "demand miss", miss[1][0], miss[1][1], miss[1][2]);
+            System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "raw: memcpy of one page from the mapping",
+                copy[1], copy[2], miss[1][0] - copy[1]);
+            System.out.printf("%n%-10s %-40s %14s %10s%n", "source", "fill through the engine", "MB/s", "ratio");
+            System.out.printf("%-10s %-40s %14.0f %10.2f   (against a bulk TCP copy, %.0f MB/s)%n", "tcp://", "whole image", fill[0],
+                fill[0] / bulkTcp, bulkTcp);
+            System.out.printf("%-10s %-40s %14.0f %10.2f   (against single-core memcpy, %.0f MB/s)%n", "shm://", "whole image", fill[1],
+                fill[1] / copy[0], copy[0]);
+        }
+        return 0;
+    }
+
+    private static void writeRandom(final Path image, final long size) throws java.io.IOException {
+        final SplittableRandom r = new SplittableRandom(11);
+        final byte[] chunk = new byte[1 << 20];
+        try (FileChannel ch = FileChannel.open(image, StandardOpenOption.CREATE, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
+            for (long done = 0; done < size; done += chunk.length) {
+                for (int i = 0; i < chunk.length; i += 8) {
+                    final long v = r.nextLong();
+                    for (int b = 0; b < 8; b++) {
+                        chunk[i + b] = (byte) (v >>> (8 * b));
+                    }
+                }
+                ch.write(java.nio.ByteBuffer.wrap(chunk, 0, (int) Math.min(chunk.length, size - done)));
+            }
+        }
+    }
+
+    /** Single-core memcpy out of a shared mapping of the image: {MB/s over the whole image, p50 us, p99 us of one page}. */
+    private static double[] memcpy(final Path image, final int page) throws Exception {
+        try (FileChannel ch = FileChannel.open(image); Arena arena = Arena.ofShared()) {
+            final MemorySegment map = ch.map(FileChannel.MapMode.READ_ONLY, 0, ch.size(), arena);
+            final MemorySegment buf = arena.allocate(page, 4096);
+            double best = 0;
+            for (int round = 0; round < 3; round++) { // the first round faults the mapping in; take the best
+                final long t0 = System.nanoTime();
+                for (long at = 0; at + page <= map.byteSize(); at += page) {
+                    MemorySegment.copy(map, at, buf, 0, page);
+                }
+                best = Math.max(best, map.byteSize() / ((System.nanoTime() - t0) / 1e9) / 1e6);
+            }
+            final long[] took = new long[2000];
+            final SplittableRandom r = new SplittableRandom(5);
+            final long pages = map.byteSize() / page;
+            for (int i = 0; i < took.length; i++) {
+                final long at = r.nextLong(pages) * page;
+                final long t0 = System.nanoTime();
+                MemorySegment.copy(map, at, buf, 0, page);
+                took[i] = System.nanoTime() - t0;
+            }
+            Arrays.sort(took);
+            return new double[] {best, took[took.length / 2] / 1e3, took[took.length * 99 / 100] / 1e3};
+        }
+    }
+
+    /**
+     * 4 KiB reads at QD1 through the polling front end, each in a page no earlier read touched (pages in a scattered
+     * order), so every one is a demand miss: {p50 us, p99 us}.
+     */
+    private double[] misses(final Path local, final SourceUri uri, final String token) throws Exception {
+        final Path file = BootBenchCommand.fresh(local.resolve("miss-" + uri.scheme() + ".img"));
+        final Path sock = workDir.resolve("miss-" + uri.scheme() + ".sock");
+        // --fill-rate 1k: the background fill stands still, so no page is local before its read.
+        try (Engine e = Engine.startLazy(Engine.Options.file(sock, file), source(uri, token, 1024))) {
+            final BenchResult r = BenchRunner.run(new BenchOptions(sock, BenchPattern.RANDREAD, 4096, 1, seconds, 1, 7)
+                .withDistinctStrides(e.lazyStore().pageSize()));
+            return new double[] {r.p50Us(), r.p99Us(), r.ops()};
+        } finally {
+            cleanUp(file);
+        }
+    }
+
+    private double fillMBps(final Path local, final SourceUri uri, final String token) throws Exception {
+        final Path file = BootBenchCommand.fresh(local.resolve("fill-" + uri.scheme() + ".img"));
+        try (Engine e = Engine.startLazy(Engine.Options.file(workDir.resolve("fill-" + uri.scheme() + ".sock"), file), source(uri, token, 0))) {
+            final LazyStore s = e.lazyStore();
+            final long t0 = System.nanoTime();
+            if (!s.awaitDiskOnly(TimeUnit.MINUTES.toNanos(10))) {
+                throw new IllegalStateException("the fill over " + uri + " did not finish in 10 minutes");
+            }
+            return size / ((System.nanoTime() - t0) / 1e9) / 1e6;
+        } finally {
+            cleanUp(file);
+        }
+    }
+
+    private static void cleanUp(final Path file) throws java.io.IOException {
+        Files.deleteIfExists(file);
+        Files.deleteIfExists(io.lazyblk.persistence.PageStateFile.beside(file));
+        Files.deleteIfExists(PeerExport.manifestBeside(file));
+    }
+
+    private static Engine.LazySource source(final SourceUri uri, final String token, final long fillRate) {
+        return new Engine.LazySource(List.of(uri), List.of(token), 256L << 20, fillRate, Duration.ofSeconds(30), 0);
+    }
+}
