@@ -44,7 +44,9 @@ final class BenchWorker implements Runnable {
     private final long firstBlock;
     private long nextBlock;
     private final long measureStart;
-    private final long measureEnd;
+    private long measureEnd;
+    private final long measureNanos;
+    private boolean distinctWarm;
     private final LatencyHistogram histogram = new LatencyHistogram();
     private final BenchRunner.StopFlag stop;
     private long ops;
@@ -66,6 +68,7 @@ final class BenchWorker implements Runnable {
         this.chainLength = 2 + (blockSize + segmentBytes - 1) / segmentBytes;
         this.measureStart = measureStart;
         this.measureEnd = measureEnd;
+        this.measureNanos = o.seconds() * 1_000_000_000L;
         this.stop = stop;
         this.random = new SplittableRandom(o.seed() * 0x9E3779B97F4A7C15L + queue.index());
         this.strideBlocks = o.distinctStride() / blockSize;
@@ -141,8 +144,13 @@ final class BenchWorker implements Runnable {
                 if (mem.get(U8, statusGpa[s]) != VirtioBlk.S_OK) {
                     errors++;
                 }
-                // Distinct-stride mode measures after the first tenth of the strides (its warm-up), however long that took.
-                if (strideBlocks > 0 ? nextStride > strides / 10 && now < measureEnd : now >= measureStart && now < measureEnd) {
+                // Distinct-stride mode measures for its seconds once the first tenth of the strides is done (its warm-up),
+                // however long that took (the runner gives it up to a minute).
+                if (strideBlocks > 0 && !distinctWarm && nextStride > strides / 10) {
+                    distinctWarm = true;
+                    measureEnd = Math.min(measureEnd, now + measureNanos);
+                }
+                if (strideBlocks > 0 ? distinctWarm && now < measureEnd : now >= measureStart && now < measureEnd) {
                     if (allocatedAtStart < 0) {
                         allocatedAtStart = allocatedByThisThread();
                     }
