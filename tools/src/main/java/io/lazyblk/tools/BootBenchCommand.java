@@ -87,11 +87,13 @@ public final class BootBenchCommand implements Callable<Integer> {
             System.err.println("bench-boot: (a) boot from a complete local copy");
             final Path a = workDir.resolve("a.img");
             Files.copy(golden, a, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            settle();
             final long msA;
             try (Engine e = Engine.start(Engine.Options.file(workDir.resolve("a.sock"), a))) {
                 msA = boot(guest, workDir.resolve("a.sock"), timeout, null).millisToInitMarker();
             }
 
+            settle();
             System.err.println("bench-boot: (b) boot while pulling lazily from the provider");
             final Path b = fresh(workDir.resolve("b.img"));
             final AtomicLong demandAtInit = new AtomicLong(-1);
@@ -107,6 +109,7 @@ public final class BootBenchCommand implements Callable<Integer> {
 
             System.err.println("bench-boot: (c) copy the whole image over TCP, then boot");
             final Path c = workDir.resolve("c.img");
+            settle();
             final double copySeconds = bulkCopy(golden, c);
             final long msCBoot;
             try (Engine e = Engine.start(Engine.Options.file(workDir.resolve("c.sock"), c))) {
@@ -122,6 +125,7 @@ public final class BootBenchCommand implements Callable<Integer> {
             System.out.printf("%-44s %10d   (copy %.0f ms + boot %d ms)%n", "(c) copy whole image first, then boot", (long) (copySeconds * 1000) + msCBoot,
                 copySeconds * 1000, msCBoot);
             System.out.printf("ratio (b)/(a) = %.2f   (c)/(a) = %.2f%n", (double) msB / msA, (copySeconds * 1000 + msCBoot) / msA);
+            settle();
             reportMisses(workDir, addr, token);
             System.out.printf("%nbackground fill (during boot (b)): %.0f MB/s   bulk TCP copy: %.0f MB/s   ratio %.2f%n",
                 imageBytes / fillSeconds / 1e6, bulkMBps, imageBytes / fillSeconds / 1e6 / bulkMBps);
@@ -142,6 +146,14 @@ public final class BootBenchCommand implements Callable<Integer> {
         System.out.printf("%ndemand miss through the engine (4 KiB read, QD1): p50 %.0f us  p99 %.0f us%n", miss.p50Us(), miss.p99Us());
         System.out.printf("provider raw round trip (one %d KiB page):   p50 %.0f us  p99 %.0f us   -> engine overhead p50 %.0f us%n",
             ManifestBuilder.DEFAULT_PAGE_SIZE >> 10, raw[0] / 1e3, raw[1] / 1e3, miss.p50Us() - raw[0] / 1e3);
+    }
+
+    /**
+     * Writes back every dirty page on the host ({@code sync}) before a measured phase, so no phase pays for the one
+     * before it (a 4 GiB copy leaves gigabytes of dirty pages that would otherwise be written back during the next boot).
+     */
+    static void settle() throws Exception {
+        new ProcessBuilder("sync").inheritIO().start().waitFor();
     }
 
     static Path fresh(final Path local) throws java.io.IOException {
