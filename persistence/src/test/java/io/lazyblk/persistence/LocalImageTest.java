@@ -69,6 +69,29 @@ class LocalImageTest {
     }
 
     @Test
+    void shouldReserveTheBlocksOfANewImageSoAFullDiskShowsAtStart() throws Exception {
+        final Path sparse = dir.resolve("sparse");
+        final Path reserved = dir.resolve("reserved");
+        LocalImage.create(sparse, 8L << 20);
+        LocalImage.createReserved(reserved, 8L << 20);
+        assertEquals(8L << 20, java.nio.file.Files.size(reserved));
+        final long blocks = allocatedBytes(reserved);
+        assertTrue(allocatedBytes(sparse) < 1L << 20, "a sparse file holds almost no blocks");
+        assertTrue(blocks >= 8L << 20, "the reserved file holds all its blocks: " + blocks + " bytes allocated");
+        final byte[] zeros = new byte[4096];
+        assertArrayEquals(zeros, java.util.Arrays.copyOfRange(java.nio.file.Files.readAllBytes(reserved), 4 << 20, (4 << 20) + 4096),
+            "and reads zeros");
+    }
+
+    /** Bytes the file system allocated to {@code p} ({@code stat %b * %B}). */
+    private static long allocatedBytes(final Path p) throws Exception {
+        final Process st = new ProcessBuilder("stat", "--format=%b %B", p.toString()).start();
+        final String[] out = new String(st.getInputStream().readAllBytes()).trim().split(" ");
+        st.waitFor();
+        return Long.parseLong(out[0]) * Long.parseLong(out[1]);
+    }
+
+        @Test
     void shouldRefuseImagesThatAreNotWholeSectors() throws IOException {
         final Path p = dir.resolve("odd");
         Files.write(p, new byte[1000]);

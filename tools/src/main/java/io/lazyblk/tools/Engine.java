@@ -137,7 +137,7 @@ public final class Engine implements AutoCloseable {
                 // crash between the two leaves a pair the next start accepts.
                 Files.deleteIfExists(stateFile);
                 PageStateFile.openOrCreate(stateFile, m.size(), m.pageSize(), m.digest()).close();
-                LocalImage.create(local, m.size());
+                LocalImage.createReserved(local, m.size());
             } else if (Files.size(local) != m.size()) {
                 throw new IOException(local + " is " + Files.size(local) + " bytes but image " + src.image() + " is " + m.size()
                     + " bytes: it belongs to another image. Use another --local path, or delete it (and " + stateFile.getFileName()
