@@ -37,7 +37,10 @@ class CommandLineTest {
 
     @Test
     void shouldPrintHelpForEveryCommand() {
-        for (final String cmd : new String[] {"serve", "bench", "demo"}) {
+        for (final String cmd : new picocli.CommandLine(new Main()).getSubcommands().keySet()) {
+            if ("help".equals(cmd)) {
+                continue;
+            }
             final Run r = run(cmd, "--help");
             assertEquals(0, r.code(), cmd);
             assertTrue(r.out().contains("Usage: lazyblk " + cmd), r.out());
@@ -56,6 +59,25 @@ class CommandLineTest {
     }
 
     @Test
+    void shouldRefuseBadSourcesAndTokenCountsSayingWhatIsExpected() {
+        final String sock = dir.resolve("s").toString();
+        final String local = dir.resolve("l.img").toString();
+        final Run scheme = run("serve", "--socket", sock, "--local", local, "--token", "t", "--source", "ftp://host:1/img");
+        assertEquals(2, scheme.code());
+        assertTrue(scheme.err().contains("tcp://HOST:PORT/NAME or shm://SOCKPATH/NAME"), scheme.err());
+        final Run shm = run("serve", "--socket", sock, "--local", local, "--token", "t", "--source", "shm://nameonly");
+        assertEquals(2, shm.code());
+        assertTrue(shm.err().contains("shm://SOCKPATH/NAME"), shm.err());
+        final Run tokens = run("serve", "--socket", sock, "--local", local, "--token", "a", "--token", "b", "--token", "c",
+            "--source", "tcp://127.0.0.1:1/x", "--source", "tcp://127.0.0.1:2/x");
+        assertTrue(tokens.code() != 0);
+        assertTrue(tokens.err().contains("one --token for all of them, or one per --source"), tokens.err());
+        final Run noWhere = run("image-server", "--export", "x=" + local, "--secret-file", local);
+        assertTrue(noWhere.code() != 0);
+        assertTrue(noWhere.err().contains("--unix SOCKPATH"), noWhere.err());
+    }
+
+        @Test
     void shouldRefuseBadSizesAndBlockSizesWithAMessage() {
         final Run r = run("serve", "--socket", dir.resolve("s").toString(), "--null", "12q");
         assertEquals(2, r.code());
