@@ -25,6 +25,8 @@ import java.util.concurrent.locks.LockSupport;
  */
 public final class OneSidedPageSource implements PageSource {
     private static final Logger LOG = LoggerFactory.getLogger(OneSidedPageSource.class);
+    /** How long the transport polls after its last work before it sleeps. */
+    private static final long IDLE_SPIN_NANOS = 50_000L;
 
     /**
      * @param maxFetches fetches accepted and not yet completed (a power of two)
@@ -144,12 +146,13 @@ public final class OneSidedPageSource implements PageSource {
         volatile boolean closeRequested;
         private boolean broken;
         final IdleStrategy idle = new IdleStrategy() {
-            private int idleCount;
+            /** When the transport last had work; it polls for a while after that before it sleeps. */
+            private long idleSince;
 
             @Override
             public void idle(final int workCount) {
                 if (workCount > 0) {
-                    idleCount = 0;
+                    idleSince = 0;
                     return;
                 }
                 idle();
@@ -157,20 +160,26 @@ public final class OneSidedPageSource implements PageSource {
 
             @Override
             public void idle() {
-                if (reads.outstanding() > 0 || ++idleCount < 64) {
-                    Thread.onSpinWait(); // a read is in flight (or one just finished): its completion is microseconds away
+                final long now = System.nanoTime();
+                if (idleSince == 0) {
+                    idleSince = now;
+                }
+                if (reads.outstanding() > 0 || now - idleSince < IDLE_SPIN_NANOS) {
+                    // A read is in flight (its completion is microseconds away), or work just stopped: a fill refills
+                    // its window as completions come, so more is about to arrive. Parking now would cost a wake-up.
+                    Thread.onSpinWait();
                     return;
                 }
-                // Nothing in flight: sleep until a submit unparks us (the 1 ms bound is a safety net, not the wake-up).
+                // Nothing for a while: sleep until a submit unparks us (the 1 ms bound is a safety net, not the wake-up).
                 if (!scheduler.hasWork()) {
                     LockSupport.parkNanos(1_000_000L);
                 }
-                idleCount = 0;
+                idleSince = 0;
             }
 
             @Override
             public void reset() {
-                idleCount = 0;
+                idleSince = 0;
             }
         };
 
