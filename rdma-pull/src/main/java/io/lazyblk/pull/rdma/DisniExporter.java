@@ -59,6 +59,7 @@ final class DisniExporter implements RdmaExporter {
     private static final int CM_BACKLOG = 128;
 
     private final Map<InetAddress, Listener> listeners = new ConcurrentHashMap<>();
+    /** Set by close() (any thread), read by connection threads asking for offers: volatile so they see it at once. */
     private volatile boolean closing;
 
     @Override
@@ -133,6 +134,7 @@ final class DisniExporter implements RdmaExporter {
         final Map<InetSocketAddress, DisniGrant> claims = new ConcurrentHashMap<>();
         /** Connected grants by their CM id (identity: DiSNI's ids have no equals). Guarded by itself. */
         final Map<RdmaCmId, DisniGrant> connected = new IdentityHashMap<>();
+        /** Written by close(), read by the listener thread between event waits: volatile, and close() joins it after. */
         volatile boolean stop;
 
         Listener(final InetAddress ip) throws IOException {
@@ -279,6 +281,9 @@ final class DisniExporter implements RdmaExporter {
         private RdmaOffer offer;
         private RdmaCmId id;
         private InetSocketAddress claimed;
+        /** Written under the grant's lock by the claiming connection thread before the grant is published in claims
+         *  (a ConcurrentHashMap put: happens-before the listener thread's read of it there); volatile for the
+         *  expiry scan, which reads it without the lock. */
         volatile long claimedAt;
         private boolean closed;
 
