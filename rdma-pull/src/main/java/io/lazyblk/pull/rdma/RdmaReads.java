@@ -124,9 +124,4 @@ final class RdmaReads implements OneSidedReads {
         registry.close();
         verbs.close();
     }
-
-    /** Destinations registered (for tests and status). */
-    MemoryRegistry registry() {
-        return registry;
-    }
 }
