@@ -9,8 +9,8 @@ import java.lang.foreign.MemorySegment;
  * {@link OneSidedReads} by RDMA READ: each read goes straight from the provider's registered image mapping into the
  * destination (registered once through {@link MemoryRegistry}), at most {@code window} in flight, completions
  * polled from the completion queue, never waited for by an event. A completion in error (or a failed post or poll)
- * turns the reads unhealthy: the queue pair is in error then, and every read still posted completes flushed, as
- * failed. Nothing is allocated per read.
+ * turns the reads unhealthy and destroys the queue pair at once, so the fetches the transport then fails have no READ
+ * left that could land in their buffers. Nothing is allocated per read.
  *
  * <p>Thread-safety: as {@link OneSidedReads}: the transport thread, except {@link #close()}.
  */
@@ -62,8 +62,8 @@ final class RdmaReads implements OneSidedReads {
             return true;
         }
         if (!verbs.postRead(id, dst.address(), (int) lkey, length, image.remoteAddress() + offset, image.rkey(region))) {
-            healthy = false;
             failedIds[failedCount++] = id;
+            breakDown();
             return true;
         }
         posted++;
@@ -84,17 +84,33 @@ final class RdmaReads implements OneSidedReads {
         }
         final int got = verbs.poll(polledIds, polledOk);
         if (got < 0) {
-            healthy = false;
+            breakDown();
             return n;
         }
+        boolean error = false;
         for (int i = 0; i < got; i++) {
             posted--;
-            if (!polledOk[i]) {
-                healthy = false; // the queue pair is in error: the rest flush as failed
-            }
+            error |= !polledOk[i];
             done.completed(polledIds[i], polledOk[i]);
         }
+        if (error) {
+            breakDown();
+        }
         return n + got;
+    }
+
+    /**
+     * The queue pair is in error (or the device gone): destroy it now, before the transport fails the fetches still
+     * posted and hands their buffers back, so no late READ can land in a buffer already reused. Those reads are
+     * abandoned: they will never complete here, and the transport fails their fetches.
+     */
+    private void breakDown() {
+        if (!healthy) {
+            return;
+        }
+        healthy = false;
+        verbs.stop();
+        posted = 0;
     }
 
     @Override

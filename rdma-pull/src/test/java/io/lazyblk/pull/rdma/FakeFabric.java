@@ -36,6 +36,8 @@ final class FakeFabric {
     /** Fail the completion of this many-th read (1-based), 0 for never. */
     volatile int failRead;
     private final AtomicInteger reads = new AtomicInteger();
+    /** The queue pair the connector made last. */
+    volatile Verbs last;
 
     FakeFabric(final long stride, final int overlap) {
         this.stride = stride;
@@ -70,7 +72,9 @@ final class FakeFabric {
         return (offer, control, channel, window, timeout) -> {
             final InetSocketAddress source = new InetSocketAddress(InetAddress.getByName("10.9.9.9"), port.incrementAndGet());
             control.claim(source);
-            return new Verbs(channel, window, source);
+            final Verbs v = new Verbs(channel, window, source);
+            last = v;
+            return v;
         };
     }
 

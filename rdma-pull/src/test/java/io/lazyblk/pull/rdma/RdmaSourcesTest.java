@@ -273,6 +273,7 @@ class RdmaSourcesTest {
                 Thread.onSpinWait();
             }
             assertFalse(source.connected(), "a queue pair in error takes the source down");
+            assertTrue(fabric.last.stopped, "the queue pair is destroyed before the fetches still posted are failed");
             assertFalse(source.fetch(3, 1, arena.allocate(PAGE, 4096), PageSource.DEMAND, 2, (tag, f, c, st) -> { }));
         }
     }
