@@ -45,6 +45,18 @@ class DoctorCommandTest {
     }
 
     @Test
+    void shouldReportFromItsOwnProcessWithTheEnginesJvmFlagsAndExitZero(@org.junit.jupiter.api.io.TempDir final java.nio.file.Path dir)
+        throws java.io.IOException {
+        try (LazyblkProcess p = LazyblkProcess.start("doctor", dir, "doctor", "--format", "kv")) {
+            assertEquals(0, p.awaitExit(java.time.Duration.ofSeconds(60)), p.output());
+            final Map<String, String> m = kv(String.join("\n", p.output().lines().filter(l -> l.contains("=")).toList()));
+            assertEquals("available", m.get("transport.tcp"));
+            assertEquals(RdmaProbe.probe().usable() ? "available" : "fallback-tcp", m.get("transport.rdma"), p.output());
+            assertTrue(!p.output().contains("UnsatisfiedLinkError") && !p.output().contains("Exception"), p.output());
+        }
+    }
+
+    @Test
     void shouldPrintHelp() {
         final Run r = run("doctor", "--help");
         assertEquals(0, r.code());
