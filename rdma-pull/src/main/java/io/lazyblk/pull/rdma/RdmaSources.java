@@ -101,9 +101,16 @@ public final class RdmaSources {
         }
         final OneSidedPageSource.Options options = new OneSidedPageSource.Options(1024, WINDOW, WINDOW_BYTES, maxPages);
         final ReadVerbs verbs = connector.connect(offer, control, c.channel(), WINDOW, timeout);
-        final RdmaReads reads = new RdmaReads(verbs, new MemoryRegistry(verbs.registrar(), MAX_REGISTERED), offer, WINDOW);
-        LOG.info("image '{}' from {}: reading by RDMA READ ({})", image, provider, reads.describe());
-        return new OneSidedPageSource("rdma-" + image, manifest, reads, options);
+        try {
+            final RdmaReads reads = new RdmaReads(verbs, new MemoryRegistry(verbs.registrar(), MAX_REGISTERED), offer, WINDOW);
+            final OneSidedPageSource source = new OneSidedPageSource("rdma-" + image, manifest, reads, options);
+            LOG.info("image '{}' from {}: reading by RDMA READ ({})", image, provider, reads.describe());
+            return source;
+        } catch (final RuntimeException | Error e) {
+            verbs.stop(); // the queue pair first, as always
+            verbs.close();
+            throw e;
+        }
     }
 
     private static PageSource tcp(final InetSocketAddress provider, final String image, final String token, final Duration timeout)
