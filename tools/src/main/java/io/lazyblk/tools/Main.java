@@ -6,7 +6,8 @@ import picocli.CommandLine.Command;
 /** The {@code lazyblk} command line. */
 @Command(name = "lazyblk", mixinStandardHelpOptions = true, version = "lazyblk 0.1.0",
     description = "vhost-user-blk backend that boots VMs from images served locally or pulled lazily.",
-    subcommands = {ServeCommand.class, io.lazyblk.tools.frontend.BenchCommand.class, BootBenchCommand.class, SourceBenchCommand.class, DemoCommand.class, StatusCommand.class, ImageServerCommand.class,
+    subcommands = {ServeCommand.class, io.lazyblk.tools.frontend.BenchCommand.class, BootBenchCommand.class, SourceBenchCommand.class,
+        DemoCommand.class, StatusCommand.class, ImageServerCommand.class, DoctorCommand.class,
         TokenCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
@@ -23,6 +24,6 @@ public final class Main implements Runnable {
 
     @Override
     public void run() {
-        throw new CommandLine.ParameterException(spec.commandLine(), "name a command: serve, status, bench, demo, image-server or token (see --help)");
+        throw new CommandLine.ParameterException(spec.commandLine(), "name a command: serve, status, bench, demo, image-server, token or doctor (see --help)");
     }
 }

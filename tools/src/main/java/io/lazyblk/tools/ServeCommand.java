@@ -34,7 +34,8 @@ public final class ServeCommand implements Callable<Integer> {
 
     @Option(names = "--source", paramLabel = "URI",
         description = {"fill --local lazily from this image source (see image-server); the file is created if missing:",
-            "tcp://HOST:PORT/NAME (a provider over TCP) or shm://SOCKPATH/NAME (an image server's UNIX socket on this host).",
+            "tcp://HOST:PORT/NAME (a provider over TCP), rdma://HOST:PORT/NAME (the same provider by RDMA READs where this host",
+            "can, else TCP: see 'lazyblk doctor') or shm://SOCKPATH/NAME (an image server's UNIX socket on this host).",
             "Repeat for a chain, nearest first (host cache, peers, seed): each page comes from the first source that has it."})
     java.util.List<String> sources;
 

@@ -13,14 +13,15 @@ import java.time.Duration;
 
 /**
  * Where pages come from, as {@code serve --source} names it: {@code tcp://HOST:PORT/NAME} (an image provider over
- * TCP) or {@code shm://SOCKPATH/NAME} (an image server's UNIX socket on this host; the path is everything before
+ * TCP), {@code rdma://HOST:PORT/NAME} (the same provider, read by RDMA READs where this host and the provider can;
+ * else TCP to it, with one log line saying why) or {@code shm://SOCKPATH/NAME} (an image server's UNIX socket on this host; the path is everything before
  * the last '/', e.g. {@code shm:///run/lazyblk/cache.sock/golden}).
  *
  * @param address the provider's TCP address, for {@code tcp}
  * @param socket the server's UNIX socket, for {@code shm}
  */
 public record SourceUri(String scheme, InetSocketAddress address, Path socket, String image) {
-    public static final String SYNTAX = "tcp://HOST:PORT/NAME or shm://SOCKPATH/NAME";
+    public static final String SYNTAX = "tcp://HOST:PORT/NAME, rdma://HOST:PORT/NAME or shm://SOCKPATH/NAME";
 
     public static SourceUri tcp(final InetSocketAddress address, final String image) {
         return new SourceUri("tcp", address, null, image);
@@ -47,16 +48,17 @@ public record SourceUri(String scheme, InetSocketAddress address, Path socket, S
             throw new IllegalArgumentException("--source " + s + " is not a URI; expected " + SYNTAX);
         }
         final String name = uri.getPath() == null ? "" : uri.getPath().replaceFirst("^/", "");
-        if (!"tcp".equals(uri.getScheme()) || uri.getHost() == null || uri.getPort() < 1 || name.isEmpty() || name.contains("/")) {
+        if (!("tcp".equals(uri.getScheme()) || "rdma".equals(uri.getScheme())) || uri.getHost() == null || uri.getPort() < 1 || name.isEmpty() || name.contains("/")) {
             throw new IllegalArgumentException("--source " + s + " must look like " + SYNTAX);
         }
-        return tcp(new InetSocketAddress(uri.getHost(), uri.getPort()), name);
+        return new SourceUri(uri.getScheme(), new InetSocketAddress(uri.getHost(), uri.getPort()), null, name);
     }
 
     /** Connects and presents {@code token}; the handshake is bounded by {@code timeout}. */
     public PageSource open(final String token, final Duration timeout) throws IOException {
         return switch (scheme) {
             case "shm" -> ShmPageSource.connect(socket, image, token, timeout);
+            case "rdma" -> io.lazyblk.pull.rdma.RdmaSources.connect(address, image, token, timeout);
             case "tcp" -> TcpPageSource.connect(address, image, token,
                 TcpPageSource.Options.defaults().withConnectTimeout(timeout));
             default -> throw new IllegalStateException("scheme " + scheme);
@@ -66,6 +68,6 @@ public record SourceUri(String scheme, InetSocketAddress address, Path socket, S
     @Override
     public String toString() {
         return "shm".equals(scheme) ? "shm://" + socket + "/" + image
-            : "tcp://" + address.getHostString() + ":" + address.getPort() + "/" + image;
+            : scheme + "://" + address.getHostString() + ":" + address.getPort() + "/" + image;
     }
 }

@@ -64,7 +64,7 @@ class CommandLineTest {
         final String local = dir.resolve("l.img").toString();
         final Run scheme = run("serve", "--socket", sock, "--local", local, "--token", "t", "--source", "ftp://host:1/img");
         assertEquals(2, scheme.code());
-        assertTrue(scheme.err().contains("tcp://HOST:PORT/NAME or shm://SOCKPATH/NAME"), scheme.err());
+        assertTrue(scheme.err().contains("tcp://HOST:PORT/NAME, rdma://HOST:PORT/NAME or shm://SOCKPATH/NAME"), scheme.err());
         final Run shm = run("serve", "--socket", sock, "--local", local, "--token", "t", "--source", "shm://nameonly");
         assertEquals(2, shm.code());
         assertTrue(shm.err().contains("shm://SOCKPATH/NAME"), shm.err());

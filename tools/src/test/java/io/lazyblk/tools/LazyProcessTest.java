@@ -117,6 +117,19 @@ class LazyProcessTest {
         assertArrayEquals(lazy.golden, Files.readAllBytes(local));
     }
 
+    @Test
+    void shouldFallBackFromRdmaToTcpWithOneLineSayingWhyAndServe() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeFalse(io.lazyblk.pull.rdma.RdmaProbe.probe().usable(),
+            "RDMA is usable on this host: the fallback is not taken");
+        final LazyblkProcess provider = lazy.startProvider("provider", 0);
+        final Path sock = dir.resolve("rdma-engine.sock");
+        final LazyblkProcess engine = lazy.startEngine("engine", dir.resolve("rdma.img"), sock, NO_BACKGROUND_FILL,
+            "rdma://127.0.0.1:" + portOf(provider) + "/" + IMAGE);
+        final String line = engine.awaitLine("using tcp:// because", DEADLINE);
+        assertTrue(line.contains(io.lazyblk.pull.rdma.RdmaProbe.probe().reason()), line);
+        assertReads(client(lazy.connect(sock, 1), 0, DEADLINE), lazy.golden, 99L * PAGE + 1024, 4096, "a demand read after the fallback");
+    }
+
     // ---------------------------------------------------------------- one absent page, many readers
 
     @Test

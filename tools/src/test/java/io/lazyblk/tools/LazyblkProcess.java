@@ -24,7 +24,8 @@ import java.util.concurrent.locks.ReentrantLock;
 final class LazyblkProcess implements AutoCloseable {
     /** What the build gives the engine's own JVMs (pom.xml lazyblk.jvmFlags), plus a heap cap so a leak fails fast. */
     private static final List<String> JVM_FLAGS = List.of("--enable-native-access=ALL-UNNAMED",
-        "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED", "-Xmx128m", "-XX:+UseSerialGC");
+        "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED", "--add-exports", "java.base/sun.nio.ch=ALL-UNNAMED",
+        "-Xmx128m", "-XX:+UseSerialGC");
     /** A JVM start takes a second or two on a loaded machine; fifteen means it hangs. */
     static final Duration START_TIMEOUT = Duration.ofSeconds(15);
 

@@ -49,6 +49,8 @@ public final class ImageServer implements AutoCloseable {
     private final Map<String, ServedImage> images;
     final byte[] secret;
     final Stats.Counters stats = new Stats.Counters();
+    /** Answers RDMA offer requests: the real exporter where RDMA works, else one that says why not. */
+    final RdmaExporter rdma;
     private final Set<ProviderConnection> connections = ConcurrentHashMap.newKeySet();
     private final Set<Thread> threads = ConcurrentHashMap.newKeySet();
     private final Thread acceptor;
@@ -69,8 +71,9 @@ public final class ImageServer implements AutoCloseable {
     }
 
     private ImageServer(final ServerSocketChannel listener, final io.lazyblk.vhost.sys.UnixSocket unixListener, final Path unixPath,
-                        final Map<String, ServedImage> images, final byte[] secret) {
+                        final Map<String, ServedImage> images, final byte[] secret, final RdmaExporter rdma) {
         this.listener = listener;
+        this.rdma = rdma;
         this.unixListener = unixListener;
         this.unixPath = unixPath;
         this.images = images;
@@ -97,6 +100,25 @@ public final class ImageServer implements AutoCloseable {
      */
     public static ImageServer start(final InetSocketAddress listen, final Path unix, final Collection<ImageExport> exports,
                                     final byte[] secret) throws IOException {
+        if (listen == null) {
+            return start(null, unix, exports, secret, RdmaExporter.unavailable("the provider listens on a UNIX socket only"));
+        }
+        // RDMA where this host can do it (probed once, no DiSNI class touched otherwise), else every offer says why not.
+        final RdmaExporter rdma = io.lazyblk.pull.rdma.RdmaExporters.forThisHost();
+        try {
+            return start(listen, unix, exports, secret, rdma);
+        } catch (final IOException | RuntimeException e) {
+            rdma.close();
+            throw e;
+        }
+    }
+
+    /**
+     * As {@link #start(InetSocketAddress, Path, Collection, byte[])}, with RDMA offers answered by {@code rdma},
+     * which the server owns from here on (closed with it).
+     */
+    public static ImageServer start(final InetSocketAddress listen, final Path unix, final Collection<ImageExport> exports,
+                                    final byte[] secret, final RdmaExporter rdma) throws IOException {
         if (listen == null && unix == null) {
             throw new IllegalArgumentException("nowhere to listen: give a TCP address, a UNIX socket path, or both");
         }
@@ -139,7 +161,8 @@ public final class ImageServer implements AutoCloseable {
             }
             throw e;
         }
-        final ImageServer server = new ImageServer(listener, unixListener, unix, Map.copyOf(images), secret);
+        final ImageServer server = new ImageServer(listener, unixListener, unix, Map.copyOf(images), secret, rdma);
+        LOG.info("{}", rdma.describe());
         if (server.acceptor != null) {
             server.acceptor.start();
         }
@@ -328,6 +351,7 @@ public final class ImageServer implements AutoCloseable {
         } catch (final IOException e) {
             LOG.debug("removing {}: {}", unixPath, e.toString());
         }
+        rdma.close(); // after every connection thread ended: their grants are closed already
         for (final ServedImage i : images.values()) {
             closeQuietly(i);
         }

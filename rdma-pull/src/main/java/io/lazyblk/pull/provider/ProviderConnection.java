@@ -45,6 +45,8 @@ final class ProviderConnection implements Runnable {
     /** Set by this thread around blocking steps, read by the server's watchdog, which closes the channel when passed. */
     volatile long deadlineNanos = NO_DEADLINE;
     private String imageName = "?";
+    /** This client's RDMA access, if it asked for one; revoked when the connection ends. Only this thread touches it. */
+    private RdmaExporter.Grant rdma;
 
     ProviderConnection(final ImageServer server, final SocketChannel channel, final String peer) {
         this.server = server;
@@ -98,6 +100,9 @@ final class ProviderConnection implements Runnable {
                 LOG.debug("connection from {} ended: {}", describe(), e.toString());
             }
         } finally {
+            if (rdma != null) {
+                rdma.close(); // the client's queue pair goes with its control connection: no READ after it ends
+            }
             abort();
             if (unix != null) {
                 unix.close();
@@ -214,6 +219,10 @@ final class ProviderConnection implements Runnable {
                 final long first = Integer.toUnsignedLong(requests.getInt(at + REQUEST_FIRST_PAGE_OFFSET));
                 final long count = Integer.toUnsignedLong(requests.getInt(at + REQUEST_COUNT_OFFSET));
                 requests.position(at + REQUEST_BYTES);
+                if (first == Integer.toUnsignedLong(CONTROL_MARKER) && count == 0) {
+                    control(image, requests, id);
+                    continue;
+                }
                 if (!ProviderProtocol.validRange(g, first, count)) {
                     throw new ProtocolViolation("request " + id + " for pages [" + first + ", " + (first + count) + ") of an image of "
                         + g.pageCount() + " pages (at most " + maxPagesPerRequest(g.pageSize()) + " pages a request)");
@@ -221,6 +230,83 @@ final class ProviderConnection implements Runnable {
                 respond(image, header, id, (int) first, (int) count);
             }
             requests.compact();
+        }
+    }
+
+    /**
+     * A control request (RDMA set-up) whose 16-byte head was read: reads its payload, answers. Rare and off the data
+     * path, so it may allocate and log.
+     */
+    private void control(final ServedImage image, final ByteBuffer requests, final long id) throws IOException {
+        deadlineNanos = System.nanoTime() + ImageServer.HELLO_TIMEOUT_NANOS; // a client stalling mid-request is cut off
+        ensure(requests, CONTROL_TAIL_BYTES);
+        final int op = requests.getInt();
+        final long length = Integer.toUnsignedLong(requests.getInt());
+        if (op != OP_RDMA_OFFER && op != OP_RDMA_CLAIM) {
+            throw new ProtocolViolation("control request " + id + " with unknown op " + Integer.toUnsignedString(op));
+        }
+        if (length > MAX_CONTROL_PAYLOAD) {
+            throw new ProtocolViolation("control request " + id + " with a payload of " + length + " bytes (at most "
+                + MAX_CONTROL_PAYLOAD + ")");
+        }
+        ensure(requests, (int) length);
+        final ByteBuffer payload = requests.slice(requests.position(), (int) length).order(ByteOrder.LITTLE_ENDIAN);
+        requests.position(requests.position() + (int) length);
+        deadlineNanos = NO_DEADLINE;
+        if (op == OP_RDMA_OFFER) {
+            if (length != 0) {
+                throw new ProtocolViolation("RDMA offer request with a " + length + "-byte payload (none expected)");
+            }
+            offerRdma(image, id);
+        } else {
+            final java.net.InetSocketAddress source;
+            try {
+                source = ProviderProtocol.decodeClaim(payload);
+            } catch (final IllegalArgumentException e) {
+                throw new ProtocolViolation(e.getMessage());
+            }
+            if (rdma == null) {
+                throw new ProtocolViolation("RDMA claim for " + source + " without an offer");
+            }
+            try {
+                rdma.claim(source);
+                writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_RDMA_CLAIMED, new byte[0]));
+                LOG.debug("{} claimed RDMA access to '{}' from {}", peer, imageName, source);
+            } catch (final RdmaExporter.Unavailable e) {
+                writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_RDMA_UNAVAILABLE, ProviderProtocol.reasonBytes(e.getMessage())));
+            }
+        }
+    }
+
+    private void offerRdma(final ServedImage image, final long id) throws IOException {
+        if (rdma != null) {
+            writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_RDMA_UNAVAILABLE,
+                ProviderProtocol.reasonBytes("an RDMA offer is already open on this connection")));
+            return;
+        }
+        try {
+            rdma = server.rdma.offer(image.name, image.path, image.manifest.size(), (java.net.InetSocketAddress) channel.getLocalAddress(), peer);
+        } catch (final RdmaExporter.Unavailable e) {
+            LOG.debug("no RDMA for {} (image '{}'): {}", peer, imageName, e.getMessage());
+            writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_RDMA_UNAVAILABLE, ProviderProtocol.reasonBytes(e.getMessage())));
+            return;
+        }
+        final ByteBuffer offer = rdma.offer().encode();
+        final byte[] bytes = new byte[offer.remaining()];
+        offer.get(bytes);
+        writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_RDMA_OFFER, bytes));
+        LOG.info("offered RDMA reads of '{}' to {}: {}", imageName, peer, rdma.offer());
+    }
+
+    /** Makes {@code b} (in read mode) hold at least {@code n} unread bytes, reading more from the channel as needed. */
+    private void ensure(final ByteBuffer b, final int n) throws IOException {
+        while (b.remaining() < n) {
+            b.compact();
+            final int got = channel.read(b);
+            b.flip();
+            if (got < 0) {
+                throw new EOFException("client closed the connection inside a control request");
+            }
         }
     }
 

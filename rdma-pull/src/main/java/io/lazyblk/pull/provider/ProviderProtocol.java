@@ -21,6 +21,23 @@ import java.nio.charset.StandardCharsets;
  *                  | length bytes of page data (the image's last page may be short)
  * </pre>
  *
+ * After an OK answer the client may also send a control request (RDMA set-up, see {@link RdmaOffer}):
+ *
+ * <pre>
+ * control request  id u64 | {@link #CONTROL_MARKER} u32 | 0 u32 | op u32 | payload length u32 (at most
+ *                  {@link #MAX_CONTROL_PAYLOAD}) | payload        (a request for 0 pages at 2^32-1: invalid as a page request)
+ *                  op {@link #OP_RDMA_OFFER}: empty payload. "May I read this image by RDMA?"
+ *                  op {@link #OP_RDMA_CLAIM}: IPv4 address 4 bytes | port u16: "my RDMA CM connection comes from here"
+ * control answer   a response header (id echoed | status | length) and length bytes of payload:
+ *                  {@link #RESPONSE_RDMA_UNAVAILABLE}: the reason, UTF-8, at most {@link #MAX_MESSAGE_BYTES}
+ *                  {@link #RESPONSE_RDMA_OFFER}: {@link RdmaOffer#encode()}
+ *                  {@link #RESPONSE_RDMA_CLAIMED}: empty; the client may now connect
+ * </pre>
+ *
+ * A provider that predates control requests sees a request past the image's end and closes the connection, which
+ * a client takes as "not available". An unknown op, an oversized or wrong-length payload, or a claim without an
+ * offer is a protocol error.
+ *
  * The client may send many requests without waiting; the server answers each exactly once, in the order received.
  * A request with count 0, more than {@link #MAX_PAGES_PER_REQUEST} pages or {@link #MAX_BYTES_PER_REQUEST} bytes, or
  * a range past the image's end is a protocol error: the server closes that connection. The client's request ids are
@@ -66,6 +83,24 @@ public final class ProviderProtocol {
     public static final int RESPONSE_OK = 0;
     /** The server could not read the range (the image shrank or failed); length is 0; the connection stays up. */
     public static final int RESPONSE_READ_ERROR = 1;
+
+    /** First-page value of a control request (with page count 0): no image has 2^32-1 pages (Manifest.MAX_PAGES is far below). */
+    public static final int CONTROL_MARKER = 0xFFFF_FFFF;
+    /** Control request: offer RDMA access to this connection's image. */
+    public static final int OP_RDMA_OFFER = 1;
+    /** Control request: the client's RDMA CM source address, the only one the offer's connection may come from. */
+    public static final int OP_RDMA_CLAIM = 2;
+    /** Bytes after a control request's 16-byte head and before its payload: op u32, payload length u32. */
+    public static final int CONTROL_TAIL_BYTES = 8;
+    /** Largest control payload a server reads: a claim is 6 bytes; room for growth, no room for abuse. */
+    public static final int MAX_CONTROL_PAYLOAD = 64;
+    public static final int CLAIM_PAYLOAD_BYTES = 6;
+    /** Control answer: RDMA is not available for this connection; the payload says why. */
+    public static final int RESPONSE_RDMA_UNAVAILABLE = 2;
+    /** Control answer: the payload is an {@link RdmaOffer}. */
+    public static final int RESPONSE_RDMA_OFFER = 3;
+    /** Control answer: the claim is recorded; connect now (within the hello timeout). */
+    public static final int RESPONSE_RDMA_CLAIMED = 4;
 
     /**
      * On the provider's UNIX socket ({@code image-server --unix}) the hello and answer are the same; after an OK
@@ -168,6 +203,54 @@ public final class ProviderProtocol {
             .putShort(HELLO_NAME_OFFSET + name.length, (short) tok.length)
             .put(HELLO_NAME_OFFSET + name.length + HELLO_TOKEN_LENGTH_BYTES, tok);
         return b;
+    }
+
+    /** A control request: the 16-byte head, the payload length, the payload. */
+    public static ByteBuffer encodeControl(final long id, final int op, final byte[] payload) {
+        if (payload.length > MAX_CONTROL_PAYLOAD) {
+            throw new IllegalArgumentException("control payload of " + payload.length + " bytes; at most " + MAX_CONTROL_PAYLOAD);
+        }
+        return ByteBuffer.allocate(REQUEST_BYTES + CONTROL_TAIL_BYTES + payload.length).order(ByteOrder.LITTLE_ENDIAN)
+            .putLong(id).putInt(CONTROL_MARKER).putInt(0).putInt(op).putInt(payload.length).put(payload).flip();
+    }
+
+    /** The claim payload: an IPv4 address and a port (1..65535). */
+    public static byte[] encodeClaim(final java.net.InetSocketAddress source) {
+        final byte[] ip = source.getAddress().getAddress();
+        if (ip.length != 4 || source.getPort() < 1 || source.getPort() > 0xFFFF) {
+            throw new IllegalArgumentException("claim for " + source + ": an IPv4 address and a port 1..65535 are needed");
+        }
+        return ByteBuffer.allocate(CLAIM_PAYLOAD_BYTES).order(ByteOrder.LITTLE_ENDIAN).put(ip).putShort((short) source.getPort()).array();
+    }
+
+    /** Decodes a claim payload; throws IllegalArgumentException saying what is wrong. */
+    public static java.net.InetSocketAddress decodeClaim(final ByteBuffer payload) {
+        if (payload.remaining() != CLAIM_PAYLOAD_BYTES) {
+            throw new IllegalArgumentException("RDMA claim of " + payload.remaining() + " bytes; " + CLAIM_PAYLOAD_BYTES + " expected");
+        }
+        final byte[] ip = new byte[4];
+        payload.get(payload.position(), ip);
+        final int port = Short.toUnsignedInt(payload.order(ByteOrder.LITTLE_ENDIAN).getShort(payload.position() + 4));
+        if (port == 0) {
+            throw new IllegalArgumentException("RDMA claim for port 0");
+        }
+        try {
+            return new java.net.InetSocketAddress(java.net.InetAddress.getByAddress(ip), port);
+        } catch (final java.net.UnknownHostException e) {
+            throw new IllegalArgumentException("RDMA claim with a bad address", e); // cannot happen for 4 bytes
+        }
+    }
+
+    /** A control answer: response header with {@code status}, then {@code payload}. */
+    public static ByteBuffer encodeControlAnswer(final long id, final int status, final byte[] payload) {
+        return ByteBuffer.allocate(RESPONSE_HEADER_BYTES + payload.length).order(ByteOrder.LITTLE_ENDIAN)
+            .putLong(id).putInt(status).putInt(payload.length).put(payload).flip();
+    }
+
+    /** The reason text of an RDMA_UNAVAILABLE answer, cut to {@link #MAX_MESSAGE_BYTES}. */
+    public static byte[] reasonBytes(final String reason) {
+        final byte[] b = reason.getBytes(StandardCharsets.UTF_8);
+        return b.length > MAX_MESSAGE_BYTES ? java.util.Arrays.copyOf(b, MAX_MESSAGE_BYTES) : b;
     }
 
     /** The server's answer: status, message (cut to {@link #MAX_MESSAGE_BYTES}), and the manifest if OK. */

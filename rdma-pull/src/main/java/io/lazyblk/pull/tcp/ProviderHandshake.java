@@ -20,12 +20,12 @@ import java.util.function.Consumer;
  * The client side of the provider's hello ({@link ProviderProtocol}): connect, send the hello, read the answer and
  * the manifest, each step bounded by a timeout. Blocking; used by the transport thread when it (re)connects.
  */
-final class ProviderHandshake {
+public final class ProviderHandshake {
     private ProviderHandshake() {
     }
 
     /** A connected, greeted channel (still in blocking mode) and the manifest the provider sent. */
-    record Connected(SocketChannel channel, Manifest manifest) {
+    public record Connected(SocketChannel channel, Manifest manifest) {
     }
 
     /**
@@ -33,7 +33,7 @@ final class ProviderHandshake {
      * @throws ProviderRefusedException if the provider refused, with its message
      * @throws IOException if it could not connect, timed out or broke the protocol
      */
-    static Connected connect(final InetSocketAddress provider, final String image, final String token, final Duration timeout,
+    public static Connected connect(final InetSocketAddress provider, final String image, final String token, final Duration timeout,
                              final Consumer<SocketChannel> pending) throws IOException {
         final ByteBuffer hello = ProviderProtocol.encodeHello(image, token);
         final int millis = (int) Math.max(1, Math.min(Integer.MAX_VALUE, timeout.toMillis()));
