@@ -397,6 +397,9 @@ public abstract class PageSourceContract {
         private final Semaphore done = new Semaphore(0);
         private final CountDownLatch first = new CountDownLatch(1);
         private volatile CountDownLatch stall;
+        /** The test's own thread: a synchronous source completes a demand fetch on it, which must never stall. */
+        private volatile Thread caller;
+        private final java.util.concurrent.atomic.AtomicBoolean stalled = new java.util.concurrent.atomic.AtomicBoolean();
         volatile Runnable onFirst;
 
         Recorder(final int capacity) {
@@ -405,8 +408,12 @@ public abstract class PageSourceContract {
             order = new AtomicIntegerArray(capacity);
         }
 
-        /** The first completion blocks the transport thread until {@link #releaseStall()}. */
+        /**
+         * The first completion on a transport thread blocks it until {@link #releaseStall()}. (A demand fetch a source
+         * completes on the caller's thread, as a same-host mapping may, passes: blocking there would block the test.)
+         */
         void stallFirstCompletion() {
+            caller = Thread.currentThread();
             stall = new CountDownLatch(1);
         }
 
@@ -427,12 +434,15 @@ public abstract class PageSourceContract {
             }
             order.set(i, seq);
             status.set(i, st);
-            if (seq == 0) {
+            final CountDownLatch s = stall;
+            final boolean stallHere = s != null && Thread.currentThread() != caller && stalled.compareAndSet(false, true);
+            if (seq == 0 || stallHere) {
                 first.countDown();
-                final CountDownLatch s = stall;
-                if (s != null) {
-                    awaitLatch(s);
-                }
+            }
+            if (stallHere) {
+                awaitLatch(s);
+            }
+            if (seq == 0) {
                 final Runnable r = onFirst;
                 if (r != null) {
                     r.run();
