@@ -92,6 +92,7 @@ public final class BootBenchCommand implements Callable<Integer> {
             try (Engine e = Engine.start(Engine.Options.file(workDir.resolve("a.sock"), a))) {
                 msA = boot(guest, workDir.resolve("a.sock"), timeout, null).millisToInitMarker();
             }
+            Files.delete(a); // each phase's copy goes once it is measured: 4 GiB of its page cache must not burden the next
 
             settle();
             System.err.println("bench-boot: (b) boot while pulling lazily from the provider");
@@ -106,6 +107,7 @@ public final class BootBenchCommand implements Callable<Integer> {
                 s.awaitDiskOnly(TimeUnit.SECONDS.toNanos(timeoutSeconds));
                 fillSeconds = (System.nanoTime() - t0) / 1e9;
             }
+            fresh(b);
 
             System.err.println("bench-boot: (c) copy the whole image over TCP, then boot");
             final Path c = workDir.resolve("c.img");
@@ -115,6 +117,7 @@ public final class BootBenchCommand implements Callable<Integer> {
             try (Engine e = Engine.start(Engine.Options.file(workDir.resolve("c.sock"), c))) {
                 msCBoot = boot(guest, workDir.resolve("c.sock"), timeout, null).millisToInitMarker();
             }
+            Files.delete(c);
 
             final double bulkMBps = imageBytes / copySeconds / 1e6;
             System.out.printf("%nimage %s (%d bytes), page %d KiB, TCP on loopback%n", golden.getFileName(), imageBytes,
@@ -142,6 +145,7 @@ public final class BootBenchCommand implements Callable<Integer> {
             // --fill-rate 1k: the background fill stands still, so nearly every random read is a miss.
             miss = BenchRunner.run(new BenchOptions(workDir.resolve("m.sock"), BenchPattern.RANDREAD, 4096, 1, 2, 1, 7));
         }
+        fresh(m);
         final long[] raw = rawRoundTrips(addr, token, 2000);
         System.out.printf("%ndemand miss through the engine (4 KiB read, QD1): p50 %.0f us  p99 %.0f us%n", miss.p50Us(), miss.p99Us());
         System.out.printf("provider raw round trip (one %d KiB page):   p50 %.0f us  p99 %.0f us   -> engine overhead p50 %.0f us%n",
@@ -159,6 +163,7 @@ public final class BootBenchCommand implements Callable<Integer> {
     static Path fresh(final Path local) throws java.io.IOException {
         Files.deleteIfExists(local);
         Files.deleteIfExists(PageStateFile.beside(local));
+        Files.deleteIfExists(PeerExport.manifestBeside(local));
         return local;
     }
 
