@@ -106,7 +106,12 @@ public final class OneSidedPageSource implements PageSource {
             } finally {
                 inlineReaders.decrementAndGet();
             }
-            listener.onFetched(tag, firstPage, count, ok ? OK : FAILED); // outside the gate: the listener may close us
+            try {
+                listener.onFetched(tag, firstPage, count, ok ? OK : FAILED); // outside the gate: the listener may close us
+            } catch (final RuntimeException e) {
+                // As on the transport thread: a listener's failure is logged, never the caller's (it was accepted).
+                LOG.error("fetch listener of {} threw on a demand fetch of page {}", name, firstPage, e);
+            }
             return true;
         }
         return scheduler.submit(firstPage, count, dst, priority, tag, listener);
