@@ -89,7 +89,12 @@ public final class LazyStore implements BlockBackend {
         AgentRunner.startOnThread(fillerRunner);
     }
 
-    public boolean diskOnly() {
+    /** Where absent pages come from (for status). */
+    public PageSource source() {
+        return source;
+    }
+
+        public boolean diskOnly() {
         return diskOnly;
     }
 

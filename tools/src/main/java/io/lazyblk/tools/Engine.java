@@ -28,6 +28,8 @@ public final class Engine implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Engine.class);
     private final VhostUserServer server;
     private final BlockBackend backend;
+    /** The --source URIs of a lazy engine, nearest first (for status); empty otherwise. */
+    private volatile java.util.List<String> sourceNames = java.util.List.of();
     private final Thread thread;
     private StatusServer status;
 
@@ -154,7 +156,9 @@ public final class Engine implements AutoCloseable {
                 new LazyStore.Options(src.image(), src.memoryBudget(), src.fillRateBytesPerSecond(), src.demandTimeout().toNanos()));
             LOG.info("lazy fill of {} ({} pages of {} KiB, {} local already) from {}", local, m.pageCount(), m.pageSize() >> 10,
                 state.localCount(), src.sources().size() == 1 ? src.sources().get(0) : src.sources());
-            return start(o, store);
+            final Engine e = start(o, store);
+            e.sourceNames = src.sources().stream().map(SourceUri::toString).toList();
+            return e;
         } catch (final IOException | RuntimeException e) {
             source.close();
             throw e;
@@ -247,6 +251,10 @@ public final class Engine implements AutoCloseable {
             backend.close();
             throw ex;
         }
+    }
+
+    java.util.List<String> sourceNames() {
+        return sourceNames;
     }
 
     /** The lazy store, or null when the engine serves a complete local file. */

@@ -123,6 +123,17 @@ final class StatusServer implements AutoCloseable {
         m.put("bytes_on_demand", Long.toString(s.bytesFetchedOnDemand()));
         m.put("bytes_background", Long.toString(s.bytesFetchedInBackground()));
         m.put("fill_rate_bytes_per_s", Long.toString(rate));
+        // Each source as the operator named it, nearest first, with its state: up, down (reconnecting), backing-off.
+        final java.util.List<String> names = engine.sourceNames();
+        if (!s.diskOnly() && s.source() instanceof io.lazyblk.pull.chain.SourceChain chain && chain.size() == names.size()) {
+            for (int i = 0; i < chain.size(); i++) {
+                m.put("source." + i, names.get(i) + " " + chain.state(i));
+            }
+        } else if (!s.diskOnly() && names.size() >= 1) {
+            // One source (or a chain that left out an unreachable one at start): its state, named by the first URI it answered.
+            m.put("source.0", (names.size() == 1 ? names.get(0) : "chain of " + names.size()) + " "
+                + (s.source().connected() ? "up" : "down"));
+        }
         m.put("page_cache_bytes", Long.toString(s.cachedBytes()));
         m.put("memory_budget_bytes", Long.toString(s.memoryBudget()));
         final long left = (long) (total - local) * s.pageSize();
@@ -143,10 +154,14 @@ final class StatusServer implements AutoCloseable {
         }
         final long local = Long.parseLong(m.get("pages_local"));
         final long total = Long.parseLong(m.get("pages_total"));
-        return String.format("lazy: %d/%d pages local (%.1f%%), fetched %s on demand and %s in the background, fill %s/s, ETA %s",
+        final StringBuilder sources = new StringBuilder();
+        for (int i = 0; m.containsKey("source." + i); i++) {
+            sources.append(i == 0 ? "; sources: " : ", ").append(m.get("source." + i));
+        }
+        return String.format("lazy: %d/%d pages local (%.1f%%), fetched %s on demand and %s in the background, fill %s/s, ETA %s%s",
             local, total, 100.0 * local / Math.max(1, total), mib(Long.parseLong(m.get("bytes_on_demand"))),
             mib(Long.parseLong(m.get("bytes_background"))), mib(Long.parseLong(m.get("fill_rate_bytes_per_s"))),
-            "unknown".equals(m.get("eta_seconds")) ? "unknown" : m.get("eta_seconds") + " s");
+            "unknown".equals(m.get("eta_seconds")) ? "unknown" : m.get("eta_seconds") + " s", sources);
     }
 
     private static String mib(final long bytes) {

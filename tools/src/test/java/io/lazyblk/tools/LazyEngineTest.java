@@ -307,7 +307,18 @@ class LazyEngineTest {
                     Thread.sleep(20);
                 }
                 assertTrue(server.stats().requests() >= 1, "page 7, corrupt at the peer, came from the seed");
+                final Path sock = dir.resolve("c.sock");
+                Map<String, String> st = StatusCommand.read(StatusServer.controlSocket(sock));
+                assertTrue(st.get("source.0").startsWith("tcp://127.0.0.1:" + peer.port() + "/golden "), st.toString());
+                assertTrue(st.get("source.1").endsWith(" up"), "the seed: " + st);
                 peer.close(); // dies mid-fill
+                final long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                while (st.get("source.0").endsWith(" up") && System.nanoTime() < until) {
+                    Thread.sleep(20);
+                    st = StatusCommand.read(StatusServer.controlSocket(sock));
+                }
+                assertTrue(st.get("source.0").endsWith(" down") || st.get("source.0").endsWith(" backing-off"),
+                    "status shows the dead peer: " + st);
                 assertTrue(e.lazyStore().awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)), "the seed finishes the fill");
             }
             assertArrayEquals(golden, Files.readAllBytes(local));

@@ -130,7 +130,17 @@ public final class SourceChain implements PageSource {
         }
     }
 
-    /** Whether source {@code i} is backing off now (for status and tests). */
+    /** How many sources the chain holds. */
+    public int size() {
+        return sources.length;
+    }
+
+    /** Source {@code i}'s state for a person: {@code up}, {@code down} (reconnecting) or {@code backing-off}. */
+    public String state(final int i) {
+        return backingOff(i) ? "backing-off" : sources[i].connected() ? "up" : "down";
+    }
+
+        /** Whether source {@code i} is backing off now (for status and tests). */
     public boolean backingOff(final int i) {
         return System.nanoTime() - skipUntil.get(i) < 0;
     }
