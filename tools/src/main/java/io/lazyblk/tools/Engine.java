@@ -174,28 +174,37 @@ public final class Engine implements AutoCloseable {
         if (src.sources().size() == 1) {
             return src.sources().get(0).open(src.token(0), HANDSHAKE_TIMEOUT);
         }
-        // A chain: a source that cannot be reached now is left out with a log line (the others serve every page);
-        // only if none can be reached does the engine refuse to start.
-        final java.util.List<PageSource> open = new java.util.ArrayList<>();
+        // A chain: a source that cannot be reached now is kept as a late source, down until a background retry
+        // reaches it; only if none can be reached does the engine refuse to start.
+        final int n = src.sources().size();
+        final PageSource[] open = new PageSource[n];
         final java.util.List<String> names = new java.util.ArrayList<>();
         final StringBuilder failures = new StringBuilder();
-        for (int i = 0; i < src.sources().size(); i++) {
+        Manifest image = null;
+        int maxPages = Integer.MAX_VALUE;
+        for (int i = 0; i < n; i++) {
             final SourceUri u = src.sources().get(i);
+            names.add(u.toString());
             try {
-                open.add(u.open(src.token(i), HANDSHAKE_TIMEOUT));
-                names.add(u.toString());
+                open[i] = u.open(src.token(i), HANDSHAKE_TIMEOUT);
+                image = image == null ? open[i].manifest() : image;
+                maxPages = Math.min(maxPages, open[i].maxPagesPerFetch());
             } catch (final IOException e) {
-                LOG.warn("source {} is unreachable ({}); the fill goes on without it (restart serve to use it again)", u, e.getMessage());
+                LOG.warn("source {} is unreachable ({}); the fill goes on without it and it is retried in the background", u, e.getMessage());
                 failures.append(failures.isEmpty() ? "" : "; ").append(u).append(": ").append(e.getMessage());
             }
         }
-        if (open.isEmpty()) {
+        if (image == null) {
             throw new IOException("no source could be reached: " + failures);
         }
+        final java.util.List<PageSource> chain = new java.util.ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            chain.add(open[i] != null ? open[i] : new LateSource(src.sources().get(i), src.token(i), image, maxPages, HANDSHAKE_TIMEOUT));
+        }
         try {
-            return open.size() == 1 ? open.get(0) : new io.lazyblk.pull.chain.SourceChain(open, names);
+            return new io.lazyblk.pull.chain.SourceChain(chain, names);
         } catch (final IllegalArgumentException e) {
-            open.forEach(PageSource::close);
+            chain.forEach(PageSource::close);
             throw e;
         }
     }

@@ -129,10 +129,8 @@ final class StatusServer implements AutoCloseable {
             for (int i = 0; i < chain.size(); i++) {
                 m.put("source." + i, names.get(i) + " " + chain.state(i));
             }
-        } else if (!s.diskOnly() && names.size() >= 1) {
-            // One source (or a chain that left out an unreachable one at start): its state, named by the first URI it answered.
-            m.put("source.0", (names.size() == 1 ? names.get(0) : "chain of " + names.size()) + " "
-                + (s.source().connected() ? "up" : "down"));
+        } else if (!s.diskOnly() && names.size() == 1) {
+            m.put("source.0", names.get(0) + " " + (s.source().connected() ? "up" : "down"));
         }
         m.put("page_cache_bytes", Long.toString(s.cachedBytes()));
         m.put("memory_budget_bytes", Long.toString(s.memoryBudget()));

@@ -296,6 +296,48 @@ class LazyEngineTest {
     }
 
     @Test
+    void shouldStartWithoutAPeerThatIsDownAndUseItOnceItComesUp() throws Exception {
+        final int port;
+        try (java.net.ServerSocket probe = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            port = probe.getLocalPort(); // free now; the peer starts on it later
+        }
+        final Engine.LazySource chain = new Engine.LazySource(java.util.List.of(
+            SourceUri.tcp(new InetSocketAddress("127.0.0.1", port), "golden"),
+            SourceUri.tcp(new InetSocketAddress("127.0.0.1", server.port()), "golden")),
+            java.util.List.of(AccessToken.mint(SECRET, "golden", Instant.now().plusSeconds(600))), 8L << 20, 1L << 20, Duration.ofSeconds(5), 0);
+        final Path local = dir.resolve("late.img");
+        final Path sock = dir.resolve("late.sock");
+        try (Engine e = Engine.startLazy(Engine.Options.file(sock, local), chain)) {
+            assertTrue(StatusCommand.read(StatusServer.controlSocket(sock)).get("source.0").endsWith(" down"), "the peer is not up yet");
+            try (ImageServer peer = ImageServer.start(new InetSocketAddress("127.0.0.1", port), Map.of("golden", goldenFile), SECRET, PAGE,
+                new ManifestBuilder(dir.resolve("manifests")))) {
+                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(15);
+                Map<String, String> st = StatusCommand.read(StatusServer.controlSocket(sock));
+                while (!st.get("source.0").endsWith(" up") && System.nanoTime() < deadline) {
+                    Thread.sleep(50);
+                    st = StatusCommand.read(StatusServer.controlSocket(sock));
+                }
+                assertTrue(st.get("source.0").endsWith(" up"), "the late peer was reached by the background retry: " + st);
+                final long seedBytes = server.stats().bytes();
+                final BlkResponse r;
+                try (VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
+                    r = new BlkClient(fe, 0).read((SIZE - 2 * PAGE) / 512, 4096);
+                }
+                assertArrayEquals(range(golden, SIZE - 2 * PAGE, 4096), r.data());
+                assertTrue(peer.stats().bytes() >= PAGE, "the demand read came from the peer, now the nearest source");
+                final long peerAfterRead = peer.stats().bytes();
+                final long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                while (peer.stats().bytes() < peerAfterRead + 4L * PAGE && System.nanoTime() < until) {
+                    Thread.sleep(50);
+                }
+                assertTrue(peer.stats().bytes() >= peerAfterRead + 4L * PAGE, "the background fill goes on from the peer too");
+                assertTrue(server.stats().bytes() - seedBytes <= 2L * PAGE,
+                    "and no longer from the seed (beyond a fetch or two already on their way): " + (server.stats().bytes() - seedBytes));
+            }
+        }
+    }
+
+        @Test
     void shouldFinishFromTheSeedWhenAPeerCorruptsAPageAndThenDies() throws Exception {
         try (ImageServer peer = ImageServer.start(new InetSocketAddress("127.0.0.1", 0), Map.of("golden", goldenFile), SECRET, PAGE,
             new ManifestBuilder(dir.resolve("manifests")))) {
