@@ -113,11 +113,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
             freeBuffers.offer(i);
         }
         iov = arena.allocate(16, 8);
-        transportIov = ThreadLocal.withInitial(() -> {
-            synchronized (arena) { // a shared arena allows allocation from any thread; once per transport thread
-                return arena.allocate(16, 8);
-            }
-        });
+        transportIov = ThreadLocal.withInitial(() -> arena.allocate(16, 8)); // a shared arena allocates from any thread
         final int pages = store.geo.pageCount();
         demands = new ManyToOneConcurrentArrayQueue<>(Math.max(1024, Math.min(pages, 1 << 16)));
         completions = new ManyToOneConcurrentArrayQueue<>(n * 2);

@@ -366,14 +366,8 @@ public abstract class PageSourceContract {
     }
 
     /** Waits for a condition that no callback signals, spinning politely, up to the deadline. */
-    protected static void awaitCondition(final BooleanSupplier condition, final String what) {
-        final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(DEADLINE_SECONDS);
-        while (!condition.getAsBoolean()) {
-            if (System.nanoTime() - deadline > 0) {
-                fail("timed out waiting for: " + what);
-            }
-            Thread.yield();
-        }
+    protected static void awaitCondition(final BooleanSupplier condition, final String what) throws Exception {
+        Await.until(what, java.time.Duration.ofSeconds(DEADLINE_SECONDS), condition::getAsBoolean);
     }
 
     private static void awaitLatch(final CountDownLatch latch) {

@@ -125,7 +125,7 @@ final class StatusServer implements AutoCloseable {
         m.put("fill_rate_bytes_per_s", Long.toString(rate));
         // Each source as the operator named it, nearest first, with its state: up, down (reconnecting), backing-off.
         final java.util.List<String> names = engine.sourceNames();
-        if (!s.diskOnly() && s.source() instanceof io.lazyblk.pull.chain.SourceChain chain && chain.size() == names.size()) {
+        if (!s.diskOnly() && s.source() instanceof io.lazyblk.pull.chain.SourceChain chain) { // one chain entry per --source
             for (int i = 0; i < chain.size(); i++) {
                 m.put("source." + i, names.get(i) + " " + chain.state(i));
             }

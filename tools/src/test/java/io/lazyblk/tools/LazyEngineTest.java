@@ -1,6 +1,7 @@
 package io.lazyblk.tools;
 
 import io.lazyblk.blk.LazyStore;
+import io.lazyblk.pagemap.Await;
 import io.lazyblk.pull.manifest.ManifestBuilder;
 import io.lazyblk.pull.provider.ImageServer;
 import io.lazyblk.pull.token.AccessToken;
@@ -59,6 +60,10 @@ class LazyEngineTest {
     private Engine.LazySource source(final long fillRate) {
         return new Engine.LazySource(new InetSocketAddress("127.0.0.1", server.port()), "golden",
             AccessToken.mint(SECRET, "golden", Instant.now().plusSeconds(600)), 8L << 20, fillRate, Duration.ofSeconds(5));
+    }
+
+    private static Map<String, String> status(final Path sock) throws java.io.IOException {
+        return StatusCommand.read(StatusServer.controlSocket(sock));
     }
 
     private static byte[] range(final byte[] a, final int from, final int len) {
@@ -272,10 +277,7 @@ class LazyEngineTest {
             Arrays.fill(w, (byte) 0x11);
             assertEquals(0, blk.write(written / 512, w));
             assertEquals(0, blk.flush());
-            final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-            while (a.lazyStore().localPages() < 48 && System.nanoTime() < deadline) {
-                Thread.sleep(20);
-            }
+            Await.until("48 pages local on host A", Duration.ofSeconds(20), () -> a.lazyStore().localPages() >= 48);
             assertTrue(a.lazyStore().localPages() < SIZE / PAGE, "host A stopped mid-fill");
         }
         final io.lazyblk.pull.provider.ImageExport export = PeerExport.of("golden", localA);
@@ -311,12 +313,9 @@ class LazyEngineTest {
             assertTrue(StatusCommand.read(StatusServer.controlSocket(sock)).get("source.0").endsWith(" down"), "the peer is not up yet");
             try (ImageServer peer = ImageServer.start(new InetSocketAddress("127.0.0.1", port), Map.of("golden", goldenFile), SECRET, PAGE,
                 new ManifestBuilder(dir.resolve("manifests")))) {
-                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(15);
-                Map<String, String> st = StatusCommand.read(StatusServer.controlSocket(sock));
-                while (!st.get("source.0").endsWith(" up") && System.nanoTime() < deadline) {
-                    Thread.sleep(50);
-                    st = StatusCommand.read(StatusServer.controlSocket(sock));
-                }
+                Await.until("the late peer reached by the background retry", Duration.ofSeconds(15),
+                    () -> status(sock).get("source.0").endsWith(" up"));
+                final Map<String, String> st = status(sock);
                 assertTrue(st.get("source.0").endsWith(" up"), "the late peer was reached by the background retry: " + st);
                 final long seedBytes = server.stats().bytes();
                 final BlkResponse r;
@@ -326,10 +325,8 @@ class LazyEngineTest {
                 assertArrayEquals(range(golden, SIZE - 2 * PAGE, 4096), r.data());
                 assertTrue(peer.stats().bytes() >= PAGE, "the demand read came from the peer, now the nearest source");
                 final long peerAfterRead = peer.stats().bytes();
-                final long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-                while (peer.stats().bytes() < peerAfterRead + 4L * PAGE && System.nanoTime() < until) {
-                    Thread.sleep(50);
-                }
+                Await.until("the background fill goes on from the peer too", Duration.ofSeconds(10),
+                    () -> peer.stats().bytes() >= peerAfterRead + 4L * PAGE);
                 assertTrue(peer.stats().bytes() >= peerAfterRead + 4L * PAGE, "the background fill goes on from the peer too");
                 assertTrue(server.stats().bytes() - seedBytes <= 2L * PAGE,
                     "and no longer from the seed (beyond a fetch or two already on their way): " + (server.stats().bytes() - seedBytes));
@@ -344,21 +341,15 @@ class LazyEngineTest {
             peer.corruptServedPageForTesting("golden", 7);
             final Path local = dir.resolve("c.img");
             try (Engine e = Engine.startLazy(Engine.Options.file(dir.resolve("c.sock"), local), chain(2L << 20, peer, server))) {
-                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-                while (e.lazyStore().localPages() < 24 && System.nanoTime() < deadline) {
-                    Thread.sleep(20);
-                }
+                Await.until("24 pages local", Duration.ofSeconds(20), () -> e.lazyStore().localPages() >= 24);
                 assertTrue(server.stats().requests() >= 1, "page 7, corrupt at the peer, came from the seed");
                 final Path sock = dir.resolve("c.sock");
-                Map<String, String> st = StatusCommand.read(StatusServer.controlSocket(sock));
+                Map<String, String> st = status(sock);
                 assertTrue(st.get("source.0").startsWith("tcp://127.0.0.1:" + peer.port() + "/golden "), st.toString());
                 assertTrue(st.get("source.1").endsWith(" up"), "the seed: " + st);
                 peer.close(); // dies mid-fill
-                final long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-                while (st.get("source.0").endsWith(" up") && System.nanoTime() < until) {
-                    Thread.sleep(20);
-                    st = StatusCommand.read(StatusServer.controlSocket(sock));
-                }
+                Await.until("status shows the dead peer", Duration.ofSeconds(10), () -> !status(sock).get("source.0").endsWith(" up"));
+                st = status(sock);
                 assertTrue(st.get("source.0").endsWith(" down") || st.get("source.0").endsWith(" backing-off"),
                     "status shows the dead peer: " + st);
                 assertTrue(e.lazyStore().awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)), "the seed finishes the fill");

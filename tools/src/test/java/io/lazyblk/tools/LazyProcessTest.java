@@ -106,12 +106,9 @@ class LazyProcessTest {
         assertReads(blk, lazy.golden, 230L * PAGE + 512, 8192, "a demand read of an absent page from the host cache");
         assertReads(blk, lazy.golden, 17L * PAGE - 4096, 3 * PAGE, "a read across absent pages");
         server.close(); // the mapping outlives the server: the engine keeps reading the host's page cache without it
-        final long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
-        Map<String, String> status = StatusCommand.read(StatusServer.controlSocket(sock));
-        while (!"disk-only".equals(status.get("mode")) && System.nanoTime() < deadline) {
-            Thread.sleep(100);
-            status = StatusCommand.read(StatusServer.controlSocket(sock));
-        }
+        io.lazyblk.pagemap.Await.until("the fill finishing from the mapping", Duration.ofSeconds(30),
+            () -> "disk-only".equals(StatusCommand.read(StatusServer.controlSocket(sock)).get("mode")));
+        final Map<String, String> status = StatusCommand.read(StatusServer.controlSocket(sock));
         assertEquals("disk-only", status.get("mode"), "the fill finished from the mapping: " + status);
         engine.awaitLine("switched to disk-only", DEADLINE);
         assertArrayEquals(lazy.golden, Files.readAllBytes(local));

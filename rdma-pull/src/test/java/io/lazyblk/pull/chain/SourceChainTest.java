@@ -82,12 +82,12 @@ class SourceChainTest {
         for (int p = 0; p < PAGES; p++) {
             status.set(p, -1);
             final int page = p;
-            while (!chain.fetch(p, 1, dst.asSlice((long) p * PAGE, PAGE), PageSource.BACKGROUND, p, (t, f, c, st) -> {
+            final PageSource.Listener l = (t, f, c, st) -> {
                 status.set(page, st);
                 done.countDown();
-            })) {
-                Thread.sleep(1);
-            }
+            };
+            io.lazyblk.pagemap.Await.until("the chain accepts the fetch of page " + p, Duration.ofSeconds(10),
+                () -> chain.fetch(page, 1, dst.asSlice((long) page * PAGE, PAGE), PageSource.BACKGROUND, page, l));
         }
         assertTrue(done.await(20, TimeUnit.SECONDS), "every fetch completes");
         for (int p = 0; p < PAGES; p++) {

@@ -139,10 +139,8 @@ class ShmHandshakeTest {
             final CompletableFuture<Integer> lost = new CompletableFuture<>();
             assertTrue(s.fetch(40, 1, dst, PageSource.DEMAND, 1, (t, f, c, st) -> lost.complete(st)));
             assertTrue(lost.get(5, TimeUnit.SECONDS) != PageSource.OK, "a read of a lost page fails");
-            final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
-            while (s.connected() && System.nanoTime() < deadline) {
-                Thread.sleep(10);
-            }
+            io.lazyblk.pagemap.Await.until("the source reports itself down, so the engine uses its next source", Duration.ofSeconds(5),
+                () -> !s.connected());
             assertFalse(s.connected(), "the source reports itself down, so the engine uses its next source");
         }
     }

@@ -169,13 +169,7 @@ class TcpReconnectTest {
         }
     }
 
-    private static void awaitCondition(final BooleanSupplier condition, final String what) {
-        final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-        while (!condition.getAsBoolean()) {
-            if (System.nanoTime() - deadline > 0) {
-                fail("timed out waiting for: " + what);
-            }
-            Thread.yield();
-        }
+    private static void awaitCondition(final BooleanSupplier condition, final String what) throws Exception {
+        io.lazyblk.pagemap.Await.until(what, java.time.Duration.ofSeconds(10), condition::getAsBoolean);
     }
 }
