@@ -60,7 +60,7 @@ public final class OneSidedPageSource implements PageSource {
         this.inline = reads.synchronous();
         final Thread[] target = new Thread[1];
         this.scheduler = new FetchScheduler(manifest.geometry(), options.maxPagesPerFetch(), options.maxFetches(), options.maxIssued(),
-            options.maxIssuedBytes(), () -> {
+            options.maxIssuedBytes(), priority -> {
                 final Thread t = target[0];
                 if (t != null) {
                     LockSupport.unpark(t);

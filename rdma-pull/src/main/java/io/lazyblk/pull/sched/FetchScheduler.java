@@ -18,7 +18,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * come, {@link #failAll} when the link drops.
  *
  * <p>Thread-safety: {@link #submit}, {@link #inFlight}, {@link #isUp} from any thread; {@link #close()} and
- * {@link #down()} from any thread; everything else only on the transport thread.
+ * {@link #down()} from any thread; everything else only on the transport thread, or on a thread the transport lets
+ * issue in its stead ({@link #nextFromSubmitter}) while it excludes itself.
  */
 public final class FetchScheduler {
     private static final Logger LOG = LoggerFactory.getLogger(FetchScheduler.class);
@@ -40,7 +41,7 @@ public final class FetchScheduler {
     private final int maxIssuedBytes;
     private final int backgroundIssued;
     private final int backgroundIssuedBytes;
-    private final Runnable wake;
+    private final java.util.function.IntConsumer wake;
     private final AtomicInteger state = new AtomicInteger(DOWN);
     /** Threads inside {@link #submit} past its state check; {@link #down()} waits for them to leave. */
     private final AtomicInteger submitters = new AtomicInteger();
@@ -56,10 +57,11 @@ public final class FetchScheduler {
      * @param maxFetches fetches accepted and not yet completed (a power of two); {@link #submit} refuses beyond
      * @param maxIssued requests on the wire at once: a demand fetch waits behind at most this many
      * @param maxIssuedBytes bytes on the wire at once (a single larger fetch may still go alone)
-     * @param wake called after a submit published a fetch, to wake the transport thread if it sleeps
+     * @param wake called with the fetch's priority after a submit published it, to wake the transport thread if it
+     *             sleeps (or, for a demand fetch, to put it on the wire from the submitting thread)
      */
     public FetchScheduler(final PageGeometry geometry, final int maxPagesPerFetch, final int maxFetches, final int maxIssued,
-                          final int maxIssuedBytes, final Runnable wake) {
+                          final int maxIssuedBytes, final java.util.function.IntConsumer wake) {
         if (Integer.bitCount(maxFetches) != 1 || maxFetches < 2) {
             throw new IllegalArgumentException("maxFetches " + maxFetches + " must be a power of two, at least 2");
         }
@@ -154,7 +156,7 @@ public final class FetchScheduler {
             // It cannot fail: there are no more slots than queue capacity.
             (priority == PageSource.DEMAND ? demand : background).offer(f);
             // Inside the gate: once close() has waited for submitters, nobody wakes a transport that may be gone.
-            wake.run();
+            wake.accept(priority);
             return true;
         } finally {
             submitters.decrementAndGet();
@@ -208,6 +210,19 @@ public final class FetchScheduler {
      * issued and gives it an id. Fetches for ranges outside the image complete {@link PageSource#FAILED} here.
      */
     public Fetch next() {
+        return next(true);
+    }
+
+    /**
+     * {@link #next()} for a thread the transport lets issue in its stead (it must exclude the transport thread meanwhile,
+     * and hand over with a happens-before): the same, except that a fetch for a range outside the image stops it
+     * (null) instead of completing there, so completions stay on the transport thread.
+     */
+    public Fetch nextFromSubmitter() {
+        return next(false);
+    }
+
+    private Fetch next(final boolean mayComplete) {
         while (true) {
             Fetch f = demand.peek();
             final boolean isDemand = f != null;
@@ -218,6 +233,9 @@ public final class FetchScheduler {
                 }
             }
             if (!f.valid) {
+                if (!mayComplete) {
+                    return null;
+                }
                 (isDemand ? demand : background).poll();
                 complete(f, PageSource.FAILED);
                 continue;

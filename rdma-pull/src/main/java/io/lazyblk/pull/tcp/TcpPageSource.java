@@ -83,7 +83,7 @@ public final class TcpPageSource implements PageSource {
         this.manifest = first.manifest();
         final TcpTransportAgent[] wakeTarget = new TcpTransportAgent[1];
         this.scheduler = new FetchScheduler(manifest.geometry(), ProviderProtocol.maxPagesPerRequest(manifest.pageSize()),
-            options.maxFetches(), options.maxIssuedRequests(), options.maxIssuedBytes(), () -> wakeTarget[0].wake());
+            options.maxFetches(), options.maxIssuedRequests(), options.maxIssuedBytes(), priority -> wakeTarget[0].afterSubmit(priority));
         this.agent = new TcpTransportAgent(provider, image, token, manifest, options, scheduler);
         wakeTarget[0] = agent;
         this.runner = new AgentRunner(agent.idleStrategy(), this::onAgentError, null, agent);
