@@ -87,13 +87,28 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
             }
             processed++;
         }
-        if (endOfBatch && pendingWake != null) {
-            if (dedicated) {
-                pendingWake.waker.run(); // one wake per batch, not per request
+        if (endOfBatch) {
+            if (pendingWake != null) {
+                if (dedicated) {
+                    pendingWake.waker.run(); // one wake per batch, not per request
+                }
+                pendingWake = null;
             }
-            pendingWake = null;
+            if (dedicated) {
+                whenIdle(); // the queue agent publishes what we handed it; our local writes meanwhile
+            }
         }
         return true;
+    }
+
+    /**
+     * When this thread has no request to run (inline: a pass of the queue agent that found nothing; dedicated: after a
+     * batch, handed to the queue agent): writes pages whose waiters were answered from their buffers to the local file.
+     */
+    void whenIdle() {
+        if (lazy != null) {
+            lazy.runDeferredMerges();
+        }
     }
 
     /** Runs the request; returns a status byte, or {@link LazyStore#PENDING} if it parked. */

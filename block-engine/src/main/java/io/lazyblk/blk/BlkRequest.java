@@ -228,6 +228,24 @@ public final class BlkRequest extends io.lazyblk.pagemap.PageWaiter {
         }
     }
 
+    /**
+     * A read answered from fetched bytes (see {@link LazyStore#serveWaiters}): copies its {@link #dataBytes} from
+     * {@code src} at {@code srcOffset} into its data buffers in guest memory, then completes it OK. Any thread that
+     * owns the request (it was taken off a page's waiter list).
+     */
+    void answerFrom(final MemorySegment src, final long srcOffset) {
+        long at = srcOffset;
+        for (int i = 0; i < iovCount; i++) {
+            final long len = iov.get(JAVA_LONG, 16L * i + 8);
+            MemorySegment.copy(src, at, ALL, iov.get(JAVA_LONG, 16L * i), len);
+            at += len;
+        }
+        status = VirtioBlk.S_OK;
+        writeStatus();
+        owner.completions.offer(this); // CAS: publishes the data and status to the queue agent's poll()
+        owner.waker.run();
+    }
+
     /** A page this request waited for arrived (run it again) or could not be fetched (fail it); any thread. */
     @Override
     public void pageReady(final int page, final boolean ok) {

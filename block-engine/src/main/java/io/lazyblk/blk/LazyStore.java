@@ -4,6 +4,7 @@ import io.lazyblk.pagemap.Manifest;
 import io.lazyblk.pagemap.PageGeometry;
 import io.lazyblk.pagemap.PageSource;
 import io.lazyblk.pagemap.PageTable;
+import io.lazyblk.pagemap.PageWaiter;
 import io.lazyblk.persistence.LocalImage;
 import io.lazyblk.persistence.PageStateFile;
 import org.agrona.concurrent.AgentRunner;
@@ -12,6 +13,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.lang.foreign.MemorySegment;
 import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.locks.LockSupport;
@@ -166,22 +168,85 @@ public final class LazyStore implements BlockBackend {
         return image.read(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
     }
 
-    /** Demands page {@code p} and parks {@code r} on it; false if the page turned readable meanwhile. */
+    /**
+     * Parks {@code r} on page {@code p}, then demands the page; false if the page turned readable meanwhile. Parked
+     * first, so the fetch, even one a same-host source completes on this thread before {@code demand} returns, finds
+     * {@code r} and answers it from the fetched bytes ({@link #serveWaiters}). From the demand on, {@code r} may be
+     * completed by another thread: it is not touched again here.
+     */
     private boolean waitFor(final int p, final BlkRequest r) {
         while (true) {
-            demand(p);
             final int code = table.park(p, r);
-            if (code == PageTable.PARKED) {
-                return true;
-            }
-            if (code == PageTable.PARKED_START_FETCH) {
-                demand(p);
+            if (code == PageTable.PARKED || code == PageTable.PARKED_START_FETCH) {
+                demand(p); // ABSENT: we may win the fetch; FETCHING: make sure one is coming
                 return true;
             }
             if (table.readable(p)) {
                 return false;
             }
+            Thread.onSpinWait(); // the list is closed while a failed fetch's waiters are told: look again
         }
+    }
+
+    /**
+     * The fetch of page {@code p} was verified in {@code bytes} and is not merged yet: answers its parked reads that lie
+     * wholly in the page and cover no sector the guest wrote straight from those bytes, so the guest does not wait for
+     * the local write; the rest are parked again and run once the page is merged. On the fetch's completing thread.
+     * Returns how many were answered.
+     */
+    int serveWaiters(final int p, final MemorySegment bytes) {
+        int answered = 0;
+        PageWaiter w = table.takeWaiters(p);
+        while (w != null) {
+            final PageWaiter next = PageTable.detachNext(w);
+            if (!(w instanceof BlkRequest r && answerable(p, r))) {
+                repark(p, w);
+            } else {
+                r.answerFrom(bytes, r.offset - geo.pageStart(p));
+                answered++;
+            }
+            w = next;
+        }
+        return answered;
+    }
+
+    /** Whether the fetched bytes of page {@code p} are the right answer to {@code r}: a read inside it, no guest sector. */
+    private boolean answerable(final int p, final BlkRequest r) {
+        final long start = geo.pageStart(p);
+        if (r.type != VirtioBlk.T_IN || r.offset < start || r.offset + r.dataBytes > start + geo.pageLength(p)) {
+            return false;
+        }
+        // A write that completed before this read was submitted marked its sectors before it was written: seen here.
+        for (long s = r.offset / SECTOR, end = (r.offset + r.dataBytes + SECTOR - 1) / SECTOR; s < end; s++) {
+            if (guestWrote(s)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** Puts a waiter taken off page {@code p}'s list back, as a fresh parker would be. */
+    private void repark(final int p, final PageWaiter w) {
+        while (true) {
+            final int code = table.park(p, w);
+            if (code == PageTable.PARKED) {
+                return;
+            }
+            if (code == PageTable.PARKED_START_FETCH) {
+                demand(p); // the fetch failed meanwhile: start another, as waitFor would
+                return;
+            }
+            if (table.readable(p)) {
+                w.pageReady(p, true);
+                return;
+            }
+            Thread.onSpinWait();
+        }
+    }
+
+    /** Merges pages whose fetch completed on a request thread, once that thread published its completions. */
+    void runDeferredMerges() {
+        filler.runDeferredMerges();
     }
 
     private void demand(final int p) {

@@ -94,6 +94,32 @@ public final class PageTable {
     }
 
     /**
+     * Detaches the waiters of {@code page} while its fetch is still in progress, so its fetcher can answer some of them
+     * from the fetched bytes before they reach the local file. The list stays open: later waiters park as usual. The
+     * caller owns the detached waiters: it walks them with {@link #detachNext} and must answer each one or park it
+     * again (a waiter it drops is never completed). Returns the first, or null if none (or the list is closed).
+     */
+    public PageWaiter takeWaiters(final int page) {
+        while (true) {
+            final PageWaiter head = (PageWaiter) WAITERS.getAcquire(waiters, page);
+            if (head == null || head == CLOSED) {
+                return null;
+            }
+            // CAS to empty: acquires the pushes of every waiter on the list (each pushed with a release CAS).
+            if (WAITERS.compareAndSet(waiters, page, head, null)) {
+                return head;
+            }
+        }
+    }
+
+    /** For a waiter taken with {@link #takeWaiters}: unlinks it and returns the next one taken with it, or null. */
+    public static PageWaiter detachNext(final PageWaiter w) {
+        final PageWaiter next = w.nextWaiter;
+        w.nextWaiter = null;
+        return next;
+    }
+
+    /**
      * Delivers a fetch outcome to every waiter of {@code page}, exactly once each. Call after the state
      * transition that made the page readable ({@code ok}) or returned it to ABSENT ({@code !ok}).
      */

@@ -41,6 +41,37 @@ class PageTableTest {
     }
 
     @Test
+    void shouldHandTheFetcherItsWaitersOnceAndKeepTheListOpenForLaterOnes() {
+        final PageTable t = new PageTable(2);
+        assertTrue(t.transition(1, PageTable.ABSENT, PageTable.FETCHING));
+        final Counting a = new Counting();
+        final Counting b = new Counting();
+        assertEquals(PageTable.PARKED, t.park(1, a));
+        assertEquals(PageTable.PARKED, t.park(1, b));
+        // The fetcher takes both (newest first), answers b itself and parks a again, as LazyStore does.
+        PageWaiter w = t.takeWaiters(1);
+        final java.util.List<PageWaiter> taken = new java.util.ArrayList<>();
+        while (w != null) {
+            final PageWaiter next = PageTable.detachNext(w);
+            taken.add(w);
+            w = next;
+        }
+        assertEquals(java.util.List.of(b, a), taken);
+        assertEquals(null, t.takeWaiters(1), "taken waiters are gone from the list");
+        final Counting late = new Counting();
+        assertEquals(PageTable.PARKED, t.park(1, late), "the list stays open while the page is being fetched");
+        assertEquals(PageTable.PARKED, t.park(1, a));
+        // The merge completes what is on the list now: the late parker and a, never b (answered, no longer listed).
+        assertTrue(t.transition(1, PageTable.FETCHING, PageTable.RESIDENT));
+        assertEquals(2, t.complete(1, true));
+        assertEquals(1, a.calls.get());
+        assertEquals(1, late.calls.get());
+        assertEquals(0, b.calls.get());
+        assertEquals(null, t.takeWaiters(1), "a completed page's list is closed: nothing to take");
+        assertEquals(null, t.takeWaiters(0), "a page nobody waits for has no waiters");
+    }
+
+    @Test
     void shouldReopenAfterAFailedFetchAndAskALateParkerToStartTheNextOne() {
         final PageTable t = new PageTable(1);
         assertTrue(t.transition(0, PageTable.ABSENT, PageTable.FETCHING));

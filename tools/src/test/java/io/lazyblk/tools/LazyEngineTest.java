@@ -13,6 +13,8 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import java.net.InetSocketAddress;
 import java.nio.file.Files;
@@ -134,6 +136,88 @@ class LazyEngineTest {
         final Exception refused = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
             () -> Engine.startLazy(Engine.Options.file(sock, local), other));
         assertTrue(refused.getMessage().contains("complete copy of image golden, not of other"), refused.getMessage());
+    }
+
+    /**
+     * Misses on two queues at once, over tcp:// and over shm:// (whose fetches complete on the requesting thread): a
+     * read is answered from the fetched page before that page reaches the local file, so check what the guest sees,
+     * reads that cover sectors the guest wrote before (its bytes, never the image's), and that every answered page
+     * still lands in the local file.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"tcp", "shm"})
+    void shouldAnswerMissesFromFetchedPagesOnSeveralQueuesAndStillWriteEveryPageThrough(final String scheme) throws Exception {
+        final Path local = dir.resolve("local.img");
+        final Path sock = dir.resolve("lazy.sock");
+        final Path cache = dir.resolve("cache.sock");
+        final String token = AccessToken.mint(SECRET, "golden", Instant.now().plusSeconds(600));
+        final byte[] expected = golden.clone();
+        try (ImageServer host = ImageServer.start(null, cache, java.util.List.of(io.lazyblk.pull.provider.ImageExport.of("golden",
+                 goldenFile, PAGE, new ManifestBuilder(dir.resolve("manifests")), ManifestBuilder.Progress.NONE)), SECRET);
+             Engine engine = Engine.startLazy(Engine.Options.file(sock, local).withQueues(2), source(4L << 20).withSources(
+                 java.util.List.of(scheme.equals("tcp") ? SourceUri.tcp(new InetSocketAddress("127.0.0.1", server.port()), "golden")
+                     : SourceUri.shm(cache, "golden")), java.util.List.of(token)));
+             VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20),
+                 io.lazyblk.tools.frontend.FrontendConfig.defaults().withQueues(2))) {
+            final LazyStore store = engine.lazyStore();
+            final int pages = SIZE / PAGE;
+            final java.util.concurrent.ConcurrentLinkedQueue<String> wrong = new java.util.concurrent.ConcurrentLinkedQueue<>();
+            final Thread[] guests = new Thread[2];
+            for (int q = 0; q < 2; q++) {
+                final int queue = q;
+                final BlkClient blk = new BlkClient(fe, queue);
+                guests[q] = Thread.ofPlatform().start(() -> {
+                    final Random rnd = new Random(queue);
+                    try {
+                        // Queue q takes the pages p with p % 2 == q: never the same page as the other queue.
+                        for (int p = queue; p < pages; p += 2) {
+                            final int base = p * PAGE;
+                            final int at = base + rnd.nextInt(PAGE / 4096) * 4096;
+                            if (p % 8 < 2) {
+                                // First a guest write into the absent page, then a read across it and the image's bytes.
+                                final byte[] w = new byte[1024];
+                                rnd.nextBytes(w);
+                                final int wat = base + 8192;
+                                if (blk.write(wat / 512, w) != 0) {
+                                    wrong.add("write to page " + p + " failed");
+                                }
+                                System.arraycopy(w, 0, expected, wat, w.length);
+                                if (p % 8 == 1) {
+                                    // The miss is a read beside the written sectors (answerable from the fetched page)...
+                                    final BlkResponse beside = blk.read((base + 32768) / 512, 4096);
+                                    if (!beside.ok() || !Arrays.equals(range(golden, base + 32768, 4096), beside.data())) {
+                                        wrong.add("read beside the guest's write in page " + p);
+                                    }
+                                }
+                                // ...or (p % 8 == 0) this read across them, which needs the page merged around them.
+                                final BlkResponse r = blk.read(base / 512, 16384);
+                                if (!r.ok() || !Arrays.equals(range(expected, base, 16384), r.data())) {
+                                    wrong.add("read across the guest's write in page " + p);
+                                }
+                            } else {
+                                final BlkResponse r = blk.read(at / 512, 4096);
+                                if (!r.ok() || !Arrays.equals(range(golden, at, 4096), r.data())) {
+                                    wrong.add("4 KiB read at " + at + " of page " + p);
+                                }
+                            }
+                        }
+                    } catch (final Exception e) {
+                        wrong.add("queue " + queue + ": " + e);
+                    }
+                });
+            }
+            for (final Thread t : guests) {
+                t.join(TimeUnit.SECONDS.toMillis(60));
+                assertTrue(!t.isAlive(), "a queue's requests should all complete within 60 s");
+            }
+            assertTrue(wrong.isEmpty(), "wrong answers: " + wrong);
+            assertTrue(store.bytesFetchedOnDemand() >= (long) pages / 2 * PAGE,
+                "most pages should have been misses: " + store.bytesFetchedOnDemand() + " bytes on demand");
+            assertEquals(0, new BlkClient(fe, 0).flush());
+            assertTrue(store.awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)), "every page should be local: " + store.localPages()
+                + " of " + pages);
+        }
+        assertArrayEquals(expected, Files.readAllBytes(local));
     }
 
     @Test
