@@ -60,6 +60,7 @@ public class PageSourceBenchmark {
     private PageSource shm;
     private PageSource tcp;
     private BareTcp bare;
+    private BareTcp bareFile;
     private Arena arena;
     private MemorySegment map;
     private MemorySegment one;
@@ -90,6 +91,7 @@ public class PageSourceBenchmark {
         shm = ShmPageSource.connect(sock, "img", token, Duration.ofSeconds(10));
         tcp = TcpPageSource.connect(server.address(), "img", token);
         bare = new BareTcp(PAGE);
+        bareFile = new BareTcp(PAGE, image);
         arena = Arena.ofShared();
         try (FileChannel ch = FileChannel.open(image)) {
             map = ch.map(FileChannel.MapMode.READ_ONLY, 0, IMAGE, arena);
@@ -106,6 +108,7 @@ public class PageSourceBenchmark {
         shm.close();
         tcp.close();
         bare.close();
+        bareFile.close();
         server.close();
         arena.close();
         try (var files = Files.list(dir)) {
@@ -152,6 +155,14 @@ public class PageSourceBenchmark {
     @OutputTimeUnit(TimeUnit.MICROSECONDS)
     public void rawTcpRoundTrip() throws Exception {
         bare.roundTrip();
+    }
+
+    /** The bare round trip of a random page of the image, sent from the page cache as a miss's page is (sendfile). */
+    @Benchmark
+    @BenchmarkMode(Mode.SampleTime)
+    @OutputTimeUnit(TimeUnit.MICROSECONDS)
+    public void rawTcpFileRoundTrip() throws Exception {
+        bareFile.roundTrip((long) random.nextInt(PAGES) * PAGE);
     }
 
     /** 1024 background fetches kept 64 deep, as the filler keeps its window full. */
