@@ -46,6 +46,10 @@ final class BlkQueueHandler implements QueueHandler {
     private final BlkRequest[] free;
     private int freeCount;
     private int inFlight;
+    /** Set when the queue closes: other threads no longer touch its requests ({@link #enter()}). */
+    private volatile boolean closed;
+    /** Threads between {@link #enter()} and {@link #exit()}. */
+    private final java.util.concurrent.atomic.AtomicInteger outsiders = new java.util.concurrent.atomic.AtomicInteger();
     /** When the inline agent's run of passes with nothing to do began, or 0 while there is work. */
     private long idleSince;
     private final Arena arena = Arena.ofShared();
@@ -167,16 +171,43 @@ final class BlkQueueHandler implements QueueHandler {
         return n;
     }
 
-    /** A parked request's page arrived ({@code ok}) or failed; from the filler's thread. */
+    /** A parked request's page arrived ({@code ok}) or failed; from the thread that completed the fetch. */
     void resume(final BlkRequest req, final boolean ok) {
-        if (ok) {
-            retries.offer(req); // capacity = queue depth >= requests in flight: never full
-        } else {
-            req.status = VirtioBlk.S_IOERR;
-            req.writeStatus();
-            completions.offer(req);
+        if (!enter()) {
+            return; // the queue stopped and gave up on its parked requests: nobody is left to complete this one
         }
-        waker.run();
+        try {
+            if (ok) {
+                retries.offer(req); // capacity = queue depth >= requests in flight: never full
+            } else {
+                req.status = VirtioBlk.S_IOERR;
+                req.writeStatus();
+                completions.offer(req);
+            }
+            waker.run();
+        } finally {
+            exit();
+        }
+    }
+
+    /**
+     * Another thread (one that completed a fetch) is about to touch a parked request of this queue and its guest
+     * memory; false once the queue has closed. Paired with {@link #exit()}. A queue closes after draining its
+     * requests, but one that gave up on a request parked too long (see QueueAgent's drain) may have its guest memory
+     * unmapped right after: a late answer must not write there.
+     */
+    boolean enter() {
+        outsiders.incrementAndGet();
+        // Volatile increment, then volatile read; close() writes closed, then reads outsiders: one side sees the other.
+        if (closed) {
+            outsiders.decrementAndGet();
+            return false;
+        }
+        return true;
+    }
+
+    void exit() {
+        outsiders.decrementAndGet();
     }
 
     @Override
@@ -192,6 +223,10 @@ final class BlkQueueHandler implements QueueHandler {
 
     @Override
     public void close() {
+        closed = true;
+        while (outsiders.get() != 0) {
+            Thread.yield(); // an answer in progress: a copy of at most one request's data
+        }
         for (final AgentRunner r : runners) {
             r.close();
         }

@@ -234,16 +234,23 @@ public final class BlkRequest extends io.lazyblk.pagemap.PageWaiter {
      * owns the request (it was taken off a page's waiter list).
      */
     void answerFrom(final MemorySegment src, final long srcOffset) {
-        long at = srcOffset;
-        for (int i = 0; i < iovCount; i++) {
-            final long len = iov.get(JAVA_LONG, 16L * i + 8);
-            MemorySegment.copy(src, at, ALL, iov.get(JAVA_LONG, 16L * i), len);
-            at += len;
+        if (!owner.enter()) {
+            return; // the queue stopped and gave up on it; its guest memory may be gone
         }
-        status = VirtioBlk.S_OK;
-        writeStatus();
-        owner.completions.offer(this); // CAS: publishes the data and status to the queue agent's poll()
-        owner.waker.run();
+        try {
+            long at = srcOffset;
+            for (int i = 0; i < iovCount; i++) {
+                final long len = iov.get(JAVA_LONG, 16L * i + 8);
+                MemorySegment.copy(src, at, ALL, iov.get(JAVA_LONG, 16L * i), len);
+                at += len;
+            }
+            status = VirtioBlk.S_OK;
+            writeStatus();
+            owner.completions.offer(this); // CAS: publishes the data and status to the queue agent's poll()
+            owner.waker.run();
+        } finally {
+            owner.exit();
+        }
     }
 
     /** A page this request waited for arrived (run it again) or could not be fetched (fail it); any thread. */

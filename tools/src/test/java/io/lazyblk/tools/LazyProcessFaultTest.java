@@ -34,6 +34,7 @@ import java.util.concurrent.TimeoutException;
 import static io.lazyblk.tools.LazyProcesses.DEADLINE;
 import static io.lazyblk.tools.LazyProcesses.IMAGE;
 import static io.lazyblk.tools.LazyProcesses.IOERR;
+import static io.lazyblk.tools.LazyProcesses.NO_BACKGROUND_FILL;
 import static io.lazyblk.tools.LazyProcesses.OK;
 import static io.lazyblk.tools.LazyProcesses.OTHER;
 import static io.lazyblk.tools.LazyProcesses.PAGE;
@@ -103,6 +104,33 @@ class LazyProcessFaultTest {
         assertArrayEquals(slice(lazy.golden, 250L * PAGE, PAGE), r.data());
         engine.awaitLine("reconnected to the provider", mark, DEADLINE);
         assertReads(localReads, lazy.golden, 251L * PAGE, PAGE, "a new demand read after the restart");
+    }
+
+    /**
+     * A front end leaves while one of its reads waits for a page; its queue drains for 30 s, gives up on the read and
+     * its guest memory is unmapped. When the read's fetch fails later (demand timeout), nothing may be written there:
+     * the engine stays up and serves the next front end.
+     */
+    @Test
+    void shouldStayUpWhenAReadItsFrontEndAbandonedFailsLaterAndServeTheNextFrontEnd() throws Exception {
+        final LazyblkProcess provider = lazy.startProvider("provider", 0);
+        final int port = portOf(provider);
+        final Path sock = dir.resolve("engine.sock");
+        // A demand timeout (35 s) past the queue's drain (30 s): the read is still parked when its queue closes.
+        final LazyblkProcess engine = lazy.startEngine("engine", dir.resolve("local.img"), sock, port, NO_BACKGROUND_FILL, 35, 1);
+        final VhostUserFrontend fe = lazy.connect(sock, 1);
+        final int mark = engine.lineCount();
+        provider.kill();
+        engine.awaitLine("lost the provider", mark, DEADLINE);
+        new ReadBurst(fe, 0, new long[] {250L * PAGE}, new int[] {PAGE}).submitAll(); // submitted, never awaited
+        fe.close();
+        engine.awaitLine("they are abandoned", mark, Duration.ofSeconds(60));
+        engine.awaitLine("could not be fetched for", mark, Duration.ofSeconds(30));
+
+        lazy.startProvider("provider-restarted", port);
+        engine.awaitLine("reconnected to the provider", mark, DEADLINE);
+        assertTrue(engine.isAlive(), "the engine outlived the late failure of an abandoned read");
+        assertReads(client(lazy.connect(sock, 1), 0, DEADLINE), lazy.golden, 250L * PAGE, PAGE, "the page, for the next front end");
     }
 
     @Test
