@@ -244,7 +244,7 @@ public final class LazyStore implements BlockBackend {
         }
     }
 
-    /** Merges pages whose fetch completed on a request thread, once that thread published its completions. */
+    /** Writes the pages whose reads were answered from their fetched bytes to the local file; a request thread with nothing to do calls this. */
     void runDeferredMerges() {
         filler.runDeferredMerges();
     }

@@ -62,8 +62,10 @@ final class TcpTransportAgent implements Agent {
      * 1 while a thread drives the connection: the transport thread for each step of its loop, or a submitter putting
      * a demand request on the wire ({@link #afterSubmit}). Everything below that is not volatile (the channel, the
      * request buffer, the scheduler's issue side) is touched only by the owner; the CAS that takes ownership and the
-     * volatile store that gives it back order each owner's writes before the next owner's reads. Never held while
-     * blocking: the channel is non-blocking and the transport thread sleeps in the selector without it.
+     * volatile store that gives it back order each owner's writes before the next owner's reads. Nobody waits for it
+     * but the transport thread: a submitter that finds it taken wakes the transport instead. A submitter holds it for a
+     * non-blocking write; the transport for one step of its loop (a reconnect attempt included), never while it
+     * sleeps in the selector.
      */
     private final java.util.concurrent.atomic.AtomicInteger owner = new java.util.concurrent.atomic.AtomicInteger();
     /** Written by this thread around its sleep, read by submitters in {@link #wake()}: the sleep/wake handshake. */
