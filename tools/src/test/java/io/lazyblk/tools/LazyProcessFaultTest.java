@@ -123,6 +123,9 @@ class LazyProcessFaultTest {
         provider.kill();
         engine.awaitLine("lost the provider", mark, DEADLINE);
         new ReadBurst(fe, 0, new long[] {250L * PAGE}, new int[] {PAGE}).submitAll(); // submitted, never awaited
+        // The engine took it (and parked it) once it says, going back to sleep, that it has seen this avail index.
+        assertTrue(fe.queue(0).eventIdx(), "the front end negotiated VIRTIO_RING_F_EVENT_IDX");
+        io.lazyblk.pagemap.Await.until("the engine took the read", DEADLINE, () -> fe.queue(0).availEvent() == fe.queue(0).availIdx());
         fe.close();
         engine.awaitLine("they are abandoned", mark, Duration.ofSeconds(60));
         engine.awaitLine("could not be fetched for", mark, Duration.ofSeconds(30));
