@@ -73,6 +73,11 @@ final class LazyFiller implements Agent, PageSource.Listener {
     private final ManyToManyConcurrentArrayQueue<Integer> deferredMerges;
     /** Free buffer indices, boxed once here: any thread takes and returns them without allocating. */
     private final ManyToManyConcurrentArrayQueue<Integer> freeBuffers;
+    /**
+     * The buffer freed last, or -1: the next demand fetch takes it, as it is likely still in the CPU caches (the queue
+     * above hands out the buffer freed longest ago, which a miss would first have to bring in from memory).
+     */
+    private final java.util.concurrent.atomic.AtomicInteger hotBuffer = new java.util.concurrent.atomic.AtomicInteger(-1);
     private final MemorySegment iov;
     /** Scratch iovec for merges on a transport thread (one per thread, allocated once in the filler's arena). */
     private final ThreadLocal<MemorySegment> transportIov;
@@ -152,12 +157,12 @@ final class LazyFiller implements Agent, PageSource.Listener {
      * at demand priority, or, if no buffer is free or the source refuses, queue it for the filler.
      */
     void demandNow(final int p) {
-        final Integer b = freeBuffers.poll();
+        final Integer b = takeForDemand();
         if (b != null) {
             if (start(p, b, true)) {
                 return;
             }
-            freeBuffers.offer(b); // the same box we polled
+            release(b);
         }
         demand(p);
     }
@@ -213,7 +218,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
                     return;
                 }
                 mergeOrFail(p, b, transportIov.get());
-                freeBuffers.offer(boxes[b]); // ordered store: the buffer's next user sees it free only after we are done with it
+                release(b); // ordered store: the buffer's next user sees it free only after we are done with it
                 return;
             }
         }
@@ -230,7 +235,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
         Integer b;
         while ((b = deferredMerges.poll()) != null) { // poll acquires what the offering thread wrote
             mergeOrFail(bufferPage[b], b, transportIov.get());
-            freeBuffers.offer(b);
+            release(b);
         }
     }
 
@@ -263,7 +268,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
             persist(true);
             work++;
         }
-        if (store.state.allLocal() && freeBuffers.size() == buffers.length) {
+        if (store.state.allLocal() && freeCount() == buffers.length) {
             switchToDiskOnly();
             work++;
         }
@@ -297,7 +302,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
         final int reserve = buffers.length / DEMAND_RESERVE_DIVISOR;
         int n = 0;
         refillTokens();
-        while (freeBuffers.size() > reserve && cursor < store.geo.pageCount() && (options.fillRateBytesPerSecond() <= 0 || fillTokens >= pageSize)) {
+        while (freeCount() > reserve && cursor < store.geo.pageCount() && (options.fillRateBytesPerSecond() <= 0 || fillTokens >= pageSize)) {
             final int p = cursor;
             if (store.table.state(p) != PageTable.ABSENT || !store.table.transition(p, PageTable.ABSENT, PageTable.FETCHING)) {
                 cursor++;
@@ -312,7 +317,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
             fillTokens -= pageSize;
             n++;
         }
-        if (cursor >= store.geo.pageCount() && n == 0 && freeBuffers.size() == buffers.length) {
+        if (cursor >= store.geo.pageCount() && n == 0 && freeCount() == buffers.length) {
             cursor = 0; // wrap: pick up pages whose fetch failed and went back to ABSENT
         }
         return n;
@@ -332,14 +337,33 @@ final class LazyFiller implements Agent, PageSource.Listener {
         lastTokenRefill = now;
     }
 
+    /** Returns buffer {@code b} to the free ones, as the hot one if that place is empty; any thread. */
+    private void release(final int b) {
+        // CAS and queue offer both release: the buffer's contents are done with before anyone takes it.
+        if (!hotBuffer.compareAndSet(-1, b)) {
+            freeBuffers.offer(boxes[b]);
+        }
+    }
+
+    /** A free buffer for a demand fetch, the hot one if there is one; null if none is free. Any thread. */
+    private Integer takeForDemand() {
+        final int hot = hotBuffer.getAndSet(-1); // acquires what its releaser did with it
+        return hot >= 0 ? boxes[hot] : freeBuffers.poll();
+    }
+
+    /** Free buffers, the hot one included. */
+    private int freeCount() {
+        return freeBuffers.size() + (hotBuffer.get() >= 0 ? 1 : 0);
+    }
+
     /** Filler thread: fetches {@code p} in a free buffer; if none is free or the source refuses, a demand is retried later. */
     private boolean start(final int p, final boolean isDemand) {
-        final Integer b = freeBuffers.poll();
+        final Integer b = isDemand ? takeForDemand() : freeBuffers.poll();
         if (b != null && start(p, b, isDemand)) {
             return true;
         }
         if (b != null) {
-            freeBuffers.offer(b);
+            release(b);
         }
         if (isDemand && (b != null || !store.source.connected())) {
             scheduleRetry(p);
@@ -432,7 +456,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
             backgroundFilled[p] = !isDemand;
             mergeOrFail(p, b, iov);
         } finally {
-            freeBuffers.offer(boxes[b]);
+            release(b);
         }
     }
 
