@@ -211,7 +211,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
                 demandBytes.addAndGet(store.geo.pageLength(p));
                 // The guest's reads first, from the verified bytes; the local write follows, off their path.
                 if (store.serveWaiters(p, buffers[b]) > 0 && deferredMerges.offer(boxes[b])) {
-                    // Every waiter that could be was answered: the local write waits for a request thread with nothing
+                    // Every waiter was answered: the local write waits for a request thread with nothing
                     // to do (or this agent). Done here, it would hold up the next request on a host with no idle core:
                     // measured on 2 cores, the queue agent then waits out the write (~12 us) before it sees the guest's
                     // next request. The offer (ordered store) publishes bufferPage[b] and the bytes to the merger.

@@ -179,6 +179,11 @@ public final class LazyStore implements BlockBackend {
             final int code = table.park(p, r);
             if (code == PageTable.PARKED || code == PageTable.PARKED_START_FETCH) {
                 demand(p); // ABSENT: we may win the fetch; FETCHING: make sure one is coming
+                if (code == PageTable.PARKED) {
+                    // The page's fetch may have landed already, its merge put off until this thread idles (a read
+                    // of the same page just before was answered from it): merge now, or r would wait out the idling.
+                    filler.runDeferredMerges();
+                }
                 return true;
             }
             if (table.readable(p)) {
@@ -192,22 +197,24 @@ public final class LazyStore implements BlockBackend {
      * The fetch of page {@code p} was verified in {@code bytes} and is not merged yet: answers its parked reads that lie
      * wholly in the page and cover no sector the guest wrote straight from those bytes, so the guest does not wait for
      * the local write; the rest are parked again and run once the page is merged. On the fetch's completing thread.
-     * Returns how many were answered.
+     * Returns how many were answered if that was all of them, else 0 (someone waits for the merge).
      */
     int serveWaiters(final int p, final MemorySegment bytes) {
         int answered = 0;
+        boolean reparked = false;
         PageWaiter w = table.takeWaiters(p);
         while (w != null) {
             final PageWaiter next = PageTable.detachNext(w);
             if (!(w instanceof BlkRequest r && answerable(p, r))) {
                 repark(p, w);
+                reparked = true;
             } else {
                 r.answerFrom(bytes, r.offset - geo.pageStart(p));
                 answered++;
             }
             w = next;
         }
-        return answered;
+        return reparked ? 0 : answered;
     }
 
     /** Whether the fetched bytes of page {@code p} are the right answer to {@code r}: a read inside it, no guest sector. */
