@@ -67,8 +67,8 @@ final class LazyFiller implements Agent, PageSource.Listener {
     private final Integer[] boxes;
     /**
      * Demand pages whose waiters were answered from the fetched bytes, still to be written to the local file: merged
-     * by a request thread when it has nothing else to do, or by this agent ({@link #runDeferredMerges}). Reads of such a
-     * page that come meanwhile park until its merge, as on any page being fetched.
+     * by a request thread when it has nothing else to do, or by this agent ({@link #runDeferredMerges}). A read of such
+     * a page that comes meanwhile parks, and its thread merges the page at once ({@code LazyStore.waitFor}).
      */
     private final ManyToManyConcurrentArrayQueue<Integer> deferredMerges;
     /** Free buffer indices, boxed once here: any thread takes and returns them without allocating. */
