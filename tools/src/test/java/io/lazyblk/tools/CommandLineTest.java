@@ -3,11 +3,9 @@ package io.lazyblk.tools;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 
+import static io.lazyblk.tools.CliRun.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -16,32 +14,13 @@ class CommandLineTest {
     @TempDir
     Path dir;
 
-    private record Run(int code, String out, String err) {
-    }
-
-    private static synchronized Run run(final String... args) {
-        final PrintStream out = System.out;
-        final PrintStream err = System.err;
-        final ByteArrayOutputStream o = new ByteArrayOutputStream();
-        final ByteArrayOutputStream e = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
-            final int code = Main.run(args);
-            return new Run(code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(out);
-            System.setErr(err);
-        }
-    }
-
     @Test
     void shouldPrintHelpForEveryCommand() {
         for (final String cmd : new picocli.CommandLine(new Main()).getSubcommands().keySet()) {
             if ("help".equals(cmd)) {
                 continue;
             }
-            final Run r = run(cmd, "--help");
+            final CliRun r = run(cmd, "--help");
             assertEquals(0, r.code(), cmd);
             assertTrue(r.out().contains("Usage: lazyblk " + cmd), r.out());
         }
@@ -50,10 +29,10 @@ class CommandLineTest {
 
     @Test
     void shouldRefuseServeWithoutAnImageSayingWhatToDo() {
-        final Run r = run("serve", "--socket", dir.resolve("s").toString(), "--local", dir.resolve("missing.img").toString());
+        final CliRun r = run("serve", "--socket", dir.resolve("s").toString(), "--local", dir.resolve("missing.img").toString());
         assertEquals(2, r.code());
         assertTrue(r.err().contains("truncate -s"), r.err());
-        final Run both = run("serve", "--socket", dir.resolve("s").toString());
+        final CliRun both = run("serve", "--socket", dir.resolve("s").toString());
         assertEquals(2, both.code());
         assertTrue(both.err().contains("--local IMAGE or --null SIZE"), both.err());
     }
@@ -62,34 +41,34 @@ class CommandLineTest {
     void shouldRefuseBadSourcesAndTokenCountsSayingWhatIsExpected() {
         final String sock = dir.resolve("s").toString();
         final String local = dir.resolve("l.img").toString();
-        final Run scheme = run("serve", "--socket", sock, "--local", local, "--token", "t", "--source", "ftp://host:1/img");
+        final CliRun scheme = run("serve", "--socket", sock, "--local", local, "--token", "t", "--source", "ftp://host:1/img");
         assertEquals(2, scheme.code());
         assertTrue(scheme.err().contains("tcp://HOST:PORT/NAME, rdma://HOST:PORT/NAME or shm://SOCKPATH/NAME"), scheme.err());
-        final Run shm = run("serve", "--socket", sock, "--local", local, "--token", "t", "--source", "shm://nameonly");
+        final CliRun shm = run("serve", "--socket", sock, "--local", local, "--token", "t", "--source", "shm://nameonly");
         assertEquals(2, shm.code());
         assertTrue(shm.err().contains("shm://SOCKPATH/NAME"), shm.err());
-        final Run tokens = run("serve", "--socket", sock, "--local", local, "--token", "a", "--token", "b", "--token", "c",
+        final CliRun tokens = run("serve", "--socket", sock, "--local", local, "--token", "a", "--token", "b", "--token", "c",
             "--source", "tcp://127.0.0.1:1/x", "--source", "tcp://127.0.0.1:2/x");
         assertTrue(tokens.code() != 0);
         assertTrue(tokens.err().contains("one --token for all of them, or one per --source"), tokens.err());
-        final Run noWhere = run("image-server", "--export", "x=" + local, "--secret-file", local);
+        final CliRun noWhere = run("image-server", "--export", "x=" + local, "--secret-file", local);
         assertTrue(noWhere.code() != 0);
         assertTrue(noWhere.err().contains("--unix SOCKPATH"), noWhere.err());
     }
 
         @Test
     void shouldRefuseBadSizesAndBlockSizesWithAMessage() {
-        final Run r = run("serve", "--socket", dir.resolve("s").toString(), "--null", "12q");
+        final CliRun r = run("serve", "--socket", dir.resolve("s").toString(), "--null", "12q");
         assertEquals(2, r.code());
         assertTrue(r.err().contains("is not a size"), r.err());
-        final Run b = run("bench", "--socket", dir.resolve("s").toString(), "--bs", "100");
+        final CliRun b = run("bench", "--socket", dir.resolve("s").toString(), "--bs", "100");
         assertEquals(2, b.code());
         assertTrue(b.err().contains("multiple of 512"), b.err());
     }
 
     @Test
     void shouldRunTheLazyDemoEndToEndThroughTheBuiltInFrontEnd() {
-        final Run r = run("demo", "--front-end", "--work-dir", dir.toString(), "--size", "32M", "--fill-rate", "64M");
+        final CliRun r = run("demo", "--front-end", "--work-dir", dir.toString(), "--size", "32M", "--fill-rate", "64M");
         assertEquals(0, r.code(), r.out() + r.err());
         assertTrue(r.out().contains("switched to disk-only"), r.out());
         assertTrue(r.out().contains("OK: the guest ran from an image pulled lazily"), r.out());
@@ -97,7 +76,7 @@ class CommandLineTest {
 
     @Test
     void shouldRunTheLocalDemoThroughTheBuiltInFrontEnd() {
-        final Run r = run("demo", "--front-end", "--local-only", "--work-dir", dir.toString(), "--size", "32M");
+        final CliRun r = run("demo", "--front-end", "--local-only", "--work-dir", dir.toString(), "--size", "32M");
         assertEquals(0, r.code(), r.out() + r.err());
         assertTrue(r.out().contains("OK: the engine served the front end"), r.out());
     }

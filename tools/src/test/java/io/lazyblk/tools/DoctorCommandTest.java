@@ -3,37 +3,16 @@ package io.lazyblk.tools;
 import io.lazyblk.pull.rdma.RdmaProbe;
 import org.junit.jupiter.api.Test;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
+import static io.lazyblk.tools.CliRun.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeFalse;
 
 /** {@code lazyblk doctor} as an operator and a script read it, on this host (no RDMA, no libdisni). */
 class DoctorCommandTest {
-    private record Run(int code, String out, String err) {
-    }
-
-    private static synchronized Run run(final String... args) {
-        final PrintStream out = System.out;
-        final PrintStream err = System.err;
-        final ByteArrayOutputStream o = new ByteArrayOutputStream();
-        final ByteArrayOutputStream e = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
-            final int code = Main.run(args);
-            return new Run(code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(out);
-            System.setErr(err);
-        }
-    }
-
     private static Map<String, String> kv(final String out) {
         final Map<String, String> m = new LinkedHashMap<>();
         for (final String line : out.split("\n")) {
@@ -58,14 +37,14 @@ class DoctorCommandTest {
 
     @Test
     void shouldPrintHelp() {
-        final Run r = run("doctor", "--help");
+        final CliRun r = run("doctor", "--help");
         assertEquals(0, r.code());
         assertTrue(r.out().contains("Usage: lazyblk doctor") && r.out().contains("--format"), r.out());
     }
 
     @Test
     void shouldReportOneLinePerTransportAndExitZeroAlthoughRdmaIsMissing() {
-        final Run r = run("doctor");
+        final CliRun r = run("doctor");
         assertEquals(0, r.code(), r.out() + r.err());
         final String tcp = line(r.out(), "tcp://");
         assertTrue(tcp.contains("available"), tcp);
@@ -85,7 +64,7 @@ class DoctorCommandTest {
 
     @Test
     void shouldPrintKeyValueLinesForScripts() {
-        final Run r = run("doctor", "--format", "kv");
+        final CliRun r = run("doctor", "--format", "kv");
         assertEquals(0, r.code(), r.out() + r.err());
         final Map<String, String> m = kv(r.out());
         assertEquals("available", m.get("transport.tcp"));

@@ -22,6 +22,7 @@ import java.util.Random;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
+import static io.lazyblk.tools.CliRun.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -34,25 +35,6 @@ class ProviderCommandsTest {
     private byte[] secret;
     private Path image;
     private byte[] content;
-
-    private record Run(int code, String out, String err) {
-    }
-
-    private static synchronized Run run(final String... args) {
-        final PrintStream out = System.out;
-        final PrintStream err = System.err;
-        final ByteArrayOutputStream o = new ByteArrayOutputStream();
-        final ByteArrayOutputStream e = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
-            final int code = Main.run(args);
-            return new Run(code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(out);
-            System.setErr(err);
-        }
-    }
 
     @BeforeEach
     void files() throws Exception {
@@ -67,7 +49,7 @@ class ProviderCommandsTest {
     @Test
     void shouldPrintHelpForBothCommands() {
         for (final String cmd : new String[] {"image-server", "token"}) {
-            final Run r = run(cmd, "--help");
+            final CliRun r = run(cmd, "--help");
             assertEquals(0, r.code(), cmd);
             assertTrue(r.out().contains("Usage: lazyblk " + cmd), r.out());
         }
@@ -75,7 +57,7 @@ class ProviderCommandsTest {
 
     @Test
     void shouldPrintATokenAloneOnOneLineThatVerifiesForItsImageUntilItsTtl() {
-        final Run r = run("token", "--secret-file", secretFile.toString(), "--image", "disk", "--ttl", "15m");
+        final CliRun r = run("token", "--secret-file", secretFile.toString(), "--image", "disk", "--ttl", "15m");
         assertEquals(0, r.code(), r.err());
         final String token = r.out().strip();
         assertEquals(token + System.lineSeparator(), r.out(), "the token alone on one line");
@@ -86,10 +68,10 @@ class ProviderCommandsTest {
 
     @Test
     void shouldRefuseTokenArgumentsWithAMessageThatSaysWhatToDo() {
-        final Run missing = run("token", "--secret-file", dir.resolve("nope").toString(), "--image", "disk", "--ttl", "1h");
+        final CliRun missing = run("token", "--secret-file", dir.resolve("nope").toString(), "--image", "disk", "--ttl", "1h");
         assertEquals(2, missing.code());
         assertTrue(missing.err().contains("head -c 32 /dev/urandom"), missing.err());
-        final Run badTtl = run("token", "--secret-file", secretFile.toString(), "--image", "disk", "--ttl", "10x");
+        final CliRun badTtl = run("token", "--secret-file", secretFile.toString(), "--image", "disk", "--ttl", "10x");
         assertEquals(2, badTtl.code());
         assertTrue(badTtl.err().contains("is not a duration (examples: 30s, 15m, 24h, 7d)"), badTtl.err());
         assertEquals(2, run("token", "--secret-file", secretFile.toString(), "--image", "disk", "--ttl", "0s").code());
@@ -112,7 +94,7 @@ class ProviderCommandsTest {
         assertRefused(run("image-server", "--listen", "host:port", "--export", "disk=" + img, "--secret-file", s), "is not HOST:PORT");
     }
 
-    private static void assertRefused(final Run r, final String says) {
+    private static void assertRefused(final CliRun r, final String says) {
         assertEquals(2, r.code(), r.out() + r.err());
         assertTrue(r.err().contains(says), "expected '" + says + "' in: " + r.err());
     }
