@@ -246,8 +246,7 @@ public final class BlkRequest extends io.lazyblk.pagemap.PageWaiter {
             }
             status = VirtioBlk.S_OK;
             writeStatus();
-            owner.completions.offer(this); // CAS: publishes the data and status to the queue agent's poll()
-            owner.waker.run();
+            owner.complete(this);
         } finally {
             owner.exit();
         }

@@ -220,6 +220,47 @@ class LazyEngineTest {
         assertArrayEquals(expected, Files.readAllBytes(local));
     }
 
+    /**
+     * Bursts of reads on one queue, half in local pages (completed and published by the queue's own thread) and half
+     * misses (answered and published by the thread that fetched their pages): both publish in the one used ring, so
+     * every read must complete once, with its bytes, burst after burst.
+     */
+    @Test
+    void shouldCompleteEveryReadOfBurstsMixingLocalPagesAndMissesOnOneQueue() throws Exception {
+        final Path local = dir.resolve("local.img");
+        final Path sock = dir.resolve("lazy.sock");
+        final int perBurst = 16;
+        try (Engine engine = Engine.startLazy(Engine.Options.file(sock, local), source(1024)); // 1 KiB/s: no background fill
+             VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
+            final LazyStore store = engine.lazyStore();
+            final BlkClient blk = new BlkClient(fe, 0);
+            for (int burst = 0; burst < SIZE / PAGE / (2 * perBurst); burst++) {
+                final int hits = burst * 2 * perBurst;
+                final int misses = hits + perBurst;
+                for (int p = hits; p < misses; p++) {
+                    assertTrue(blk.read((long) p * PAGE / 512, 512).ok(), "read to bring page " + p + " in");
+                }
+                final int wanted = misses;
+                Await.until("pages " + hits + ".." + (misses - 1) + " local", Duration.ofSeconds(30), () -> store.localPages() >= wanted);
+                final long[] offsets = new long[2 * perBurst];
+                final int[] lengths = new int[2 * perBurst];
+                for (int i = 0; i < offsets.length; i++) {
+                    final int page = i % 2 == 0 ? hits + i / 2 : misses + i / 2;
+                    offsets[i] = (long) page * PAGE + (long) (i * 7 % 16) * 4096;
+                    lengths[i] = 4096;
+                }
+                final ReadBurst reads = new ReadBurst(fe, 0, offsets, lengths);
+                reads.submitAll();
+                reads.awaitAll(Duration.ofSeconds(30));
+                for (int i = 0; i < offsets.length; i++) {
+                    assertEquals(0, reads.status(i), "status of read " + i + " of burst " + burst);
+                    assertArrayEquals(range(golden, (int) offsets[i], 4096), reads.data(i), "bytes of read " + i + " of burst " + burst);
+                }
+            }
+            assertEquals(SIZE, store.bytesFetchedOnDemand() + store.bytesFetchedInBackground(), "every page fetched once");
+        }
+    }
+
     @Test
     void shouldResumeWithoutRefetchingLocalPagesAndKeepFlushedGuestWrites() throws Exception {
         final Path local = dir.resolve("resume.img");

@@ -18,7 +18,8 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_SHORT;
 
 /**
- * Runs one started virtqueue: the only writer of its used ring. Polls the ring for a while after the last work,
+ * Runs one started virtqueue: pops its avail ring and publishes completions in its used ring (which its handler
+ * may lease to a thread that answers a request itself). Polls the ring for a while after the last work,
  * then re-enables guest notifications and sleeps in {@code poll(2)} on the kick eventfd and its own wake eventfd
  * (which other threads signal through {@link #wake()} when they hand it completions).
  */

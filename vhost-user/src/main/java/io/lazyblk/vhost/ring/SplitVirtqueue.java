@@ -11,8 +11,11 @@ import java.lang.invoke.VarHandle;
 /**
  * Device side of a virtio split virtqueue living in guest memory.
  *
- * <p>Single writer: only the owning queue agent calls the mutating methods (pop, push, publish, notification
- * control). Every value read from guest memory is treated as hostile and checked before use.
+ * <p>Single writer: only the owning queue agent calls the avail-side and notification-control methods (pop,
+ * readChain, enable/disableNotifications). The used side ({@link #pushUsed}, {@link #publishUsed}) touches only
+ * its own fields, so a queue handler may let another thread call it under a lease that hands those fields over
+ * with acquire/release (see BlkQueueHandler); one thread at a time. Every value read from guest memory is treated
+ * as hostile and checked before use.
  */
 public final class SplitVirtqueue {
     public static final int MAX_SIZE = 1024;
