@@ -31,7 +31,8 @@ import java.util.concurrent.TimeUnit;
 /**
  * {@code lazyblk bench-sources}: the page sources side by side in one run, each against the raw cost of what it
  * does: tcp:// against a bare round trip and a bulk TCP copy on loopback, shm:// against memcpy out of a mapping.
- * For each: the demand-miss latency through the engine (4 KiB random reads at QD1, fill stopped) and the engine's
+ * For each: the demand-miss latency through the engine (4 KiB random reads at QD1, fill stopped), in rounds that each
+ * measure the raw cost right before the misses (medians over the rounds, and each round's overhead), and the engine's
  * fill throughput (the whole image, nothing else running).
  */
 @Command(name = "bench-sources", mixinStandardHelpOptions = true,
@@ -52,8 +53,17 @@ public final class SourceBenchCommand implements Callable<Integer> {
         + " ends early once every page was read (default ${DEFAULT-VALUE})")
     int seconds;
 
+    @Option(names = "--rounds", defaultValue = "5", description = "rounds of demand misses, each measured right after its raw cost"
+        + " (a bare round trip of a new page of the file, a memcpy of a page first touched), so that a slow spell of the host"
+        + " weighs on both sides of an overhead; the table gives the medians (default ${DEFAULT-VALUE})")
+    int rounds;
+
     @Override
     public Integer call() throws Exception {
+        if (rounds < 1 || rounds > 100) {
+            System.err.println("bench-sources: --rounds must be 1..100, got " + rounds);
+            return 2;
+        }
         Files.createDirectories(workDir);
         final Path local = localDir != null ? localDir : Files.isDirectory(Path.of("/dev/shm")) ? Path.of("/dev/shm") : workDir;
         final Path image = workDir.resolve("image-" + size + ".raw");
@@ -98,46 +108,63 @@ public final class SourceBenchCommand implements Callable<Integer> {
                 bare.exchange(size);
                 bulkTcp = size / ((System.nanoTime() - t0) / 1e9) / 1e6;
             }
-            // From the image file at new pages each time, as a miss must: neither end finds the page in its caches.
-            final long[] rawTcpFile;
-            try (BareTcp bare = new BareTcp(page, image)) {
-                final java.util.SplittableRandom order = new java.util.SplittableRandom(3);
-                final int pages = (int) (size / page);
-                rawTcpFile = roundTrips(() -> bare.roundTrip((long) order.nextInt(pages) * page));
-            }
             final double[][] sourceFill = new double[2][];
             final double[] copy = memcpy(image, page);
-
-            final double[][] miss = new double[2][];
+            // Rounds: each takes a source's raw cost and then its misses through the engine, one right after the other.
+            // The overhead of a round is its miss p50 less its raw p50; the table gives the medians over the rounds.
+            final double[][][] raw = new double[2][rounds][];
+            final double[][][] miss = new double[2][rounds][];
+            try (BareTcp bare = new BareTcp(page, image)) {
+                final int pages = (int) (size / page);
+                for (int r = 0; r < rounds; r++) {
+                    System.err.println("bench-sources: round " + (r + 1) + " of " + rounds + ": tcp:// then shm:// demand misses,"
+                        + " each after its raw cost");
+                    // From the image file at new pages each time, as a miss must: neither end finds the page in its caches.
+                    final SplittableRandom order = new SplittableRandom(3 + r);
+                    final long[] file = roundTrips(() -> bare.roundTrip((long) order.nextInt(pages) * page));
+                    raw[0][r] = new double[] {file[0] / 1e3, file[1] / 1e3};
+                    miss[0][r] = misses(local, tcp, token, 7 + r);
+                    raw[1][r] = firstTouch(image, page, 9 + r);
+                    miss[1][r] = misses(local, shm, token, 7 + r);
+                }
+            }
             final double[] fill = new double[2];
             final SourceUri[] uris = {tcp, shm};
             for (int i = 0; i < 2; i++) {
-                System.err.println("bench-sources: " + uris[i].scheme() + ":// demand misses, then a full fill");
-                miss[i] = misses(local, uris[i], token);
+                System.err.println("bench-sources: " + uris[i].scheme() + ":// full fill");
                 fill[i] = fillMBps(local, uris[i], token);
                 sourceFill[i] = new double[] {sourceFillMBps(uris[i], token, page)};
             }
+            final double[] tcpMiss = medians(miss[0]);
+            final double[] tcpFile = medians(raw[0]);
+            final double[] shmMiss = medians(miss[1]);
+            final double[] shmCopy = medians(raw[1]);
+            final double[] tcpOverhead = overheads(miss[0], raw[0]);
+            final double[] shmOverhead = overheads(miss[1], raw[1]);
             System.out.printf("%nimage %d MiB of random bytes, %d KiB pages; engine local files in %s%n", size >> 20, page >> 10, local);
-            System.out.printf("%-10s %-44s %10s %10s%n", "source", "4 KiB read at QD1 through the engine", "p50 us", "p99 us");
-            System.out.printf("%-10s %-44s %10.1f %10.1f   (%.0f misses)%n", "tcp://", "demand miss", miss[0][0], miss[0][1], miss[0][2]);
-            System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "raw: bare round trip of one page (TCP)",
-                rawTcp[0] / 1e3, rawTcp[1] / 1e3, miss[0][0] - rawTcp[0] / 1e3);
-            System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "(the same with one core busy-polling)",
-                rawTcpBusy[0] / 1e3, rawTcpBusy[1] / 1e3, miss[0][0] - rawTcpBusy[0] / 1e3);
+            System.out.printf("%-10s %-44s %10s %10s%n", "source", "4 KiB read at QD1 through the engine (median of "
+                + rounds + " rounds)", "p50 us", "p99 us");
+            System.out.printf("%-10s %-44s %10.1f %10.1f   (%.0f misses a round)%n", "tcp://", "demand miss", tcpMiss[0], tcpMiss[1], tcpMiss[2]);
             System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "raw: bare round trip of a new page of the file",
-                rawTcpFile[0] / 1e3, rawTcpFile[1] / 1e3, miss[0][0] - rawTcpFile[0] / 1e3);
-            System.out.printf("%-10s %-44s %10.1f %10.1f   (%.0f misses)%n", "shm://", "demand miss", miss[1][0], miss[1][1], miss[1][2]);
+                tcpFile[0], tcpFile[1], tcpOverhead[rounds / 2]);
+            System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "raw: bare round trip of one page (TCP)",
+                rawTcp[0] / 1e3, rawTcp[1] / 1e3, tcpMiss[0] - rawTcp[0] / 1e3);
+            System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "(the same with one core busy-polling)",
+                rawTcpBusy[0] / 1e3, rawTcpBusy[1] / 1e3, tcpMiss[0] - rawTcpBusy[0] / 1e3);
+            System.out.printf("%-10s %-44s %10.1f %10.1f   (%.0f misses a round)%n", "shm://", "demand miss", shmMiss[0], shmMiss[1], shmMiss[2]);
             System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "raw: memcpy of a page first touched",
-                copy[3], copy[4], miss[1][0] - copy[3]);
+                shmCopy[0], shmCopy[1], shmOverhead[rounds / 2]);
             System.out.printf("%-10s %-44s %10.1f %10.1f%n", "", "(memcpy of a page already touched)", copy[1], copy[2]);
+            System.out.printf("%-10s %-44s %s%n", "", "tcp:// overhead over the file round trip, by round", perRound(miss[0], raw[0]));
+            System.out.printf("%-10s %-44s %s%n", "", "shm:// overhead over the first-touch memcpy, by round", perRound(miss[1], raw[1]));
             System.out.printf("%n%-10s %-44s %10s %10s%n", "source", "fill of the whole image", "MB/s", "ratio");
             System.out.printf("%-10s %-44s %10.0f %10.2f   (against a bare bulk TCP copy, %.0f MB/s)%n", "tcp://",
                 "the source alone, into page buffers", sourceFill[0][0], sourceFill[0][0] / bulkTcp, bulkTcp);
             System.out.printf("%-10s %-44s %10.0f %10.2f%n", "", "through the engine (verify, write, sync)", fill[0], fill[0] / bulkTcp);
             System.out.printf("%-10s %-44s %10.0f %10.2f   (against single-core memcpy from a fresh mapping, %.0f MB/s;"
                 + " %.2f against one already touched, %.0f MB/s)%n", "shm://", "the source alone, into page buffers", sourceFill[1][0],
-                sourceFill[1][0] / copy[5], copy[5], sourceFill[1][0] / copy[0], copy[0]);
-            System.out.printf("%-10s %-44s %10.0f %10.2f%n", "", "through the engine (verify, write, sync)", fill[1], fill[1] / copy[5]);
+                sourceFill[1][0] / copy[3], copy[3], sourceFill[1][0] / copy[0], copy[0]);
+            System.out.printf("%-10s %-44s %10.0f %10.2f%n", "", "through the engine (verify, write, sync)", fill[1], fill[1] / copy[3]);
         }
         return 0;
     }
@@ -193,12 +220,10 @@ public final class SourceBenchCommand implements Callable<Integer> {
     }
 
     /**
-     * Single-core memcpy out of a shared mapping of the image: {MB/s over the whole image, p50 us, p99 us of one page
-     * already touched, p50 us, p99 us of one page touched for the first time in a fresh mapping}. A demand miss copies
-     * a page the engine's mapping never touched, so the first-touch copy is its raw cost.
+     * Single-core memcpy of one page out of a fresh shared mapping of the image, at pages in a scattered order: a demand
+     * miss over shm:// copies a page the engine's mapping never touched, so this is its raw cost. {p50 us, p99 us}.
      */
-    private static double[] memcpy(final Path image, final int page) throws Exception {
-        final double[] firstTouch;
+    private static double[] firstTouch(final Path image, final int page, final long seed) throws Exception {
         try (FileChannel ch = FileChannel.open(image); Arena arena = Arena.ofShared()) {
             final MemorySegment map = ch.map(FileChannel.MapMode.READ_ONLY, 0, ch.size(), arena);
             final MemorySegment buf = arena.allocate(page, 4096);
@@ -206,7 +231,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
                 MemorySegment.copy(map, 0, buf, 0, page); // the JIT compiles the copy first
             }
             final int pages = (int) (map.byteSize() / page);
-            final int[] order = new SplittableRandom(9).ints(1, pages).distinct().limit(Math.min(pages - 1, 2000)).toArray();
+            final int[] order = new SplittableRandom(seed).ints(1, pages).distinct().limit(Math.min(pages - 1, 2000)).toArray();
             final long[] took = new long[order.length];
             for (int i = 0; i < order.length; i++) {
                 final long t0 = System.nanoTime();
@@ -214,8 +239,15 @@ public final class SourceBenchCommand implements Callable<Integer> {
                 took[i] = System.nanoTime() - t0;
             }
             Arrays.sort(took);
-            firstTouch = new double[] {took[took.length / 2] / 1e3, took[took.length * 99 / 100] / 1e3};
+            return new double[] {took[took.length / 2] / 1e3, took[took.length * 99 / 100] / 1e3};
         }
+    }
+
+    /**
+     * Single-core memcpy out of a shared mapping of the image: {MB/s over the whole image once every page was touched,
+     * p50 us, p99 us of one page already touched, MB/s of the first pass over a fresh mapping}.
+     */
+    private static double[] memcpy(final Path image, final int page) throws Exception {
         try (FileChannel ch = FileChannel.open(image); Arena arena = Arena.ofShared()) {
             final MemorySegment map = ch.map(FileChannel.MapMode.READ_ONLY, 0, ch.size(), arena);
             final MemorySegment buf = arena.allocate(page, 4096);
@@ -243,8 +275,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
                 took[i] = System.nanoTime() - t0;
             }
             Arrays.sort(took);
-            return new double[] {best, took[took.length / 2] / 1e3, took[took.length * 99 / 100] / 1e3, firstTouch[0], firstTouch[1],
-                firstRound};
+            return new double[] {best, took[took.length / 2] / 1e3, took[took.length * 99 / 100] / 1e3, firstRound};
         }
     }
 
@@ -252,17 +283,50 @@ public final class SourceBenchCommand implements Callable<Integer> {
      * 4 KiB reads at QD1 through the polling front end, each in a page no earlier read touched (pages in a scattered
      * order), so every one is a demand miss: {p50 us, p99 us}.
      */
-    private double[] misses(final Path local, final SourceUri uri, final String token) throws Exception {
+    private double[] misses(final Path local, final SourceUri uri, final String token, final long seed) throws Exception {
         final Path file = BootBenchCommand.fresh(local.resolve("miss-" + uri.scheme() + ".img"));
         final Path sock = workDir.resolve("miss-" + uri.scheme() + ".sock");
         // --fill-rate 1k: the background fill stands still, so no page is local before its read.
         try (Engine e = Engine.startLazy(Engine.Options.file(sock, file), source(uri, token, 1024))) {
-            final BenchResult r = BenchRunner.run(new BenchOptions(sock, BenchPattern.RANDREAD, 4096, 1, seconds, 1, 7)
+            final BenchResult r = BenchRunner.run(new BenchOptions(sock, BenchPattern.RANDREAD, 4096, 1, seconds, 1, seed)
                 .withDistinctStrides(e.lazyStore().pageSize()));
             return new double[] {r.p50Us(), r.p99Us(), r.ops()};
         } finally {
             cleanUp(file);
         }
+    }
+
+    /** Per column, the median over the rows. */
+    private static double[] medians(final double[][] rows) {
+        final double[] m = new double[rows[0].length];
+        for (int c = 0; c < m.length; c++) {
+            final double[] col = new double[rows.length];
+            for (int r = 0; r < rows.length; r++) {
+                col[r] = rows[r][c];
+            }
+            Arrays.sort(col);
+            m[c] = col[col.length / 2];
+        }
+        return m;
+    }
+
+    /** Each round's miss p50 less its raw p50, sorted (the middle one is the median). */
+    private static double[] overheads(final double[][] miss, final double[][] raw) {
+        final double[] o = new double[miss.length];
+        for (int r = 0; r < o.length; r++) {
+            o[r] = miss[r][0] - raw[r][0];
+        }
+        Arrays.sort(o);
+        return o;
+    }
+
+    /** Each round's overhead and its two p50s, in round order. */
+    private static String perRound(final double[][] miss, final double[][] raw) {
+        final StringBuilder b = new StringBuilder();
+        for (int r = 0; r < miss.length; r++) {
+            b.append(r == 0 ? "" : ", ").append(String.format("%.1f (%.1f - %.1f)", miss[r][0] - raw[r][0], miss[r][0], raw[r][0]));
+        }
+        return b.toString();
     }
 
     private double fillMBps(final Path local, final SourceUri uri, final String token) throws Exception {

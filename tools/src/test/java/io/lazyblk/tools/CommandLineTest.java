@@ -56,7 +56,7 @@ class CommandLineTest {
         assertTrue(noWhere.err().contains("--unix SOCKPATH"), noWhere.err());
     }
 
-        @Test
+    @Test
     void shouldRefuseBadSizesAndBlockSizesWithAMessage() {
         final CliRun r = run("serve", "--socket", dir.resolve("s").toString(), "--null", "12q");
         assertEquals(2, r.code());
@@ -64,6 +64,9 @@ class CommandLineTest {
         final CliRun b = run("bench", "--socket", dir.resolve("s").toString(), "--bs", "100");
         assertEquals(2, b.code());
         assertTrue(b.err().contains("multiple of 512"), b.err());
+        final CliRun s = run("bench-sources", "--work-dir", dir.resolve("w").toString(), "--rounds", "0");
+        assertEquals(2, s.code());
+        assertTrue(s.err().contains("--rounds must be 1..100"), s.err());
     }
 
     @Test
