@@ -15,6 +15,8 @@ import java.util.zip.CRC32C;
  * digest[32], then page count x u32 checksums. {@link #decode} checks all of it: it comes from the network.
  */
 public final class Manifest {
+    /** One checksum state per verifying thread (transports, the filler, requesting threads): no allocation per page. */
+    private static final ThreadLocal<CRC32C> CRC = ThreadLocal.withInitial(CRC32C::new);
     public static final int MAGIC = 0x4d425a4c; // "LZBM" little endian
     public static final int VERSION = 1;
     public static final int HEADER_BYTES = 4 + 4 + 8 + 4 + 4 + 32;
@@ -123,7 +125,8 @@ public final class Manifest {
 
     /** CRC32C of {@code length} bytes of {@code page} (a buffer positioned at the page start). */
     public static int crc(final ByteBuffer page) {
-        final CRC32C c = new CRC32C();
+        final CRC32C c = CRC.get();
+        c.reset();
         c.update(page);
         return (int) c.getValue();
     }
@@ -144,7 +147,7 @@ public final class Manifest {
         }
         final int pos = data.position();
         final int limit = data.limit();
-        final CRC32C c = new CRC32C();
+        final CRC32C c = CRC.get();
         try {
             final int first = firstSourcePage(page);
             final int n = sourcePageCount(page);
