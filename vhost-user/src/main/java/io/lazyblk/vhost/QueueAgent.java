@@ -29,6 +29,8 @@ public final class QueueAgent implements Agent {
     private static final int SLEEP_MILLIS = 100;
     /** How long {@link #onClose()} waits for in-flight requests to finish before giving up on them. */
     private static final long DRAIN_NANOS = 30_000_000_000L;
+    /** How long stopping a queue waits for its agent before it logs that it still waits: the drain, and some. */
+    public static final int CLOSE_WAIT_MILLIS = (int) (DRAIN_NANOS / 1_000_000) + 5_000;
 
     private final SplitVirtqueue queue;
     private final QueueHandler handler;

@@ -338,7 +338,10 @@ public final class VhostUserConnection implements AutoCloseable {
             return;
         }
         q.agent.interruptSleep();
-        q.runner.close();
+        // The agent drains its in-flight requests for up to QueueAgent.DRAIN_NANOS before it stops: wait that out in
+        // one join, rather than Agrona's default of printing a retry line to stderr every 5 s meanwhile.
+        q.runner.close(QueueAgent.CLOSE_WAIT_MILLIS, t -> LOG.warn("queue {}: its agent has not stopped {} s after the stop request; still waiting",
+            q.ring.index, QueueAgent.CLOSE_WAIT_MILLIS / 1000));
         q.base = q.ring.base();
         q.runner = null;
         q.agent = null;
