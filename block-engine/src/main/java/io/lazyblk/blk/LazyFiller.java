@@ -228,6 +228,27 @@ final class LazyFiller implements Agent, PageSource.Listener {
     }
 
     /**
+     * A request thread parked a read on a page whose merge may have been put off: for each page whose merge is put
+     * off, answers the reads parked on it from its buffer, as {@link #onFetched} did, and leaves the merge put off
+     * (a guest reading a page in small pieces gets each from the buffer, not from the local file after a write). A page
+     * with a parked read that cannot be answered so (one across pages, or over sectors the guest wrote) is merged now.
+     * Each buffer belongs to whichever thread took it off the queue, until that thread puts it back or frees it.
+     */
+    void serveDeferred() {
+        for (int n = deferredMerges.size(); n > 0; n--) {
+            final Integer b = deferredMerges.poll(); // acquires what the thread that put it there wrote
+            if (b == null) {
+                return;
+            }
+            final int p = bufferPage[b];
+            if (store.serveWaiters(p, buffers[b]) < 0 || !deferredMerges.offer(b)) {
+                mergeOrFail(p, b, transportIov.get());
+                release(b);
+            }
+        }
+    }
+
+    /**
      * Merges the pages {@link #onFetched} answered from their buffers; any thread (a request thread with nothing else
      * to do, this agent as a backstop). Reads that parked on them since run after this.
      */

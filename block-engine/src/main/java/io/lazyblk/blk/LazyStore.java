@@ -181,8 +181,9 @@ public final class LazyStore implements BlockBackend {
                 demand(p); // ABSENT: we may win the fetch; FETCHING: make sure one is coming
                 if (code == PageTable.PARKED) {
                     // The page's fetch may have landed already, its merge put off until this thread idles (a read
-                    // of the same page just before was answered from it): merge now, or r would wait out the idling.
-                    filler.runDeferredMerges();
+                    // of the same page just before was answered from it): answer r from its bytes now, or merge it
+                    // now if r cannot be answered so, rather than have r wait out the idling.
+                    filler.serveDeferred();
                 }
                 return true;
             }
@@ -197,7 +198,7 @@ public final class LazyStore implements BlockBackend {
      * The fetch of page {@code p} was verified in {@code bytes} and is not merged yet: answers its parked reads that lie
      * wholly in the page and cover no sector the guest wrote straight from those bytes, so the guest does not wait for
      * the local write; the rest are parked again and run once the page is merged. On the fetch's completing thread.
-     * Returns how many were answered if that was all of them, else 0 (someone waits for the merge).
+     * Returns how many were answered if that was all of them (0 if none waited), else -1 (someone waits for the merge).
      */
     int serveWaiters(final int p, final MemorySegment bytes) {
         int answered = 0;
@@ -214,7 +215,7 @@ public final class LazyStore implements BlockBackend {
             }
             w = next;
         }
-        return reparked ? 0 : answered;
+        return reparked ? -1 : answered;
     }
 
     /** Whether the fetched bytes of page {@code p} are the right answer to {@code r}: a read inside it, no guest sector. */

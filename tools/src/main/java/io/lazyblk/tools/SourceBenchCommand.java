@@ -129,10 +129,15 @@ public final class SourceBenchCommand implements Callable<Integer> {
                 }
             }
             final double[] fill = new double[2];
+            final double[][] seq = new double[2][];
+            final double[] seqLocal = new double[2];
             final SourceUri[] uris = {tcp, shm};
             for (int i = 0; i < 2; i++) {
-                System.err.println("bench-sources: " + uris[i].scheme() + ":// full fill");
-                fill[i] = fillMBps(local, uris[i], token);
+                System.err.println("bench-sources: " + uris[i].scheme() + ":// sequential reads, then a full fill");
+                seq[i] = sequential(local, uris[i], token);
+                final double[] f = fillMBps(local, uris[i], token);
+                fill[i] = f[0];
+                seqLocal[i] = f[1];
                 sourceFill[i] = new double[] {sourceFillMBps(uris[i], token, page)};
             }
             final double[] tcpMiss = medians(miss[0]);
@@ -157,6 +162,11 @@ public final class SourceBenchCommand implements Callable<Integer> {
             System.out.printf("%-10s %-44s %10.1f %10.1f%n", "", "(memcpy of a page already touched)", copy[1], copy[2]);
             System.out.printf("%-10s %-44s %s%n", "", "tcp:// overhead over the file round trip, by round", perRound(miss[0], raw[0]));
             System.out.printf("%-10s %-44s %s%n", "", "shm:// overhead over the first-touch memcpy, by round", perRound(miss[1], raw[1]));
+            System.out.printf("%n%-10s %-44s %10s %10s%n", "source", "4 KiB reads at QD1, front to back", "p50 us", "p99 us");
+            for (int i = 0; i < 2; i++) {
+                System.out.printf("%-10s %-44s %10.1f %10.1f   (a miss, then %d reads of its bytes; against %.1f us p50 once the"
+                    + " disk is local)%n", uris[i].scheme() + "://", "absent pages", seq[i][0], seq[i][1], page / 4096 - 1, seqLocal[i]);
+            }
             System.out.printf("%n%-10s %-44s %10s %10s%n", "source", "fill of the whole image", "MB/s", "ratio");
             System.out.printf("%-10s %-44s %10.0f %10.2f   (against a bare bulk TCP copy, %.0f MB/s)%n", "tcp://",
                 "the source alone, into page buffers", sourceFill[0][0], sourceFill[0][0] / bulkTcp, bulkTcp);
@@ -329,7 +339,23 @@ public final class SourceBenchCommand implements Callable<Integer> {
         return b.toString();
     }
 
-    private double fillMBps(final Path local, final SourceUri uri, final String token) throws Exception {
+    /**
+     * 4 KiB reads at QD1 through the polling front end, front to back from the first page, fill stopped: one read in
+     * 16 is a miss and the others read the page it brought in, as a guest reading a file in small pieces does.
+     */
+    private double[] sequential(final Path local, final SourceUri uri, final String token) throws Exception {
+        final Path file = BootBenchCommand.fresh(local.resolve("seq-" + uri.scheme() + ".img"));
+        final Path sock = workDir.resolve("seq-" + uri.scheme() + ".sock");
+        try (Engine e = Engine.startLazy(Engine.Options.file(sock, file), source(uri, token, 1024))) {
+            final BenchResult r = BenchRunner.run(new BenchOptions(sock, BenchPattern.READ, 4096, 1, seconds, 1, 1));
+            return new double[] {r.p50Us(), r.p99Us()};
+        } finally {
+            cleanUp(file);
+        }
+    }
+
+    /** {MB/s of the engine's fill of the whole image, p50 us of 4 KiB reads front to back once it is disk-only}. */
+    private double[] fillMBps(final Path local, final SourceUri uri, final String token) throws Exception {
         final Path file = BootBenchCommand.fresh(local.resolve("fill-" + uri.scheme() + ".img"));
         try (Engine e = Engine.startLazy(Engine.Options.file(workDir.resolve("fill-" + uri.scheme() + ".sock"), file), source(uri, token, 0))) {
             final LazyStore s = e.lazyStore();
@@ -337,7 +363,10 @@ public final class SourceBenchCommand implements Callable<Integer> {
             if (!s.awaitDiskOnly(TimeUnit.MINUTES.toNanos(10))) {
                 throw new IllegalStateException("the fill over " + uri + " did not finish in 10 minutes");
             }
-            return size / ((System.nanoTime() - t0) / 1e9) / 1e6;
+            final double mbps = size / ((System.nanoTime() - t0) / 1e9) / 1e6;
+            final BenchResult r = BenchRunner.run(new BenchOptions(workDir.resolve("fill-" + uri.scheme() + ".sock"), BenchPattern.READ,
+                4096, 1, seconds, 1, 1));
+            return new double[] {mbps, r.p50Us()};
         } finally {
             cleanUp(file);
         }

@@ -221,6 +221,32 @@ class LazyEngineTest {
     }
 
     /**
+     * A guest reading absent pages in 4 KiB pieces, front to back: the first piece of a page is a miss, the others
+     * come while the page's local write may still be put off, and are answered from the fetched bytes. Every piece
+     * must hold the image's bytes, each page must be fetched once, and every page must still reach the local file.
+     */
+    @Test
+    void shouldServeSmallSequentialReadsOfFreshPagesAndFetchAndWriteEachPageOnce() throws Exception {
+        final Path local = dir.resolve("local.img");
+        final Path sock = dir.resolve("lazy.sock");
+        final int pages = 32;
+        try (Engine engine = Engine.startLazy(Engine.Options.file(sock, local), source(1024)); // 1 KiB/s: no background fill
+             VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
+            final LazyStore store = engine.lazyStore();
+            final BlkClient blk = new BlkClient(fe, 0);
+            for (int at = 0; at < pages * PAGE; at += 4096) {
+                final BlkResponse r = blk.read(at / 512, 4096);
+                assertTrue(r.ok(), "read at " + at);
+                assertArrayEquals(range(golden, at, 4096), r.data(), "bytes of the read at " + at);
+            }
+            assertEquals((long) pages * PAGE, store.bytesFetchedOnDemand() + store.bytesFetchedInBackground(), "each page fetched once");
+            Await.until("the pages read local", Duration.ofSeconds(30), () -> store.localPages() >= pages);
+            assertEquals(0, blk.flush());
+        }
+        assertArrayEquals(range(golden, 0, pages * PAGE), range(Files.readAllBytes(local), 0, pages * PAGE));
+    }
+
+    /**
      * Bursts of reads on one queue, half in local pages (completed and published by the queue's own thread) and half
      * misses (answered and published by the thread that fetched their pages): both publish in the one used ring, so
      * every read must complete once, with its bytes, burst after burst.
