@@ -140,6 +140,15 @@ public final class SourceBenchCommand implements Callable<Integer> {
                 seqLocal[i] = f[1];
                 sourceFill[i] = new double[] {sourceFillMBps(uris[i], token, page)};
             }
+            System.err.println("bench-sources: tcp:// demand fetches while background fetches fill the window, over one connection"
+                + " and over two lanes");
+            final double[][] underFill = new double[2][];
+            try (io.lazyblk.pagemap.PageSource one = io.lazyblk.pull.tcp.TcpPageSource.connect(addr, "golden", token)) {
+                underFill[0] = demandUnderFill(one, page);
+            }
+            try (io.lazyblk.pagemap.PageSource two = tcp.open(token, Duration.ofSeconds(10))) {
+                underFill[1] = demandUnderFill(two, page);
+            }
             final double[] tcpMiss = medians(miss[0]);
             final double[] tcpFile = medians(raw[0]);
             final double[] shmMiss = medians(miss[1]);
@@ -167,6 +176,11 @@ public final class SourceBenchCommand implements Callable<Integer> {
                 System.out.printf("%-10s %-44s %10.1f %10.1f   (a miss, then %d reads of its bytes; against %.1f us p50 once the"
                     + " disk is local)%n", uris[i].scheme() + "://", "absent pages", seq[i][0], seq[i][1], page / 4096 - 1, seqLocal[i]);
             }
+            System.out.printf("%n%-10s %-44s %10s %10s%n", "source", "one demand fetch while the fill runs (source)", "p50 us", "p99 us");
+            System.out.printf("%-10s %-44s %10.1f %10.1f   (idle: %.1f us p50)%n", "tcp://", "over one connection", underFill[0][0],
+                underFill[0][1], underFill[0][2]);
+            System.out.printf("%-10s %-44s %10.1f %10.1f   (idle: %.1f us p50; demand and background lanes, as the engine uses)%n", "",
+                "over two lanes", underFill[1][0], underFill[1][1], underFill[1][2]);
             System.out.printf("%n%-10s %-44s %10s %10s%n", "source", "fill of the whole image", "MB/s", "ratio");
             System.out.printf("%-10s %-44s %10.0f %10.2f   (against a bare bulk TCP copy, %.0f MB/s)%n", "tcp://",
                 "the source alone, into page buffers", sourceFill[0][0], sourceFill[0][0] / bulkTcp, bulkTcp);
@@ -297,7 +311,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
         final Path file = BootBenchCommand.fresh(local.resolve("miss-" + uri.scheme() + ".img"));
         final Path sock = workDir.resolve("miss-" + uri.scheme() + ".sock");
         // --fill-rate 1k: the background fill stands still, so no page is local before its read.
-        try (Engine e = Engine.startLazy(Engine.Options.file(sock, file), source(uri, token, 1024))) {
+        try (Engine e = Engine.startLazy(Engine.Options.file(sock, file), source(uri, token, Long.getLong("lazyblk.missfill", 1024)))) {
             final BenchResult r = BenchRunner.run(new BenchOptions(sock, BenchPattern.RANDREAD, 4096, 1, seconds, 1, seed)
                 .withDistinctStrides(e.lazyStore().pageSize()));
             return new double[] {r.p50Us(), r.p99Us(), r.ops()};
@@ -412,6 +426,78 @@ public final class SourceBenchCommand implements Callable<Integer> {
             }
             return s.manifest().size() / seconds / 1e6;
         }
+    }
+
+    /**
+     * Single-page demand fetches at new pages, one at a time, while a thread keeps {@code s}'s background window full
+     * (64 page buffers, refilled as fetches complete): {p50 us, p99 us, p50 us of the same with no background}.
+     */
+    private static double[] demandUnderFill(final io.lazyblk.pagemap.PageSource s, final int page) throws Exception {
+        try (Arena arena = Arena.ofShared()) {
+            final int pages = s.manifest().pageCount();
+            final MemorySegment dst = arena.allocate(page, 4096);
+            final double idle = demandFetches(s, dst, pages, 1000)[0];
+            final java.util.concurrent.atomic.AtomicBoolean run = new java.util.concurrent.atomic.AtomicBoolean(true);
+            final int ring = 64;
+            final MemorySegment[] buf = new MemorySegment[ring];
+            final org.agrona.concurrent.ManyToOneConcurrentArrayQueue<Integer> free = new org.agrona.concurrent.ManyToOneConcurrentArrayQueue<>(ring);
+            for (int i = 0; i < ring; i++) {
+                buf[i] = arena.allocate(page, 4096);
+                free.offer(i);
+            }
+            final io.lazyblk.pagemap.PageSource.Listener l = (tag, first, count, status) -> free.offer((int) tag);
+            final Thread filler = Thread.ofPlatform().daemon().start(() -> {
+                int p = 0;
+                while (run.get()) {
+                    final Integer b = free.poll();
+                    if (b == null) {
+                        Thread.yield(); // the filler waits on completions, as the engine's does
+                        continue;
+                    }
+                    if (!s.fetch(p, 1, buf[b], io.lazyblk.pagemap.PageSource.BACKGROUND, b, l)) {
+                        free.offer(b);
+                        Thread.yield();
+                        continue;
+                    }
+                    p = (p + 1) % pages;
+                }
+            });
+            try {
+                final long[] busy = demandFetches(s, dst, pages, 1000);
+                return new double[] {busy[0] / 1e3, busy[1] / 1e3, idle / 1e3};
+            } finally {
+                run.set(false);
+                filler.join();
+                while (free.size() < ring) {
+                    Thread.onSpinWait(); // the rest of the background fetches complete before their buffers go
+                }
+            }
+        }
+    }
+
+    /** {@code n} single-page demand fetches at scattered pages, one at a time: {p50 ns, p99 ns}. */
+    private static long[] demandFetches(final io.lazyblk.pagemap.PageSource s, final MemorySegment dst, final int pages, final int n)
+        throws Exception {
+        final long[] took = new long[n];
+        final SplittableRandom r = new SplittableRandom(13);
+        final java.util.concurrent.atomic.AtomicInteger status = new java.util.concurrent.atomic.AtomicInteger();
+        final io.lazyblk.pagemap.PageSource.Listener l = (tag, first, count, st) -> status.set(st);
+        for (int i = 0; i < n; i++) {
+            status.set(-1);
+            final long t0 = System.nanoTime();
+            while (!s.fetch(r.nextInt(pages), 1, dst, io.lazyblk.pagemap.PageSource.DEMAND, i, l)) {
+                Thread.onSpinWait();
+            }
+            while (status.get() == -1) {
+                Thread.onSpinWait();
+            }
+            took[i] = System.nanoTime() - t0;
+            if (status.get() != io.lazyblk.pagemap.PageSource.OK) {
+                throw new IllegalStateException("a demand fetch failed with status " + status.get());
+            }
+        }
+        Arrays.sort(took);
+        return new long[] {took[n / 2], took[n * 99 / 100]};
     }
 
     private static void cleanUp(final Path file) throws java.io.IOException {

@@ -59,7 +59,7 @@ public record SourceUri(String scheme, InetSocketAddress address, Path socket, S
         return switch (scheme) {
             case "shm" -> ShmPageSource.connect(socket, image, token, timeout);
             case "rdma" -> io.lazyblk.pull.rdma.RdmaSources.connect(address, image, token, timeout);
-            case "tcp" -> TcpPageSource.connect(address, image, token,
+            case "tcp" -> io.lazyblk.pull.tcp.TwoLaneTcpSource.connect(address, image, token,
                 TcpPageSource.Options.defaults().withConnectTimeout(timeout));
             default -> throw new IllegalStateException("scheme " + scheme);
         };

@@ -116,8 +116,8 @@ public final class RdmaSources {
     private static PageSource tcp(final InetSocketAddress provider, final String image, final String token, final Duration timeout)
         throws IOException {
         final TcpPageSource.Options d = TcpPageSource.Options.defaults();
-        return TcpPageSource.connect(provider, image, token, new TcpPageSource.Options(d.maxFetches(), d.maxIssuedRequests(),
-            d.maxIssuedBytes(), timeout, d.initialBackoff(), d.maxBackoff()));
+        return io.lazyblk.pull.tcp.TwoLaneTcpSource.connect(provider, image, token, new TcpPageSource.Options(d.maxFetches(),
+            d.maxIssuedRequests(), d.maxIssuedBytes(), timeout, d.initialBackoff(), d.maxBackoff()));
     }
 
     private static void closeQuietly(final SocketChannel ch) {

@@ -7,7 +7,7 @@ import io.lazyblk.pull.provider.ImageExport;
 import io.lazyblk.pull.provider.ImageServer;
 import io.lazyblk.pull.provider.ProviderRefusedException;
 import io.lazyblk.pull.provider.RdmaExporter;
-import io.lazyblk.pull.tcp.TcpPageSource;
+import io.lazyblk.pull.tcp.TwoLaneTcpSource;
 import io.lazyblk.pull.token.AccessToken;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -128,7 +128,7 @@ class RdmaSourcesTest {
         final PageSource[] s = new PageSource[1];
         final String log = logged(() -> s[0] = RdmaSources.connect(server.address(), "disk", token(), Duration.ofSeconds(5)));
         try (PageSource source = s[0]) {
-            assertInstanceOf(TcpPageSource.class, source);
+            assertInstanceOf(TwoLaneTcpSource.class, source);
             final List<String> lines = linesOf(log, "RdmaSources");
             assertEquals(1, lines.size(), "exactly one line says why: " + log);
             assertTrue(lines.get(0).contains("INFO") && lines.get(0).contains("using tcp:// because") && lines.get(0).contains(probe.reason()),
@@ -147,7 +147,7 @@ class RdmaSourcesTest {
             }));
         try (PageSource source = o[0].source()) {
             assertFalse(o[0].rdma());
-            assertInstanceOf(TcpPageSource.class, source);
+            assertInstanceOf(TwoLaneTcpSource.class, source);
             final List<String> lines = linesOf(log, "RdmaSources");
             assertEquals(1, lines.size(), log);
             assertTrue(lines.get(0).contains("WARN") && lines.get(0).contains("the provider did not offer RDMA")
@@ -165,7 +165,7 @@ class RdmaSourcesTest {
                 throw new IOException("resolving " + offer.cm() + ": RDMA_CM_EVENT_ADDR_ERROR (status -110) instead of RDMA_CM_EVENT_ADDR_RESOLVED");
             }));
         try (PageSource source = o[0].source()) {
-            assertInstanceOf(TcpPageSource.class, source);
+            assertInstanceOf(TwoLaneTcpSource.class, source);
             final String line = linesOf(log, "RdmaSources").get(0);
             assertTrue(line.contains("RDMA set-up failed") && line.contains("ADDR_ERROR"), line);
             assertFetches(source, 39, 1);

@@ -1,0 +1,95 @@
+package io.lazyblk.pull.tcp;
+
+import io.lazyblk.pagemap.Manifest;
+import io.lazyblk.pagemap.PageSource;
+
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.net.InetSocketAddress;
+
+/**
+ * tcp:// as the engine uses it: two connections to the provider, a demand lane and a background lane. Over one
+ * connection, a demand fetch waits behind every background response already requested on it. With the background
+ * window full (16 requests, up to 1 MiB), as it is while a fill runs at full speed, a demand fetch then took 1.17 ms
+ * p50 on loopback here, against 81 µs with the connection idle. On its own lane it waits only behind other demand
+ * fetches, and the two streams share the link.
+ *
+ * <p>Each lane is a whole {@link TcpPageSource}: its own transport thread, window and reconnection with backoff.
+ * While one lane is down, fetches of both priorities go to the other, so the source is {@link #connected()} while
+ * either lane is. Both lanes are checked to serve the same image.
+ *
+ * <p>Thread-safety: as {@link TcpPageSource}. Completions run on the transport thread of the lane that carried them.
+ */
+public final class TwoLaneTcpSource implements PageSource {
+    private final PageSource demand;
+    private final PageSource background;
+
+    /** Over two open sources of one image (lanes, or fakes in a test); closes them when it closes. */
+    TwoLaneTcpSource(final PageSource demand, final PageSource background) {
+        this.demand = demand;
+        this.background = background;
+    }
+
+    /**
+     * Opens both lanes to {@code provider}, each presenting {@code token} for {@code image}.
+     *
+     * @throws io.lazyblk.pull.provider.ProviderRefusedException if the provider refused, with its explanation
+     * @throws IOException if either connection fails, or the two were answered with different images
+     */
+    public static TwoLaneTcpSource connect(final InetSocketAddress provider, final String image, final String token,
+                                           final TcpPageSource.Options options) throws IOException {
+        final TcpPageSource background = TcpPageSource.connect(provider, image, token, options);
+        try {
+            final TcpPageSource demand = TcpPageSource.connect(provider, image, token, options);
+            if (!demand.manifest().sameImage(background.manifest())) {
+                demand.close();
+                throw new IOException("provider " + provider + " answered two connections for image '" + image
+                    + "' with different images (was it replaced just now?); try again");
+            }
+            return new TwoLaneTcpSource(demand, background);
+        } catch (final IOException | RuntimeException e) {
+            background.close();
+            throw e;
+        }
+    }
+
+    @Override
+    public Manifest manifest() {
+        return background.manifest();
+    }
+
+    /** A demand fetch goes on the demand lane and a background one on the background lane, unless that lane is down. */
+    @Override
+    public boolean fetch(final int firstPage, final int count, final MemorySegment dst, final int priority, final long tag,
+                         final Listener listener) {
+        final PageSource lane = priority == DEMAND ? demand : background;
+        final PageSource other = lane == demand ? background : demand;
+        return (lane.connected() || !other.connected() ? lane : other).fetch(firstPage, count, dst, priority, tag, listener);
+    }
+
+    @Override
+    public int maxPagesPerFetch() {
+        return Math.min(demand.maxPagesPerFetch(), background.maxPagesPerFetch());
+    }
+
+    @Override
+    public int inFlight() {
+        return demand.inFlight() + background.inFlight();
+    }
+
+    @Override
+    public boolean connected() {
+        return demand.connected() || background.connected();
+    }
+
+
+    /** Closes both lanes; every fetch accepted and not yet completed completes {@link #UNAVAILABLE}. */
+    @Override
+    public void close() {
+        try {
+            demand.close();
+        } finally {
+            background.close();
+        }
+    }
+}
