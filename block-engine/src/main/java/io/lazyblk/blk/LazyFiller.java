@@ -631,7 +631,7 @@ final class LazyFiller implements Agent, PageSource.Listener {
         store.source.close();
         done = true;
         LOG.info("every page is local: switched to disk-only {} s after start ({} MiB on demand, {} MiB in the background); "
-                + "the provider connection is closed", String.format("%.1f", (System.nanoTime() - store.startNanos) / 1e9),
+                + "its connections to the sources are closed", String.format("%.1f", (System.nanoTime() - store.startNanos) / 1e9),
             demandBytes.get() >> 20, backgroundBytes.get() >> 20);
     }
 

@@ -88,7 +88,7 @@ final class LazyDemo {
                     return 1;
                 }
                 System.out.printf("      fill finished and the engine switched to disk-only %.1f s after it started: %.1f MiB pulled on demand,"
-                        + " %.1f MiB in the background; the provider connection is closed%n", (System.nanoTime() - start) / 1e9,
+                        + " %.1f MiB in the background; its connections to the sources are closed%n", (System.nanoTime() - start) / 1e9,
                     store.bytesFetchedOnDemand() / 1048576.0, store.bytesFetchedInBackground() / 1048576.0);
             }
         }
