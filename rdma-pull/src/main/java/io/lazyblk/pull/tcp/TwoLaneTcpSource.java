@@ -38,9 +38,20 @@ public final class TwoLaneTcpSource implements PageSource {
      */
     public static TwoLaneTcpSource connect(final InetSocketAddress provider, final String image, final String token,
                                            final TcpPageSource.Options options) throws IOException {
-        final TcpPageSource background = TcpPageSource.connect(provider, image, token, options);
+        // Both handshakes at once: each carries the manifest (4 bytes a page), so one after the other would double
+        // the time to the first fetch for a large image.
+        final java.util.concurrent.FutureTask<TcpPageSource> demandLane =
+            new java.util.concurrent.FutureTask<>(() -> TcpPageSource.connect(provider, image, token, options));
+        Thread.ofVirtual().name("lazyblk-tcp-connect-" + image).start(demandLane);
+        final TcpPageSource background;
         try {
-            final TcpPageSource demand = TcpPageSource.connect(provider, image, token, options);
+            background = TcpPageSource.connect(provider, image, token, options);
+        } catch (final IOException | RuntimeException e) {
+            closeWhenDone(demandLane);
+            throw e;
+        }
+        try {
+            final TcpPageSource demand = join(demandLane);
             if (!demand.manifest().sameImage(background.manifest())) {
                 demand.close();
                 throw new IOException("provider " + provider + " answered two connections for image '" + image
@@ -51,6 +62,36 @@ public final class TwoLaneTcpSource implements PageSource {
             background.close();
             throw e;
         }
+    }
+
+    /** The demand lane's connection, or what failed it, as if it had been made on this thread. */
+    private static TcpPageSource join(final java.util.concurrent.FutureTask<TcpPageSource> lane) throws IOException {
+        try {
+            return lane.get();
+        } catch (final InterruptedException e) {
+            Thread.currentThread().interrupt();
+            closeWhenDone(lane);
+            throw new java.io.InterruptedIOException("interrupted while connecting");
+        } catch (final java.util.concurrent.ExecutionException e) {
+            if (e.getCause() instanceof IOException io) {
+                throw io;
+            }
+            if (e.getCause() instanceof RuntimeException r) {
+                throw r;
+            }
+            throw new IOException(e.getCause());
+        }
+    }
+
+    /** Closes the demand lane once its connection attempt ends, if it succeeded; for when the other lane failed. */
+    private static void closeWhenDone(final java.util.concurrent.FutureTask<TcpPageSource> lane) {
+        Thread.ofVirtual().start(() -> {
+            try {
+                lane.get().close();
+            } catch (final Exception ignored) {
+                // it failed too: nothing to close
+            }
+        });
     }
 
     @Override

@@ -83,6 +83,20 @@ class TwoLaneTcpSourceTest extends PageSourceContract {
         }
     }
 
+    /** A refused token is the caller's error on either lane: it comes back as the provider's refusal, with no source. */
+    @Test
+    void shouldRefuseABadTokenWithTheProvidersRefusal() throws Exception {
+        final ImageServer server = ImageServer.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0),
+            List.of(new ImageExport("contract", image, ManifestBuilder.build(image, PAGE, ManifestBuilder.Progress.NONE))), SECRET);
+        servers.add(server);
+        final String forged = AccessToken.mint("another-secret-0123456789abcdef!".getBytes(), "contract",
+            Instant.now().plus(Duration.ofHours(1)));
+        final io.lazyblk.pull.provider.ProviderRefusedException e = org.junit.jupiter.api.Assertions.assertThrows(
+            io.lazyblk.pull.provider.ProviderRefusedException.class,
+            () -> TwoLaneTcpSource.connect(server.address(), "contract", forged, TcpPageSource.Options.defaults()));
+        assertEquals(io.lazyblk.pull.provider.ProviderProtocol.HelloStatus.BAD_TOKEN, e.status(), e.getMessage());
+    }
+
     /** While one lane is down, both priorities go to the other; a fetch fails only when both are down. */
     @Test
     void shouldSendFetchesToTheOtherLaneWhileOneIsDown() {
