@@ -311,7 +311,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
         final Path file = BootBenchCommand.fresh(local.resolve("miss-" + uri.scheme() + ".img"));
         final Path sock = workDir.resolve("miss-" + uri.scheme() + ".sock");
         // --fill-rate 1k: the background fill stands still, so no page is local before its read.
-        try (Engine e = Engine.startLazy(Engine.Options.file(sock, file), source(uri, token, Long.getLong("lazyblk.missfill", 1024)))) {
+        try (Engine e = Engine.startLazy(Engine.Options.file(sock, file), source(uri, token, 1024))) {
             final BenchResult r = BenchRunner.run(new BenchOptions(sock, BenchPattern.RANDREAD, 4096, 1, seconds, 1, seed)
                 .withDistinctStrides(e.lazyStore().pageSize()));
             return new double[] {r.p50Us(), r.p99Us(), r.ops()};
