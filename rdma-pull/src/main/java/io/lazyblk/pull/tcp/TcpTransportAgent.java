@@ -13,6 +13,7 @@ import org.slf4j.LoggerFactory;
 
 import java.io.EOFException;
 import java.io.IOException;
+import java.lang.foreign.MemorySegment;
 import java.lang.invoke.VarHandle;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
@@ -52,6 +53,9 @@ final class TcpTransportAgent implements Agent {
     private SelectionKey key;
     private boolean wantWrite;
     private Fetch receiving;
+    /** See {@link #viewOf}: by segment identity, since segments compare by address and size, not by object. */
+    private final java.util.IdentityHashMap<MemorySegment, ByteBuffer> views = new java.util.IdentityHashMap<>();
+    private static final int MAX_VIEWS = 4096;
     private ByteBuffer receivingData;
     private long backoffNanos;
     private long nextAttemptNanos;
@@ -250,6 +254,24 @@ final class TcpTransportAgent implements Agent {
         return n;
     }
 
+    /**
+     * The ByteBuffer view of a fetch's destination, made once per segment: the engine fetches into the same page
+     * buffers again and again, so receiving allocates nothing after the first fetch into each. Bounded, as a caller
+     * that passes new segments each time would otherwise grow it: then it costs what making a view always cost.
+     * Transport thread only (receiving happens there alone).
+     */
+    private ByteBuffer viewOf(final MemorySegment dst) {
+        ByteBuffer v = views.get(dst);
+        if (v == null) {
+            if (views.size() >= MAX_VIEWS) {
+                views.clear();
+            }
+            v = dst.asByteBuffer();
+            views.put(dst, v);
+        }
+        return v;
+    }
+
     private int receive() throws IOException {
         int work = 0;
         while (true) {
@@ -284,9 +306,8 @@ final class TcpTransportAgent implements Agent {
                         + ", " + (f.firstPage() + f.count()) + "), which hold " + f.bytes() + " (protocol error)");
                 }
                 receiving = f;
-                // The one object a fetch costs on this path: a ByteBuffer view of its destination, so the kernel
-                // copies the data straight into page memory.
-                receivingData = f.dst().asByteBuffer();
+                // A ByteBuffer view of the destination, so the kernel copies the data straight into page memory.
+                receivingData = viewOf(f.dst()).clear().limit(f.bytes());
             }
             scatter[0] = receivingData;
             scatter[1] = header;
