@@ -392,15 +392,24 @@ final class LazyFiller implements Agent, PageSource.Listener {
         return false;
     }
 
-    /** Any thread: submits the fetch of {@code p} into buffer {@code b}, which the caller owns; false if refused. */
+    /**
+     * Any thread: submits the fetch of {@code p} into buffer {@code b}, which the caller owns; false if refused. True,
+     * with {@code b} freed here, if another thread's fetch of {@code p} is in flight already.
+     */
     private boolean start(final int p, final int b, final boolean isDemand) {
+        // The claim on fetching p. A request thread that finds p FETCHING may ask this agent for it (demandIfIdle)
+        // in the moment between another request thread moving it there and that thread's claim: whichever claims
+        // first fetches, and the other, seeing the claim, leaves it. CAS: one fetch of a page in flight at a time.
+        if (!inFlight.compareAndSet(p, 0, 1)) {
+            release(b);
+            return true;
+        }
         if (firstAttempt[p] == 0) {
             firstAttempt[p] = System.nanoTime();
         }
         // Plain writes, published to the completing thread by the source's submit (a queue offer, a release).
         bufferPage[b] = p;
         bufferDemand[b] = isDemand;
-        inFlight.set(p, 1);
         if (!store.source.fetch(store.manifest.firstSourcePage(p), store.manifest.sourcePageCount(p), buffers[b], isDemand ? PageSource.DEMAND : PageSource.BACKGROUND, b, this)) {
             inFlight.set(p, 0);
             return false;
