@@ -392,34 +392,26 @@ public final class SourceBenchCommand implements Callable<Integer> {
      */
     private static double sourceFillMBps(final SourceUri uri, final String token, final int page) throws Exception {
         try (io.lazyblk.pagemap.PageSource s = uri.open(token, Duration.ofSeconds(10)); Arena arena = Arena.ofShared()) {
-            final int ring = 64;
-            final MemorySegment[] buf = new MemorySegment[ring];
-            final org.agrona.concurrent.ManyToOneConcurrentArrayQueue<Integer> free = new org.agrona.concurrent.ManyToOneConcurrentArrayQueue<>(ring);
-            for (int i = 0; i < ring; i++) {
-                buf[i] = arena.allocate(page, 4096);
-                free.offer(i);
-            }
+            final BufferRing ring = new BufferRing(arena, page);
             final java.util.concurrent.atomic.AtomicLong failed = new java.util.concurrent.atomic.AtomicLong();
             final io.lazyblk.pagemap.PageSource.Listener l = (tag, first, count, status) -> {
                 if (status != io.lazyblk.pagemap.PageSource.OK) {
                     failed.incrementAndGet();
                 }
-                free.offer((int) tag);
+                ring.free.offer((int) tag);
             };
             final int pages = s.manifest().pageCount();
             final long t0 = System.nanoTime();
             for (int p = 0; p < pages; p++) {
                 Integer b;
-                while ((b = free.poll()) == null) {
+                while ((b = ring.free.poll()) == null) {
                     Thread.onSpinWait();
                 }
-                while (!s.fetch(p, 1, buf[b], io.lazyblk.pagemap.PageSource.BACKGROUND, b, l)) {
+                while (!s.fetch(p, 1, ring.buf[b], io.lazyblk.pagemap.PageSource.BACKGROUND, b, l)) {
                     Thread.onSpinWait();
                 }
             }
-            while (free.size() < ring) {
-                Thread.onSpinWait();
-            }
+            ring.awaitAllFree();
             final double seconds = (System.nanoTime() - t0) / 1e9;
             if (failed.get() > 0) {
                 throw new IllegalStateException(failed.get() + " fetches over " + uri + " failed");
@@ -438,24 +430,18 @@ public final class SourceBenchCommand implements Callable<Integer> {
             final MemorySegment dst = arena.allocate(page, 4096);
             final double idle = demandFetches(s, dst, pages, 1000)[0];
             final java.util.concurrent.atomic.AtomicBoolean run = new java.util.concurrent.atomic.AtomicBoolean(true);
-            final int ring = 64;
-            final MemorySegment[] buf = new MemorySegment[ring];
-            final org.agrona.concurrent.ManyToOneConcurrentArrayQueue<Integer> free = new org.agrona.concurrent.ManyToOneConcurrentArrayQueue<>(ring);
-            for (int i = 0; i < ring; i++) {
-                buf[i] = arena.allocate(page, 4096);
-                free.offer(i);
-            }
-            final io.lazyblk.pagemap.PageSource.Listener l = (tag, first, count, status) -> free.offer((int) tag);
+            final BufferRing ring = new BufferRing(arena, page);
+            final io.lazyblk.pagemap.PageSource.Listener l = (tag, first, count, status) -> ring.free.offer((int) tag);
             final Thread filler = Thread.ofPlatform().daemon().start(() -> {
                 int p = 0;
                 while (run.get()) {
-                    final Integer b = free.poll();
+                    final Integer b = ring.free.poll();
                     if (b == null) {
                         Thread.yield(); // the filler waits on completions, as the engine's does
                         continue;
                     }
-                    if (!s.fetch(p, 1, buf[b], io.lazyblk.pagemap.PageSource.BACKGROUND, b, l)) {
-                        free.offer(b);
+                    if (!s.fetch(p, 1, ring.buf[b], io.lazyblk.pagemap.PageSource.BACKGROUND, b, l)) {
+                        ring.free.offer(b);
                         Thread.yield();
                         continue;
                     }
@@ -468,9 +454,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
             } finally {
                 run.set(false);
                 filler.join();
-                while (free.size() < ring) {
-                    Thread.onSpinWait(); // the rest of the background fetches complete before their buffers go
-                }
+                ring.awaitAllFree(); // the rest of the background fetches complete before their buffers go
             }
         }
     }
@@ -498,6 +482,27 @@ public final class SourceBenchCommand implements Callable<Integer> {
         }
         Arrays.sort(took);
         return new long[] {took[n / 2], took[n * 99 / 100]};
+    }
+
+    /** 64 page buffers and the queue of free ones, the way the filler keeps its background window full. */
+    private static final class BufferRing {
+        static final int SIZE = 64;
+        final MemorySegment[] buf = new MemorySegment[SIZE];
+        final org.agrona.concurrent.ManyToOneConcurrentArrayQueue<Integer> free = new org.agrona.concurrent.ManyToOneConcurrentArrayQueue<>(SIZE);
+
+        BufferRing(final Arena arena, final int page) {
+            for (int i = 0; i < SIZE; i++) {
+                buf[i] = arena.allocate(page, 4096);
+                free.offer(i);
+            }
+        }
+
+        /** Waits until every fetch into the ring has completed. */
+        void awaitAllFree() {
+            while (free.size() < SIZE) {
+                Thread.onSpinWait();
+            }
+        }
     }
 
     private static void cleanUp(final Path file) throws java.io.IOException {

@@ -22,10 +22,21 @@ class TcpPageSourceTest extends PageSourceContract {
 
     @Override
     protected PageSource open(final Path image, final int pageSize) throws Exception {
+        final ImageServer server = serve(image, pageSize, servers);
+        return TcpPageSource.connect(server.address(), "contract", token());
+    }
+
+    /** A provider on loopback exporting {@code image} as "contract", added to {@code servers} to close after the test. */
+    static ImageServer serve(final Path image, final int pageSize, final List<ImageServer> servers) throws Exception {
         final ImageServer server = ImageServer.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0),
             List.of(new ImageExport("contract", image, ManifestBuilder.build(image, pageSize, ManifestBuilder.Progress.NONE))), SECRET);
         servers.add(server);
-        return TcpPageSource.connect(server.address(), "contract", AccessToken.mint(SECRET, "contract", Instant.now().plus(Duration.ofHours(1))));
+        return server;
+    }
+
+    /** A token for "contract", valid for an hour. */
+    static String token() {
+        return AccessToken.mint(SECRET, "contract", Instant.now().plus(Duration.ofHours(1)));
     }
 
     @Override

@@ -3,16 +3,12 @@ package io.lazyblk.pull.tcp;
 import io.lazyblk.pagemap.Manifest;
 import io.lazyblk.pagemap.PageSource;
 import io.lazyblk.pagemap.PageSourceContract;
-import io.lazyblk.pull.manifest.ManifestBuilder;
-import io.lazyblk.pull.provider.ImageExport;
 import io.lazyblk.pull.provider.ImageServer;
 import io.lazyblk.pull.token.AccessToken;
 import org.junit.jupiter.api.Test;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.net.InetAddress;
-import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.time.Instant;
@@ -28,16 +24,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The PageSource contract over two real TCP lanes on loopback, and what the second lane is for. */
 class TwoLaneTcpSourceTest extends PageSourceContract {
-    private static final byte[] SECRET = "contract-secret-0123456789abcdef".getBytes();
     private final List<ImageServer> servers = new ArrayList<>();
 
     @Override
     protected PageSource open(final Path image, final int pageSize) throws Exception {
-        final ImageServer server = ImageServer.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0),
-            List.of(new ImageExport("contract", image, ManifestBuilder.build(image, pageSize, ManifestBuilder.Progress.NONE))), SECRET);
-        servers.add(server);
-        return TwoLaneTcpSource.connect(server.address(), "contract", AccessToken.mint(SECRET, "contract", Instant.now().plus(Duration.ofHours(1))),
-            TcpPageSource.Options.defaults());
+        final ImageServer server = TcpPageSourceTest.serve(image, pageSize, servers);
+        return TwoLaneTcpSource.connect(server.address(), "contract", TcpPageSourceTest.token(), TcpPageSource.Options.defaults());
     }
 
     @Override
@@ -86,9 +78,7 @@ class TwoLaneTcpSourceTest extends PageSourceContract {
     /** A refused token is the caller's error on either lane: it comes back as the provider's refusal, with no source. */
     @Test
     void shouldRefuseABadTokenWithTheProvidersRefusal() throws Exception {
-        final ImageServer server = ImageServer.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0),
-            List.of(new ImageExport("contract", image, ManifestBuilder.build(image, PAGE, ManifestBuilder.Progress.NONE))), SECRET);
-        servers.add(server);
+        final ImageServer server = TcpPageSourceTest.serve(image, PAGE, servers);
         final String forged = AccessToken.mint("another-secret-0123456789abcdef!".getBytes(), "contract",
             Instant.now().plus(Duration.ofHours(1)));
         final io.lazyblk.pull.provider.ProviderRefusedException e = org.junit.jupiter.api.Assertions.assertThrows(
