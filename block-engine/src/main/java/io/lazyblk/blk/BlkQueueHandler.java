@@ -68,12 +68,14 @@ final class BlkQueueHandler implements QueueHandler {
     private final BlkIoAgent inline;
     private final BlkIoAgent[] dedicated;
     private final AgentRunner[] runners;
+    private final BlockBackend backend;
 
     BlkQueueHandler(final SplitVirtqueue queue, final Runnable waker, final BlkDeviceConfig cfg,
                     final BlockBackend backend, final int ioThreads) {
         this.queue = queue;
         this.waker = waker;
         this.cfg = cfg;
+        this.backend = backend;
         final int depth = queue.size();
         this.completions = new ManyToOneConcurrentArrayQueue<>(depth);
         this.retries = new ManyToOneConcurrentArrayQueue<>(depth);
@@ -143,6 +145,11 @@ final class BlkQueueHandler implements QueueHandler {
         }
         if (done > 0) {
             work += drainCompletions();
+        }
+        if (inFlight > 0) {
+            // Requests wait on pages: read their fetches' answers here, on a thread that polls anyway, rather than
+            // have the source's thread wake up for them. What this completes is published by complete() at once.
+            work += backend.poll();
         }
         if (inline != null) {
             if (work + pending + published > 0) {

@@ -25,6 +25,14 @@ public interface BlockBackend extends AutoCloseable {
      */
     int writeZeroes(long offset, long length, boolean mayUnmap, long scratchIov, long scratchLen);
 
+    /**
+     * A queue's thread with requests in flight, polling anyway: delivers completions another thread would deliver
+     * (a lazy store: fetches its source lets the caller read, see {@code PageSource.poll()}). Returns how many.
+     */
+    default int poll() {
+        return 0;
+    }
+
     @Override
     void close();
 }

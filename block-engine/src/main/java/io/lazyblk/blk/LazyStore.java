@@ -252,6 +252,13 @@ public final class LazyStore implements BlockBackend {
         }
     }
 
+    /** Lets the calling thread (a queue's, with reads parked) take the source's demand completions that are ready. */
+    @Override
+    public int poll() {
+        // After the switch to disk-only the source is closed; a poll racing the switch finds its connection gone.
+        return diskOnly ? 0 : source.poll();
+    }
+
     /** Writes the pages whose reads were answered from their fetched bytes to the local file; a request thread with nothing to do calls this. */
     void runDeferredMerges() {
         filler.runDeferredMerges();

@@ -98,6 +98,12 @@ final class LateSource implements PageSource {
     }
 
     @Override
+    public int poll() {
+        final PageSource s = source;
+        return s == null ? 0 : s.poll();
+    }
+
+    @Override
     public boolean connected() {
         final PageSource s = source;
         return s != null && s.connected();

@@ -112,6 +112,15 @@ public final class SourceChain implements PageSource {
         return hops.length - free.size();
     }
 
+    @Override
+    public int poll() {
+        int n = 0;
+        for (final PageSource s : sources) {
+            n += s.poll();
+        }
+        return n;
+    }
+
     /** Up while any source is. */
     @Override
     public boolean connected() {

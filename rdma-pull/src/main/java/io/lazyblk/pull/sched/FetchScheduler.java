@@ -19,7 +19,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  *
  * <p>Thread-safety: {@link #submit}, {@link #inFlight}, {@link #isUp} from any thread; {@link #close()} and
  * {@link #down()} from any thread; everything else only on the transport thread, or on a thread the transport lets
- * issue in its stead ({@link #nextFromSubmitter}) while it excludes itself.
+ * act in its stead while it excludes itself (a submitter issuing, {@link #nextFromSubmitter}; a poller completing,
+ * {@code PageSource.poll()}).
  */
 public final class FetchScheduler {
     private static final Logger LOG = LoggerFactory.getLogger(FetchScheduler.class);

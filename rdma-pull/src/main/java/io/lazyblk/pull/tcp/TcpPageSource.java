@@ -137,6 +137,12 @@ public final class TcpPageSource implements PageSource {
         return scheduler.inFlight();
     }
 
+    /** Reads the responses that have arrived, on the calling thread, if the transport thread is not at it already. */
+    @Override
+    public int poll() {
+        return agent.pollFromCaller();
+    }
+
     @Override
     public boolean connected() {
         return scheduler.isUp();

@@ -29,7 +29,8 @@ import static io.lazyblk.pull.provider.ProviderProtocol.*;
  * their destinations (a response's data and the next response's header in one scattering read), and reconnects
  * with exponential backoff when the link drops. Sleeps in a {@link Selector} when there is nothing to do; submitters
  * wake it through {@link #wake()}; a demand fetch is written by its submitter when the connection is free
- * ({@link #afterSubmit}). The connection's state belongs to whichever thread holds {@link #owner}.
+ * ({@link #afterSubmit}), and responses may be read by a thread that polls the source ({@link #pollFromCaller}).
+ * The connection's state belongs to whichever thread holds {@link #owner}.
  */
 final class TcpTransportAgent implements Agent {
     private static final Logger LOG = LoggerFactory.getLogger(TcpTransportAgent.class);
@@ -63,12 +64,14 @@ final class TcpTransportAgent implements Agent {
     private long disconnects;
 
     /**
-     * 1 while a thread drives the connection: the transport thread for each step of its loop, or a submitter putting
-     * a demand request on the wire ({@link #afterSubmit}). Everything below that is not volatile (the channel, the
+     * 1 while a thread drives the connection: the transport thread for each step of its loop, a submitter putting
+     * a demand request on the wire ({@link #afterSubmit}), or a poller reading responses ({@link #pollFromCaller}).
+     * Everything below that is not volatile (the channel, the
      * request buffer, the scheduler's issue side) is touched only by the owner; the CAS that takes ownership and the
      * volatile store that gives it back order each owner's writes before the next owner's reads. Nobody waits for it
-     * but the transport thread: a submitter that finds it taken wakes the transport instead. A submitter holds it for a
-     * non-blocking write; the transport for one step of its loop (a reconnect attempt included), never while it
+     * but the transport thread: a submitter that finds it taken wakes the transport instead, a poller returns. A
+     * submitter holds it for a non-blocking write, a poller for non-blocking reads and the completions they bring
+     * (listeners are quick); the transport for one step of its loop (a reconnect attempt included), never while it
      * sleeps in the selector.
      */
     private final java.util.concurrent.atomic.AtomicInteger owner = new java.util.concurrent.atomic.AtomicInteger();
@@ -134,6 +137,37 @@ final class TcpTransportAgent implements Agent {
         return requests.hasRemaining() || scheduler.hasQueued();
     }
 
+    /**
+     * Any thread ({@link TcpPageSource#poll()}): reads the responses that have arrived, completing their fetches on
+     * this thread, if the connection is free and has requests on the wire. Never waits: the transport thread holds
+     * the connection only for a step. The transport thread, woken by the same data, then finds nothing to read.
+     */
+    int pollFromCaller() {
+        if (!owner.compareAndSet(0, 1)) { // CAS: acquires what the last owner wrote (the issued requests, the buffers)
+            return 0;
+        }
+        boolean lost = false;
+        int n = 0;
+        try {
+            if (channel != null && scheduler.issuedCount() > 0) {
+                n = receive();
+            }
+        } catch (final IOException e) {
+            disconnect(reason(e));
+            lost = true;
+        } finally {
+            owner.set(0); // volatile: publishes what this step changed to the next owner
+        }
+        if (lost) {
+            wake(); // the transport thread reconnects
+        }
+        return n;
+    }
+
+    private static String reason(final IOException e) {
+        return e instanceof EOFException ? "provider closed the connection" : e.getMessage() == null ? e.toString() : e.getMessage();
+    }
+
     /** Any thread, after publishing work: wakes the agent if it sleeps. */
     void wake() {
         // The fence orders the submitter's publishing store (a release store in the queue) before this read of
@@ -195,7 +229,7 @@ final class TcpTransportAgent implements Agent {
             try {
                 return send(true) + receive();
             } catch (final IOException e) {
-                disconnect(e instanceof EOFException ? "provider closed the connection" : e.getMessage() == null ? e.toString() : e.getMessage());
+                disconnect(reason(e));
                 return 1;
             }
         } finally {
@@ -258,7 +292,7 @@ final class TcpTransportAgent implements Agent {
      * The ByteBuffer view of a fetch's destination, made once per segment: the engine fetches into the same page
      * buffers again and again, so receiving allocates nothing after the first fetch into each. Bounded, as a caller
      * that passes new segments each time would otherwise grow it: then it costs what making a view always cost.
-     * Transport thread only (receiving happens there alone).
+     * The connection's owner only (see {@link #owner}), as receiving is.
      */
     private ByteBuffer viewOf(final MemorySegment dst) {
         ByteBuffer v = views.get(dst);

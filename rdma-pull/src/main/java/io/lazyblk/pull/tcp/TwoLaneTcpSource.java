@@ -113,6 +113,15 @@ public final class TwoLaneTcpSource implements PageSource {
         return Math.min(demand.maxPagesPerFetch(), background.maxPagesPerFetch());
     }
 
+    /**
+     * The demand lane only: a guest waits on its fetches. Background completions stay on their lane's thread, which
+     * verifies and writes them: work the polling thread (a virtqueue's) must not take on.
+     */
+    @Override
+    public int poll() {
+        return demand.poll();
+    }
+
     @Override
     public int inFlight() {
         return demand.inFlight() + background.inFlight();

@@ -114,6 +114,20 @@ class TwoLaneTcpSourceTest extends PageSourceContract {
         assertTrue(demand.closed && background.closed);
     }
 
+    /** A poller (a virtqueue's thread) takes demand completions only: background pages stay with their lane's thread. */
+    @Test
+    void shouldPollTheDemandLaneOnly() {
+        final FakeLane demand = new FakeLane();
+        final FakeLane background = new FakeLane();
+        final TwoLaneTcpSource s = new TwoLaneTcpSource(demand, background);
+        demand.ready = 2;
+        background.ready = 3;
+        assertEquals(2, s.poll());
+        assertEquals(1, demand.polls);
+        assertEquals(0, background.polls);
+        s.close();
+    }
+
     private static void awaitQuietly(final CountDownLatch l) {
         try {
             l.await(60, TimeUnit.SECONDS);
@@ -127,6 +141,8 @@ class TwoLaneTcpSourceTest extends PageSourceContract {
         boolean up = true;
         int fetches;
         boolean closed;
+        int ready;
+        int polls;
 
         @Override
         public Manifest manifest() {
@@ -153,6 +169,14 @@ class TwoLaneTcpSourceTest extends PageSourceContract {
         @Override
         public boolean connected() {
             return up;
+        }
+
+        @Override
+        public int poll() {
+            polls++;
+            final int n = ready;
+            ready = 0;
+            return n;
         }
 
         @Override
