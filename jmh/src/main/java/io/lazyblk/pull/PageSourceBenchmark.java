@@ -120,12 +120,24 @@ public class PageSourceBenchmark {
     }
 
     private void demand(final PageSource s) {
+        demand(s, false);
+    }
+
+    /**
+     * One demand fetch, waited for by spinning, or ({@code poll}) by polling the source and yielding between polls,
+     * as a virtqueue's thread does.
+     */
+    private void demand(final PageSource s, final boolean poll) {
         final int before = done.get();
         while (!s.fetch(random.nextInt(PAGES), 1, one, PageSource.DEMAND, 0, count)) {
             Thread.onSpinWait();
         }
         while (done.get() == before) {
-            Thread.onSpinWait();
+            if (!poll) {
+                Thread.onSpinWait();
+            } else if (s.poll() == 0) {
+                Thread.yield(); // as a queue's thread idles between passes (QueueAgent)
+            }
         }
     }
 
@@ -148,6 +160,14 @@ public class PageSourceBenchmark {
     @OutputTimeUnit(TimeUnit.MICROSECONDS)
     public void missTcp() {
         demand(tcp);
+    }
+
+    /** The same, the waiting thread reading the answer itself ({@code PageSource.poll()}), as the engine's queues do. */
+    @Benchmark
+    @BenchmarkMode(Mode.SampleTime)
+    @OutputTimeUnit(TimeUnit.MICROSECONDS)
+    public void missTcpPolled() {
+        demand(tcp, true);
     }
 
     @Benchmark
