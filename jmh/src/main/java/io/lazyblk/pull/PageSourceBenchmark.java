@@ -63,7 +63,10 @@ public class PageSourceBenchmark {
     private BareTcp bareFile;
     private Arena arena;
     private MemorySegment map;
+    private FileChannel file;
     private MemorySegment one;
+    private java.nio.ByteBuffer oneView;
+    private java.nio.ByteBuffer[] ringViews;
     private MemorySegment[] ring;
     private final SplittableRandom random = new SplittableRandom(1);
     private final AtomicInteger done = new AtomicInteger();
@@ -96,10 +99,14 @@ public class PageSourceBenchmark {
         try (FileChannel ch = FileChannel.open(image)) {
             map = ch.map(FileChannel.MapMode.READ_ONLY, 0, IMAGE, arena);
         }
+        file = FileChannel.open(image);
         one = arena.allocate(PAGE, 4096);
+        oneView = one.asByteBuffer();
         ring = new MemorySegment[WINDOW];
+        ringViews = new java.nio.ByteBuffer[WINDOW];
         for (int i = 0; i < WINDOW; i++) {
             ring[i] = arena.allocate(PAGE, 4096);
+            ringViews[i] = ring[i].asByteBuffer();
         }
     }
 
@@ -109,6 +116,7 @@ public class PageSourceBenchmark {
         tcp.close();
         bare.close();
         bareFile.close();
+        file.close();
         server.close();
         arena.close();
         try (var files = Files.list(dir)) {
@@ -153,6 +161,21 @@ public class PageSourceBenchmark {
     @OutputTimeUnit(TimeUnit.MICROSECONDS)
     public void rawMemcpyPage() {
         MemorySegment.copy(map, (long) random.nextInt(PAGES) * PAGE, one, 0, PAGE);
+    }
+
+    /** pread(2) of one page of the image file: what an shm:// fetch does (ShmReads), so missShm's raw cost. */
+    @Benchmark
+    @BenchmarkMode(Mode.SampleTime)
+    @OutputTimeUnit(TimeUnit.MICROSECONDS)
+    public void rawPreadPage() throws Exception {
+        readPage(oneView, (long) random.nextInt(PAGES) * PAGE);
+    }
+
+    private void readPage(final java.nio.ByteBuffer dst, final long at) throws java.io.IOException {
+        dst.clear();
+        while (dst.hasRemaining()) {
+            file.read(dst, at + dst.position());
+        }
     }
 
     @Benchmark
@@ -220,6 +243,18 @@ public class PageSourceBenchmark {
         fillStart = (fillStart + FILL_PAGES) % PAGES;
         for (int i = 0; i < FILL_PAGES; i++) {
             MemorySegment.copy(map, first + (long) i * PAGE, ring[i % WINDOW], 0, PAGE);
+        }
+    }
+
+    @Benchmark
+    @BenchmarkMode(Mode.Throughput)
+    @OutputTimeUnit(TimeUnit.SECONDS)
+    @OperationsPerInvocation(FILL_PAGES)
+    public void rawPreadFill() throws Exception {
+        final long first = (long) fillStart * PAGE;
+        fillStart = (fillStart + FILL_PAGES) % PAGES;
+        for (int i = 0; i < FILL_PAGES; i++) {
+            readPage(ringViews[i % WINDOW], first + (long) i * PAGE);
         }
     }
 

@@ -30,14 +30,15 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * {@code lazyblk bench-sources}: the page sources side by side in one run, each against the raw cost of what it
- * does: tcp:// against a bare round trip and a bulk TCP copy on loopback, shm:// against memcpy out of a mapping.
+ * does: tcp:// against a bare round trip and a bulk TCP copy on loopback, shm:// against pread of the image file (what
+ * it does) and memcpy out of a mapping.
  * For each: the demand-miss latency through the engine (4 KiB random reads at QD1, fill stopped), in rounds that each
  * measure the raw cost right before the misses (medians over the rounds, and each round's overhead), and the engine's
  * fill throughput (the whole image, nothing else running).
  */
 @Command(name = "bench-sources", mixinStandardHelpOptions = true,
     description = "Demand-miss latency and fill throughput through the engine for tcp:// and shm://, against a bare TCP round trip and"
-        + " bulk copy, and memcpy out of a mapping (no QEMU needed).")
+        + " bulk copy, and pread and memcpy of the image (no QEMU needed).")
 public final class SourceBenchCommand implements Callable<Integer> {
     @Option(names = "--size", defaultValue = "1G", converter = SizeConverter.class, description = "image size (default ${DEFAULT-VALUE})")
     long size;
@@ -110,10 +111,12 @@ public final class SourceBenchCommand implements Callable<Integer> {
             }
             final double[][] sourceFill = new double[2][];
             final double[] copy = memcpy(image, page);
+            final double preadAll = preadMBps(image, page);
             // Rounds: each takes a source's raw cost and then its misses through the engine, one right after the other.
             // The overhead of a round is its miss p50 less its raw p50; the table gives the medians over the rounds.
             final double[][][] raw = new double[2][rounds][];
             final double[][][] miss = new double[2][rounds][];
+            final double[][] mapped = new double[rounds][];
             try (BareTcp bare = new BareTcp(page, image)) {
                 final int pages = (int) (size / page);
                 for (int r = 0; r < rounds; r++) {
@@ -124,7 +127,8 @@ public final class SourceBenchCommand implements Callable<Integer> {
                     final long[] file = roundTrips(() -> bare.roundTrip((long) order.nextInt(pages) * page));
                     raw[0][r] = new double[] {file[0] / 1e3, file[1] / 1e3};
                     miss[0][r] = misses(local, tcp, token, 7 + r);
-                    raw[1][r] = firstTouch(image, page, 9 + r);
+                    raw[1][r] = preadPages(image, page, 9 + r);
+                    mapped[r] = firstTouch(image, page, 9 + r);
                     miss[1][r] = misses(local, shm, token, 7 + r);
                 }
             }
@@ -152,7 +156,8 @@ public final class SourceBenchCommand implements Callable<Integer> {
             final double[] tcpMiss = medians(miss[0]);
             final double[] tcpFile = medians(raw[0]);
             final double[] shmMiss = medians(miss[1]);
-            final double[] shmCopy = medians(raw[1]);
+            final double[] shmPread = medians(raw[1]);
+            final double[] shmCopy = medians(mapped);
             final double[] tcpOverhead = overheads(miss[0], raw[0]);
             final double[] shmOverhead = overheads(miss[1], raw[1]);
             System.out.printf("%nimage %d MiB of random bytes, %d KiB pages; engine local files in %s%n", size >> 20, page >> 10, local);
@@ -166,11 +171,13 @@ public final class SourceBenchCommand implements Callable<Integer> {
             System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "(the same with one core busy-polling)",
                 rawTcpBusy[0] / 1e3, rawTcpBusy[1] / 1e3, tcpMiss[0] - rawTcpBusy[0] / 1e3);
             System.out.printf("%-10s %-44s %10.1f %10.1f   (%.0f misses a round)%n", "shm://", "demand miss", shmMiss[0], shmMiss[1], shmMiss[2]);
-            System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "raw: memcpy of a page first touched",
-                shmCopy[0], shmCopy[1], shmOverhead[rounds / 2]);
+            System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "raw: pread of a page of the file",
+                shmPread[0], shmPread[1], shmOverhead[rounds / 2]);
+            System.out.printf("%-10s %-44s %10.1f %10.1f   miss overhead p50 %.1f us%n", "", "(memcpy of a page first touched in a mapping)",
+                shmCopy[0], shmCopy[1], shmMiss[0] - shmCopy[0]);
             System.out.printf("%-10s %-44s %10.1f %10.1f%n", "", "(memcpy of a page already touched)", copy[1], copy[2]);
             System.out.printf("%-10s %-44s %s%n", "", "tcp:// overhead over the file round trip, by round", perRound(miss[0], raw[0]));
-            System.out.printf("%-10s %-44s %s%n", "", "shm:// overhead over the first-touch memcpy, by round", perRound(miss[1], raw[1]));
+            System.out.printf("%-10s %-44s %s%n", "", "shm:// overhead over the pread, by round", perRound(miss[1], raw[1]));
             System.out.printf("%n%-10s %-44s %10s %10s%n", "source", "4 KiB reads at QD1, front to back", "p50 us", "p99 us");
             for (int i = 0; i < 2; i++) {
                 System.out.printf("%-10s %-44s %10.1f %10.1f   (a miss, then %d reads of its bytes; against %.1f us p50 once the"
@@ -185,10 +192,12 @@ public final class SourceBenchCommand implements Callable<Integer> {
             System.out.printf("%-10s %-44s %10.0f %10.2f   (against a bare bulk TCP copy, %.0f MB/s)%n", "tcp://",
                 "the source alone, into page buffers", sourceFill[0][0], sourceFill[0][0] / bulkTcp, bulkTcp);
             System.out.printf("%-10s %-44s %10.0f %10.2f%n", "", "through the engine (verify, write, sync)", fill[0], fill[0] / bulkTcp);
-            System.out.printf("%-10s %-44s %10.0f %10.2f   (against single-core memcpy from a fresh mapping, %.0f MB/s;"
-                + " %.2f against one already touched, %.0f MB/s)%n", "shm://", "the source alone, into page buffers", sourceFill[1][0],
-                sourceFill[1][0] / copy[3], copy[3], sourceFill[1][0] / copy[0], copy[0]);
-            System.out.printf("%-10s %-44s %10.0f %10.2f%n", "", "through the engine (verify, write, sync)", fill[1], fill[1] / copy[3]);
+            System.out.printf("%-10s %-44s %10.0f %10.2f   (against single-core memcpy from a mapping already touched, %.0f MB/s;"
+                + " %.2f against one from a fresh mapping, %.0f MB/s; %.2f against single-core pread of the file, %.0f MB/s)%n", "shm://",
+                "the source alone, into page buffers", sourceFill[1][0], sourceFill[1][0] / copy[0], copy[0],
+                sourceFill[1][0] / copy[3], copy[3], sourceFill[1][0] / preadAll, preadAll);
+            System.out.printf("%-10s %-44s %10.0f %10.2f   (%.2f against the fresh mapping, %.2f against pread)%n", "",
+                "through the engine (verify, write, sync)", fill[1], fill[1] / copy[0], fill[1] / copy[3], fill[1] / preadAll);
         }
         return 0;
     }
@@ -264,6 +273,52 @@ public final class SourceBenchCommand implements Callable<Integer> {
             }
             Arrays.sort(took);
             return new double[] {took[took.length / 2] / 1e3, took[took.length * 99 / 100] / 1e3};
+        }
+    }
+
+    /**
+     * pread(2) of one page of the image file into a buffer, at pages in a scattered order: what a demand miss over
+     * shm:// does (ShmReads), so this is its raw cost. {p50 us, p99 us}.
+     */
+    private static double[] preadPages(final Path image, final int page, final long seed) throws Exception {
+        try (FileChannel ch = FileChannel.open(image)) {
+            final java.nio.ByteBuffer buf = java.nio.ByteBuffer.allocateDirect(page);
+            for (int w = 0; w < 20_000; w++) {
+                readPage(ch, buf, 0); // the JIT compiles the read first
+            }
+            final int pages = (int) (ch.size() / page);
+            final int[] order = new SplittableRandom(seed).ints(1, pages).distinct().limit(Math.min(pages - 1, 2000)).toArray();
+            final long[] took = new long[order.length];
+            for (int i = 0; i < order.length; i++) {
+                final long t0 = System.nanoTime();
+                readPage(ch, buf, (long) order[i] * page);
+                took[i] = System.nanoTime() - t0;
+            }
+            Arrays.sort(took);
+            return new double[] {took[took.length / 2] / 1e3, took[took.length * 99 / 100] / 1e3};
+        }
+    }
+
+    /** Single-core pread(2) of the whole image, a page at a time, into one buffer: MB/s. */
+    private static double preadMBps(final Path image, final int page) throws Exception {
+        try (FileChannel ch = FileChannel.open(image)) {
+            final java.nio.ByteBuffer buf = java.nio.ByteBuffer.allocateDirect(page);
+            final long size = ch.size() / page * page;
+            final long t0 = System.nanoTime();
+            for (long at = 0; at < size; at += page) {
+                readPage(ch, buf, at);
+            }
+            return size / ((System.nanoTime() - t0) / 1e9) / 1e6;
+        }
+    }
+
+    /** A positional read of a direct buffer's worth at {@code at}: pread(2), as FileChannel does it. */
+    private static void readPage(final FileChannel ch, final java.nio.ByteBuffer buf, final long at) throws java.io.IOException {
+        buf.clear();
+        while (buf.hasRemaining()) {
+            if (ch.read(buf, at + buf.position()) < 0) {
+                throw new java.io.EOFException("image shorter than expected");
+            }
         }
     }
 

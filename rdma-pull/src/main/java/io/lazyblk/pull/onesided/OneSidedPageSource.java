@@ -91,8 +91,9 @@ public final class OneSidedPageSource implements PageSource {
             && (long) firstPage + count <= manifest.pageCount()) {
             final long offset = manifest.geometry().pageStart(firstPage);
             final int bytes = (int) (Math.min(offset + (long) count * manifest.pageSize(), manifest.size()) - offset);
-            if (dst.byteSize() < bytes || dst.isReadOnly()) {
-                throw new IllegalArgumentException("destination of " + dst.byteSize() + " bytes for " + bytes + " bytes");
+            if (dst.byteSize() < bytes || dst.isReadOnly() || !dst.isNative()) {
+                throw new IllegalArgumentException("destination of " + dst.byteSize() + " bytes" + (dst.isNative() ? "" : " in the Java heap")
+                    + " for " + bytes + " bytes: pass writable native memory of at least the fetch's size");
             }
             inlineReaders.incrementAndGet();
             final boolean ok;

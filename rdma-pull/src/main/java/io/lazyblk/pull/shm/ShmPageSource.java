@@ -20,9 +20,10 @@ import static java.lang.foreign.ValueLayout.JAVA_BYTE;
 
 /**
  * A same-host page source ({@code shm://SOCKPATH/NAME}): presents the token on the image server's UNIX socket,
- * receives a read-only fd of the image ({@code SCM_RIGHTS}), maps it, and from then on copies pages out of the
- * mapping through the one-sided transport ({@link OneSidedPageSource}) with no round trip and no server CPU. The
- * page cache behind the mapping is the host's image cache, shared by every engine on the host.
+ * receives a read-only fd of the image ({@code SCM_RIGHTS}), and from then on reads pages from it ({@code pread},
+ * see {@link ShmReads} for why not a mapping) through the one-sided transport ({@link OneSidedPageSource}) with no
+ * round trip and no server CPU. The page cache behind the fd is the host's image cache, shared by every engine on
+ * the host.
  */
 public final class ShmPageSource {
     private static final Logger LOG = LoggerFactory.getLogger(ShmPageSource.class);
@@ -86,17 +87,19 @@ public final class ShmPageSource {
                 throw new IOException(provider + " handed over a file of " + size + " bytes for image '" + image + "' of "
                     + manifest.size() + " bytes");
             }
-            final long addr = LibC.mmapReadOnly(fd, manifest.size());
-            final Arena mapping = Arena.ofShared();
-            final MemorySegment view = MemorySegment.ofAddress(addr).reinterpret(manifest.size(), mapping,
-                seg -> LibC.munmap(addr, manifest.size()));
-            LOG.info("mapped image '{}' ({} bytes) from {}: pages are copied from the host's cache", image, manifest.size(), provider);
-            return new OneSidedPageSource("shm-" + image, manifest,
-                new ShmReads(mapping, view, "shared mapping of '" + image + "' from " + provider, options.maxIssued()), options);
+            LOG.info("opened image '{}' ({} bytes) from {}: pages are read from the host's cache", image, manifest.size(), provider);
+            final ShmReads reads = new ShmReads(fd, "read-only fd of '" + image + "' from " + provider, options.maxIssued());
+            fd = -1; // the reads own it now
+            try {
+                return new OneSidedPageSource("shm-" + image, manifest, reads, options);
+            } catch (final RuntimeException e) {
+                reads.close();
+                throw e;
+            }
         } finally {
             watchdog.interrupt();
             if (fd >= 0) {
-                LibC.close(fd); // the mapping keeps the image; the fd is no longer needed
+                LibC.close(fd);
             }
             s.close();
         }

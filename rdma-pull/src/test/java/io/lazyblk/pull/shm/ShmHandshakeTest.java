@@ -123,7 +123,7 @@ class ShmHandshakeTest {
     }
 
     @Test
-    void shouldFailReadsNotCrashWhenTheImageShrinksUnderTheMapping() throws Exception {
+    void shouldFailReadsNotCrashWhenTheImageShrinksUnderTheEngine() throws Exception {
         try (OneSidedPageSource s = ShmPageSource.connect(sock, "img", token("img", Duration.ofHours(1)), Duration.ofSeconds(5));
              Arena a = Arena.ofShared()) {
             final MemorySegment dst = a.allocate(PAGE);
@@ -134,7 +134,7 @@ class ShmHandshakeTest {
             MemorySegment.copy(dst, java.lang.foreign.ValueLayout.JAVA_BYTE, 0, got, 0, PAGE);
             assertArrayEquals(java.util.Arrays.copyOfRange(content, 3 * PAGE, 4 * PAGE), got);
             try (FileChannel ch = FileChannel.open(image, StandardOpenOption.WRITE)) {
-                ch.truncate(PAGE); // someone shrinks the cached image: pages past 1 are gone from the mapping
+                ch.truncate(PAGE); // someone shrinks the cached image: pages past 1 are gone from the file
             }
             final CompletableFuture<Integer> lost = new CompletableFuture<>();
             assertTrue(s.fetch(40, 1, dst, PageSource.DEMAND, 1, (t, f, c, st) -> lost.complete(st)));

@@ -73,6 +73,7 @@ public final class LibC {
     // Hot-path calls do not capture errno: the JDK may allocate a capture segment per call. On failure they read
     // errno through __errno_location() right away, before this thread makes any other native call.
     private static final MethodHandle READ = plain("read", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG);
+    private static final MethodHandle PREAD = plain("pread", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG);
     private static final MethodHandle WRITE = plain("write", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG);
     private static final MethodHandle ERRNO_LOCATION = plain("__errno_location", JAVA_LONG);
     private static final MemorySegment ALL = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
@@ -269,6 +270,16 @@ public final class LibC {
     public static long rawRead(final int fd, final long address, final long length) {
         try {
             final long rc = (long) READ.invokeExact(fd, address, length);
+            return rc < 0 ? -lastErrno() : rc;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code pread(2)}; returns bytes read (0 at the end of the file) or {@code -errno}. */
+    public static long rawPread(final int fd, final long address, final long length, final long offset) {
+        try {
+            final long rc = (long) PREAD.invokeExact(fd, address, length, offset);
             return rc < 0 ? -lastErrno() : rc;
         } catch (final Throwable t) {
             throw rethrow(t);
