@@ -12,9 +12,11 @@ import java.nio.file.Path;
  * @param seconds measured time, after a {@link BenchRunner#WARMUP_SECONDS} s warm-up
  * @param queues virtqueues, one polling thread each
  * @param seed seeds the random offsets (queue {@code i} uses a stream derived from {@code seed} and {@code i})
+ * @param distinctStride see {@link #withDistinctStrides}; 0 for none
+ * @param singlePass see {@link #withSinglePass}
  */
 public record BenchOptions(Path socket, BenchPattern pattern, int blockSize, int iodepth, int seconds, int queues,
-                           long seed, long distinctStride) {
+                           long seed, long distinctStride, boolean singlePass) {
     /** A queue holds at most 1024 entries in QEMU; three descriptors per request without indirect tables. */
     public static final int MAX_IODEPTH = 1024 / 3;
 
@@ -34,11 +36,15 @@ public record BenchOptions(Path socket, BenchPattern pattern, int blockSize, int
         if (distinctStride < 0 || distinctStride % blockSize != 0) {
             throw new IllegalArgumentException("distinct stride " + distinctStride + " must be a multiple of the block size " + blockSize);
         }
+        if (singlePass && (pattern.random || distinctStride > 0)) {
+            throw new IllegalArgumentException("a single pass is for sequential patterns, not " + pattern
+                + (distinctStride > 0 ? " with distinct strides" : ""));
+        }
     }
 
     public BenchOptions(final Path socket, final BenchPattern pattern, final int blockSize, final int iodepth, final int seconds,
                         final int queues, final long seed) {
-        this(socket, pattern, blockSize, iodepth, seconds, queues, seed, 0);
+        this(socket, pattern, blockSize, iodepth, seconds, queues, seed, 0, false);
     }
 
     /**
@@ -46,6 +52,15 @@ public record BenchOptions(Path socket, BenchPattern pattern, int blockSize, int
      * stride was read once: with the stride of a lazily filled disk's pages, every read is a demand miss.
      */
     public BenchOptions withDistinctStrides(final long stride) {
-        return new BenchOptions(socket, pattern, blockSize, iodepth, seconds, queues, seed, stride);
+        return new BenchOptions(socket, pattern, blockSize, iodepth, seconds, queues, seed, stride, singlePass);
+    }
+
+    /**
+     * Sequential requests measured from the first, with no warm-up, stopping after one pass over the disk (or after
+     * {@code seconds}): for a lazily filled disk, every page is then read as it first arrives, never again once local.
+     * For a JVM whose code paths earlier runs warmed up.
+     */
+    public BenchOptions withSinglePass() {
+        return new BenchOptions(socket, pattern, blockSize, iodepth, seconds, queues, seed, distinctStride, true);
     }
 }

@@ -60,7 +60,7 @@ public final class BenchRunner {
     private static BenchResult runWorkers(final VhostUserFrontend fe, final BenchOptions o, final boolean indirect,
                                           final int segmentBytes, final long diskBytes) throws IOException, InterruptedException {
         final long t0 = System.nanoTime();
-        final long measureStart = t0 + WARMUP_SECONDS * 1_000_000_000L;
+        final long measureStart = o.singlePass() ? t0 : t0 + WARMUP_SECONDS * 1_000_000_000L;
         // Distinct-stride runs end on their own (every stride read, or their seconds after their warm-up): cap at a minute.
         final long measureEnd = o.distinctStride() > 0 ? t0 + 60_000_000_000L : measureStart + o.seconds() * 1_000_000_000L;
         final StopFlag stop = new StopFlag();
@@ -82,7 +82,8 @@ public final class BenchRunner {
         for (final Thread t : threads) {
             t.start();
         }
-        final long joinDeadline = System.currentTimeMillis() + (o.distinctStride() > 0 ? 60_000L : (WARMUP_SECONDS + o.seconds()) * 1000L)
+        final long joinDeadline = System.currentTimeMillis() + (o.distinctStride() > 0 ? 60_000L
+            : ((o.singlePass() ? 0 : WARMUP_SECONDS) + o.seconds()) * 1000L)
             + JOIN_SLACK_MILLIS;
         for (final Thread t : threads) {
             t.join(Math.max(1, joinDeadline - System.currentTimeMillis()));

@@ -43,6 +43,7 @@ final class BenchWorker implements Runnable {
     private long nextStride;
     private final long firstBlock;
     private long nextBlock;
+    private final boolean singlePass;
     private final long measureStart;
     private long measureEnd;
     private final long measureNanos;
@@ -72,6 +73,7 @@ final class BenchWorker implements Runnable {
         this.stop = stop;
         this.random = new SplittableRandom(o.seed() * 0x9E3779B97F4A7C15L + queue.index());
         this.strideBlocks = o.distinctStride() / blockSize;
+        this.singlePass = o.singlePass();
         this.strides = strideBlocks > 0 ? diskBytes / o.distinctStride() : 0;
         final long diskBlocks = diskBytes / blockSize;
         if (pattern.random) {
@@ -180,9 +182,9 @@ final class BenchWorker implements Runnable {
         }
     }
 
-    /** Distinct-stride mode: strides left to read; no new request once it is 0. */
+    /** Distinct-stride mode: strides left to read; single pass: blocks left; no new request once none is left. */
     private boolean exhausted() {
-        return strideBlocks > 0 && nextStride >= strides;
+        return strideBlocks > 0 ? nextStride >= strides : singlePass && nextBlock >= blocks;
     }
 
     private long nextBlock() {

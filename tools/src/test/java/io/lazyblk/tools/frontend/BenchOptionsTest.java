@@ -24,6 +24,11 @@ class BenchOptionsTest {
     }
 
     @Test
+    void shouldRefuseASinglePassOfRandomRequests() {
+        assertThrows(IllegalArgumentException.class, () -> new BenchOptions(SOCK, BenchPattern.RANDREAD, 4096, 1, 1, 1, 0).withSinglePass());
+    }
+
+    @Test
     void shouldParsePatternsAsFioNamesThem() {
         assertEquals(BenchPattern.RANDWRITE, BenchPattern.parse("randwrite"));
         assertEquals(BenchPattern.READ, BenchPattern.parse("READ"));

@@ -66,6 +66,17 @@ class BenchRunnerQsdTest {
         assertTrue(first.array()[0] != 0 || first.array()[8] != 0, "the first block holds the bench's data, not zeros");
     }
 
+    /** A single pass reads each block once, front to back, and stops: as many reads as the disk has blocks. */
+    @Test
+    void shouldStopASinglePassAtTheEndOfTheDisk() throws Exception {
+        qsd = QsdProcess.nullDevice(dir, IMAGE_BYTES, 1);
+
+        final BenchResult r = BenchRunner.run(new BenchOptions(qsd.socket(), BenchPattern.READ, 65536, 1, 30, 1, 1).withSinglePass());
+
+        assertEquals(IMAGE_BYTES / 65536, r.ops(), r.details());
+        assertEquals(0, r.errors());
+    }
+
     @Test
     void shouldDriveTwoQueuesWithOneThreadEach() throws Exception {
         qsd = QsdProcess.nullDevice(dir, IMAGE_BYTES, 2);
