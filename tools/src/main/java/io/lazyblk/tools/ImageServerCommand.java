@@ -38,7 +38,7 @@ public final class ImageServerCommand implements Callable<Integer> {
 
     @Option(names = "--unix", paramLabel = "SOCKPATH",
         description = "also (or only) serve engines on this host through a UNIX socket: after the token check each gets a read-only"
-            + " fd of the image and reads pages from its own mapping of the host's page cache (--source shm://SOCKPATH/NAME)")
+            + " fd of the image and reads pages through it from the host's page cache (--source shm://SOCKPATH/NAME)")
     Path unix;
 
     @Option(names = "--export", required = true, paramLabel = "NAME=PATH", description = "export the raw image at PATH as NAME (repeat for more)")

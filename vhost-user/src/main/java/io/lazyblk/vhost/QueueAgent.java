@@ -20,8 +20,9 @@ import static java.lang.foreign.ValueLayout.JAVA_SHORT;
 /**
  * Runs one started virtqueue: pops its avail ring and publishes completions in its used ring (which its handler
  * may lease to a thread that answers a request itself). Polls the ring for a while after the last work (longer while
- * requests are in flight: {@link #IN_FLIGHT_SPIN_NANOS}), then re-enables guest notifications and sleeps in {@code poll(2)} on the kick eventfd and its own wake eventfd
- * (which other threads signal through {@link #wake()} when they hand it completions).
+ * requests are in flight: {@link #IN_FLIGHT_SPIN_NANOS}), then re-enables guest notifications and sleeps in
+ * {@code poll(2)} on the kick eventfd and its own wake eventfd (which other threads signal through {@link #wake()}
+ * when they hand it completions).
  */
 public final class QueueAgent implements Agent {
     private static final Logger LOG = LoggerFactory.getLogger(QueueAgent.class);

@@ -4,7 +4,7 @@ import java.lang.foreign.MemorySegment;
 
 /**
  * One-sided reads of an image that lies in memory the engine can read without the provider's CPU: a read-only
- * shared mapping on this host ({@code shm://}) or a region the provider registered for remote read ({@code rdma://}).
+ * fd of the image in this host's page cache ({@code shm://}) or a region the provider registered for remote read ({@code rdma://}).
  * The transport that drives it ({@link OneSidedPageSource}) is the same for both: it posts reads up to the window,
  * then polls for their completions; nothing blocks and nothing is allocated per read.
  *

@@ -25,7 +25,7 @@ import static io.lazyblk.pull.provider.ProviderProtocol.*;
 /**
  * One client of the provider, on its own thread: the hello, then requests answered in order (TCP), or the image's
  * read-only fd handed over by {@code SCM_RIGHTS} (a same-host client on the UNIX socket, which then reads the
- * image's pages from its own mapping). The client is
+ * image's pages through that fd). The client is
  * hostile until proven otherwise: every length and range is checked, a violation ends this connection only, with
  * one log line. What a client may have queued here is bounded by {@link #REQUEST_BATCH} requests; beyond that it
  * waits in the socket buffers, and TCP flow control stops a client that sends without reading.
@@ -113,8 +113,8 @@ final class ProviderConnection implements Runnable {
 
     /**
      * Sends a read-only fd of the image with one byte ({@link ProviderProtocol#SHM_FD_MESSAGE}), then waits for the
-     * client to close: it maps the image and reads it without us. The fd is opened O_RDONLY, so the mapping cannot
-     * write the image; what the client can read is this one image, for as long as it keeps the mapping.
+     * client to close: it reads the image through the fd without us. The fd is opened O_RDONLY, so neither it nor a
+     * mapping of it can write the image; what the client can read is this one image, for as long as it keeps the fd.
      */
     private void handOver(final ServedImage image) throws IOException {
         final int fd = LibC.openReadOnly(image.path.toString());

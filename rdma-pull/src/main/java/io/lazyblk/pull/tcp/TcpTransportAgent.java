@@ -66,9 +66,9 @@ final class TcpTransportAgent implements Agent {
     /**
      * 1 while a thread drives the connection: the transport thread for each step of its loop, a submitter putting
      * a demand request on the wire ({@link #afterSubmit}), or a poller reading responses ({@link #pollFromCaller}).
-     * Everything below that is not volatile (the channel, the
-     * request buffer, the scheduler's issue side) is touched only by the owner; the CAS that takes ownership and the
-     * volatile store that gives it back order each owner's writes before the next owner's reads. Nobody waits for it
+     * Everything below that is not volatile (the channel, the request buffer, the scheduler's issue side) is touched
+     * only by the owner; the CAS that takes ownership and the volatile store that gives it back order each owner's
+     * writes before the next owner's reads. Nobody waits for it
      * but the transport thread: a submitter that finds it taken wakes the transport instead, a poller returns. A
      * submitter holds it for a non-blocking write, a poller for non-blocking reads and the completions they bring
      * (listeners are quick); the transport for one step of its loop (a reconnect attempt included), never while it

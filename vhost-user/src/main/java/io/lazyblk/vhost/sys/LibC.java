@@ -334,22 +334,6 @@ public final class LibC {
         }
     }
 
-    /** {@code mmap(NULL, length, PROT_READ, MAP_SHARED, fd, 0)}: a read-only view of a file or memfd; returns the address. */
-    public static long mmapReadOnly(final int fd, final long length) throws NativeException {
-        final MemorySegment st = state();
-        try {
-            final long addr = (long) MMAP.invokeExact(st, 0L, length, PROT_READ, MAP_SHARED, fd, 0L);
-            if (addr == MAP_FAILED) {
-                throw new NativeException("mmap(fd " + fd + ", length " + length + ", read-only)", errno(st));
-            }
-            return addr;
-        } catch (final NativeException e) {
-            throw e;
-        } catch (final Throwable t) {
-            throw rethrow(t);
-        }
-    }
-
     /** {@code open(path, O_RDONLY | O_CLOEXEC)}; returns the fd. */
     public static int openReadOnly(final String path) throws NativeException {
         final MemorySegment st = state();
