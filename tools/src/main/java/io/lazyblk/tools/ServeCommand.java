@@ -60,7 +60,7 @@ public final class ServeCommand implements Callable<Integer> {
         description = "how long a guest read waits for an absent page while the provider is unreachable before it gets IOERR (default ${DEFAULT-VALUE})")
     int demandTimeoutSeconds;
 
-    @Option(names = "--poll-us", defaultValue = "50", description = "µs a queue polls its ring after the last request before sleeping; at least 500 while requests wait on pages; 0: never poll (default ${DEFAULT-VALUE})")
+    @Option(names = "--poll-us", defaultValue = "50", description = "µs a queue polls its ring after the last request before sleeping; at least 500 while requests are in flight; 0: never poll (default ${DEFAULT-VALUE})")
     long pollMicros;
 
     @Override

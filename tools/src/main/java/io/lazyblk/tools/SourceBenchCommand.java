@@ -260,19 +260,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
         try (FileChannel ch = FileChannel.open(image); Arena arena = Arena.ofShared()) {
             final MemorySegment map = ch.map(FileChannel.MapMode.READ_ONLY, 0, ch.size(), arena);
             final MemorySegment buf = arena.allocate(page, 4096);
-            for (int w = 0; w < 20_000; w++) {
-                MemorySegment.copy(map, 0, buf, 0, page); // the JIT compiles the copy first
-            }
-            final int pages = (int) (map.byteSize() / page);
-            final int[] order = new SplittableRandom(seed).ints(1, pages).distinct().limit(Math.min(pages - 1, 2000)).toArray();
-            final long[] took = new long[order.length];
-            for (int i = 0; i < order.length; i++) {
-                final long t0 = System.nanoTime();
-                MemorySegment.copy(map, (long) order[i] * page, buf, 0, page);
-                took[i] = System.nanoTime() - t0;
-            }
-            Arrays.sort(took);
-            return new double[] {took[took.length / 2] / 1e3, took[took.length * 99 / 100] / 1e3};
+            return scattered((int) (map.byteSize() / page), seed, p -> MemorySegment.copy(map, p * page, buf, 0, page));
         }
     }
 
@@ -283,20 +271,32 @@ public final class SourceBenchCommand implements Callable<Integer> {
     private static double[] preadPages(final Path image, final int page, final long seed) throws Exception {
         try (FileChannel ch = FileChannel.open(image)) {
             final java.nio.ByteBuffer buf = java.nio.ByteBuffer.allocateDirect(page);
-            for (int w = 0; w < 20_000; w++) {
-                readPage(ch, buf, 0); // the JIT compiles the read first
-            }
-            final int pages = (int) (ch.size() / page);
-            final int[] order = new SplittableRandom(seed).ints(1, pages).distinct().limit(Math.min(pages - 1, 2000)).toArray();
-            final long[] took = new long[order.length];
-            for (int i = 0; i < order.length; i++) {
-                final long t0 = System.nanoTime();
-                readPage(ch, buf, (long) order[i] * page);
-                took[i] = System.nanoTime() - t0;
-            }
-            Arrays.sort(took);
-            return new double[] {took[took.length / 2] / 1e3, took[took.length * 99 / 100] / 1e3};
+            return scattered((int) (ch.size() / page), seed, p -> readPage(ch, buf, p * page));
         }
+    }
+
+    /** Something done to one page of the image, by index. */
+    private interface PageOp {
+        void on(long page) throws java.io.IOException;
+    }
+
+    /**
+     * Times {@code op} once on each of up to 2000 distinct pages in a scattered order (page 0 excluded), after 20,000
+     * runs on page 0 so that the JIT has compiled it: {p50 us, p99 us}.
+     */
+    private static double[] scattered(final int pages, final long seed, final PageOp op) throws java.io.IOException {
+        for (int w = 0; w < 20_000; w++) {
+            op.on(0);
+        }
+        final int[] order = new SplittableRandom(seed).ints(1, pages).distinct().limit(Math.min(pages - 1, 2000)).toArray();
+        final long[] took = new long[order.length];
+        for (int i = 0; i < order.length; i++) {
+            final long t0 = System.nanoTime();
+            op.on(order[i]);
+            took[i] = System.nanoTime() - t0;
+        }
+        Arrays.sort(took);
+        return new double[] {took[took.length / 2] / 1e3, took[took.length * 99 / 100] / 1e3};
     }
 
     /** Single-core pread(2) of the whole image, a page at a time, into one buffer: MB/s. */
