@@ -4,7 +4,7 @@ import io.lazyblk.vhost.mem.GuestMemory;
 import io.lazyblk.vhost.mem.MemoryRegion;
 import io.lazyblk.vhost.ring.DescriptorChain;
 import io.lazyblk.vhost.ring.SplitVirtqueue;
-import io.lazyblk.vhost.sys.LibC;
+import io.lazyblk.sys.LibC;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.BenchmarkMode;
 import org.openjdk.jmh.annotations.Fork;

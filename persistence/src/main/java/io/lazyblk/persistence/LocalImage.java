@@ -1,5 +1,7 @@
 package io.lazyblk.persistence;
 
+import io.lazyblk.sys.FileCalls;
+
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;

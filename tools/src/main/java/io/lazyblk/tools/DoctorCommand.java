@@ -22,7 +22,7 @@ import java.util.concurrent.Callable;
 public final class DoctorCommand implements Callable<Integer> {
     enum Format { human, kv }
 
-    /** The oldest JDK lazyblk runs on (FFM, design.md §7). */
+    /** The oldest JDK lazyblk runs on (FFM, docs/architecture.md). */
     static final int MIN_JDK = 25;
 
     @Option(names = "--format", defaultValue = "human",

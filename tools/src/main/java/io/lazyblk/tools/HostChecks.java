@@ -1,7 +1,7 @@
 package io.lazyblk.tools;
 
-import io.lazyblk.vhost.sys.LibC;
-import io.lazyblk.vhost.sys.NativeException;
+import io.lazyblk.sys.LibC;
+import io.lazyblk.sys.NativeException;
 
 import java.io.BufferedReader;
 import java.io.File;

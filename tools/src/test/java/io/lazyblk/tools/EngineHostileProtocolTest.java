@@ -9,7 +9,7 @@ import io.lazyblk.tools.frontend.VhostUserFrontend;
 import io.lazyblk.tools.frontend.VirtioBlk;
 import io.lazyblk.vhost.proto.Protocol;
 import io.lazyblk.vhost.proto.Request;
-import io.lazyblk.vhost.sys.LibC;
+import io.lazyblk.sys.LibC;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;

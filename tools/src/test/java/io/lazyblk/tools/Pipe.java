@@ -1,6 +1,6 @@
 package io.lazyblk.tools;
 
-import io.lazyblk.vhost.sys.LibC;
+import io.lazyblk.sys.LibC;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;

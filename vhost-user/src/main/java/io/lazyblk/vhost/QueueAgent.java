@@ -2,9 +2,9 @@ package io.lazyblk.vhost;
 
 import io.lazyblk.vhost.device.QueueHandler;
 import io.lazyblk.vhost.ring.SplitVirtqueue;
-import io.lazyblk.vhost.sys.EventFd;
-import io.lazyblk.vhost.sys.LibC;
-import io.lazyblk.vhost.sys.NativeException;
+import io.lazyblk.sys.EventFd;
+import io.lazyblk.sys.LibC;
+import io.lazyblk.sys.NativeException;
 import org.agrona.concurrent.Agent;
 import org.agrona.concurrent.IdleStrategy;
 import org.slf4j.Logger;

@@ -1,7 +1,7 @@
 package io.lazyblk.vhost;
 
 import io.lazyblk.vhost.ring.SplitVirtqueue;
-import io.lazyblk.vhost.sys.LibC;
+import io.lazyblk.sys.LibC;
 import org.agrona.concurrent.AgentRunner;
 
 /** What the control agent knows of one queue between messages. Owned by the control thread. */

@@ -1,7 +1,7 @@
 package io.lazyblk.vhost;
 
 import io.lazyblk.vhost.device.VhostUserDevice;
-import io.lazyblk.vhost.sys.UnixSocket;
+import io.lazyblk.sys.UnixSocket;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

@@ -31,7 +31,7 @@ public final class ManifestBuilder {
      * 64 KiB: one TCP fetch of a 64 KiB page on loopback costs about the same per byte as a bulk copy, while a boot
      * touches a few hundred MiB at most, so bigger pages mostly fetch bytes the guest never reads; smaller pages
      * multiply per-fetch overhead and the manifest (4 bytes a page: 64 KiB pages give 64 KiB of manifest per GiB).
-     * A first choice to be revisited with measurements of real boots (design.md §4).
+     * A first choice to be revisited with measurements of real boots (docs/architecture.md).
      */
     public static final int DEFAULT_PAGE_SIZE = 64 << 10;
     public static final String CACHE_SUFFIX = ".lzbm";

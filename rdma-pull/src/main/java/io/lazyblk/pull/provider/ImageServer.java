@@ -43,7 +43,7 @@ public final class ImageServer implements AutoCloseable {
     /** The TCP listener, or null when the server listens on its UNIX socket only. */
     private final ServerSocketChannel listener;
     /** The UNIX-socket listener for same-host clients, or null. */
-    private final io.lazyblk.vhost.sys.UnixSocket unixListener;
+    private final io.lazyblk.sys.UnixSocket unixListener;
     private final Path unixPath;
     private final Thread unixAcceptor;
     private final Map<String, ServedImage> images;
@@ -70,7 +70,7 @@ public final class ImageServer implements AutoCloseable {
         }
     }
 
-    private ImageServer(final ServerSocketChannel listener, final io.lazyblk.vhost.sys.UnixSocket unixListener, final Path unixPath,
+    private ImageServer(final ServerSocketChannel listener, final io.lazyblk.sys.UnixSocket unixListener, final Path unixPath,
                         final Map<String, ServedImage> images, final byte[] secret, final RdmaExporter rdma) {
         this.listener = listener;
         this.rdma = rdma;
@@ -131,7 +131,7 @@ public final class ImageServer implements AutoCloseable {
         }
         final Map<String, ServedImage> images = new HashMap<>();
         ServerSocketChannel listener = null;
-        io.lazyblk.vhost.sys.UnixSocket unixListener = null;
+        io.lazyblk.sys.UnixSocket unixListener = null;
         try {
             for (final ImageExport e : exports) {
                 if (images.containsKey(e.name())) {
@@ -146,7 +146,7 @@ public final class ImageServer implements AutoCloseable {
                 listener.bind(listen, BACKLOG);
             }
             if (unix != null) {
-                unixListener = io.lazyblk.vhost.sys.UnixSocket.listen(unix);
+                unixListener = io.lazyblk.sys.UnixSocket.listen(unix);
             }
         } catch (final IOException | RuntimeException e) {
             images.values().forEach(ImageServer::closeQuietly);
@@ -276,7 +276,7 @@ public final class ImageServer implements AutoCloseable {
 
     private void acceptUnixLoop() {
         while (!closing) {
-            final io.lazyblk.vhost.sys.UnixSocket s;
+            final io.lazyblk.sys.UnixSocket s;
             try {
                 s = unixListener.accept();
             } catch (final IOException e) {

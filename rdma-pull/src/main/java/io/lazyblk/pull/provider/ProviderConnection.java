@@ -3,8 +3,8 @@ package io.lazyblk.pull.provider;
 import io.lazyblk.pagemap.PageGeometry;
 import io.lazyblk.pull.provider.ProviderProtocol.HelloStatus;
 import io.lazyblk.pull.token.AccessToken;
-import io.lazyblk.vhost.sys.LibC;
-import io.lazyblk.vhost.sys.UnixSocket;
+import io.lazyblk.sys.LibC;
+import io.lazyblk.sys.UnixSocket;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

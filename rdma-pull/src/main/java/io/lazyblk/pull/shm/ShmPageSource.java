@@ -3,8 +3,8 @@ package io.lazyblk.pull.shm;
 import io.lazyblk.pagemap.Manifest;
 import io.lazyblk.pull.onesided.OneSidedPageSource;
 import io.lazyblk.pull.provider.ProviderProtocol;
-import io.lazyblk.vhost.sys.LibC;
-import io.lazyblk.vhost.sys.UnixSocket;
+import io.lazyblk.sys.LibC;
+import io.lazyblk.sys.UnixSocket;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

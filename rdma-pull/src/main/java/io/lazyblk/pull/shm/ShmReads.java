@@ -1,7 +1,7 @@
 package io.lazyblk.pull.shm;
 
 import io.lazyblk.pull.onesided.OneSidedReads;
-import io.lazyblk.vhost.sys.LibC;
+import io.lazyblk.sys.LibC;
 
 import java.lang.foreign.MemorySegment;
 import java.util.concurrent.atomic.AtomicInteger;

@@ -7,7 +7,7 @@ import io.lazyblk.pull.provider.ImageExport;
 import io.lazyblk.pull.provider.ImageServer;
 import io.lazyblk.pull.provider.ProviderRefusedException;
 import io.lazyblk.pull.token.AccessToken;
-import io.lazyblk.vhost.sys.UnixSocket;
+import io.lazyblk.sys.UnixSocket;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;

@@ -1,6 +1,6 @@
 package io.lazyblk.pull.shm;
 
-import io.lazyblk.vhost.sys.LibC;
+import io.lazyblk.sys.LibC;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 

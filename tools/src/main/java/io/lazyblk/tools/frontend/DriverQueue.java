@@ -1,8 +1,8 @@
 package io.lazyblk.tools.frontend;
 
-import io.lazyblk.vhost.sys.EventFd;
-import io.lazyblk.vhost.sys.LibC;
-import io.lazyblk.vhost.sys.NativeException;
+import io.lazyblk.sys.EventFd;
+import io.lazyblk.sys.LibC;
+import io.lazyblk.sys.NativeException;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;

@@ -1,9 +1,9 @@
 package io.lazyblk.tools.frontend;
 
 import io.lazyblk.vhost.proto.Protocol;
-import io.lazyblk.vhost.sys.LibC;
-import io.lazyblk.vhost.sys.NativeException;
-import io.lazyblk.vhost.sys.UnixSocket;
+import io.lazyblk.sys.LibC;
+import io.lazyblk.sys.NativeException;
+import io.lazyblk.sys.UnixSocket;
 
 import java.io.IOException;
 import java.lang.foreign.Arena;

@@ -1,7 +1,7 @@
 package io.lazyblk.tools.frontend;
 
-import io.lazyblk.vhost.sys.EventFd;
-import io.lazyblk.vhost.sys.NativeException;
+import io.lazyblk.sys.EventFd;
+import io.lazyblk.sys.NativeException;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 

@@ -2,7 +2,7 @@ package io.lazyblk.vhost.ring;
 
 import io.lazyblk.vhost.mem.GuestMemory;
 import io.lazyblk.vhost.mem.MemoryRegion;
-import io.lazyblk.vhost.sys.EventFd;
+import io.lazyblk.sys.EventFd;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;

@@ -2,8 +2,8 @@ package io.lazyblk.vhost.ring;
 
 import io.lazyblk.vhost.mem.GuestMemory;
 import io.lazyblk.vhost.mem.MemoryRegion;
-import io.lazyblk.vhost.sys.EventFd;
-import io.lazyblk.vhost.sys.LibC;
+import io.lazyblk.sys.EventFd;
+import io.lazyblk.sys.LibC;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;

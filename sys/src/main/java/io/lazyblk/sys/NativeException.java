@@ -1,4 +1,4 @@
-package io.lazyblk.vhost.sys;
+package io.lazyblk.sys;
 
 import java.io.IOException;
 

@@ -1,4 +1,4 @@
-package io.lazyblk.vhost.sys;
+package io.lazyblk.sys;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;

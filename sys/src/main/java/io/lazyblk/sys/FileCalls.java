@@ -1,4 +1,4 @@
-package io.lazyblk.persistence;
+package io.lazyblk.sys;
 
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -20,20 +20,20 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * I/O calls take a raw {@code struct iovec} address: the caller has bounds-checked every buffer it names.
  * Thread-safe.
  */
-final class FileCalls {
-    static final int O_RDONLY = 0;
-    static final int O_RDWR = 2;
-    static final int O_CREAT = 0x40;
-    static final int O_CLOEXEC = 0x80000;
-    static final int SEEK_END = 2;
-    static final int EINTR = 4;
-    static final int EOPNOTSUPP = 95;
-    static final int FALLOC_FL_KEEP_SIZE = 1;
-    static final int FALLOC_FL_PUNCH_HOLE = 2;
-    static final int FALLOC_FL_ZERO_RANGE = 0x10;
-    static final int POSIX_FADV_DONTNEED = 4;
-    static final int PROT_READ = 1;
-    static final int MAP_SHARED = 1;
+public final class FileCalls {
+    public static final int O_RDONLY = 0;
+    public static final int O_RDWR = 2;
+    public static final int O_CREAT = 0x40;
+    public static final int O_CLOEXEC = 0x80000;
+    public static final int SEEK_END = 2;
+    public static final int EINTR = 4;
+    public static final int EOPNOTSUPP = 95;
+    public static final int FALLOC_FL_KEEP_SIZE = 1;
+    public static final int FALLOC_FL_PUNCH_HOLE = 2;
+    public static final int FALLOC_FL_ZERO_RANGE = 0x10;
+    public static final int POSIX_FADV_DONTNEED = 4;
+    public static final int PROT_READ = 1;
+    public static final int MAP_SHARED = 1;
 
     private static final Linker LINKER = Linker.nativeLinker();
     private static final StructLayout CAPTURE = Linker.Option.captureStateLayout();
@@ -81,11 +81,11 @@ final class FileCalls {
         }
     }
 
-    static int errno(final MemorySegment st) {
+    private static int errno(final MemorySegment st) {
         return (int) ERRNO.get(st, 0L);
     }
 
-    static String strerror(final int errno) {
+    public static String strerror(final int errno) {
         try {
             return ((MemorySegment) STRERROR.invokeExact(errno)).reinterpret(256).getString(0);
         } catch (final Throwable t) {
@@ -93,7 +93,7 @@ final class FileCalls {
         }
     }
 
-    static IOException failure(final String call, final int errno) {
+    private static IOException failure(final String call, final int errno) {
         return new IOException(call + " failed: " + strerror(errno) + " (errno " + errno + ")");
     }
 
@@ -107,7 +107,7 @@ final class FileCalls {
         return new IllegalStateException(t);
     }
 
-    static int open(final String path, final int flags, final int mode) throws IOException {
+    public static int open(final String path, final int flags, final int mode) throws IOException {
         final MemorySegment st = STATE.get();
         try (Arena a = Arena.ofConfined()) {
             final int fd = (int) OPEN.invokeExact(st, a.allocateFrom(path), flags | O_CLOEXEC, mode);
@@ -122,7 +122,7 @@ final class FileCalls {
         }
     }
 
-    static void close(final int fd) {
+    public static void close(final int fd) {
         try {
             final int ignored = (int) CLOSE.invokeExact(STATE.get(), fd);
         } catch (final Throwable t) {
@@ -130,7 +130,7 @@ final class FileCalls {
         }
     }
 
-    static long size(final int fd) throws IOException {
+    public static long size(final int fd) throws IOException {
         final MemorySegment st = STATE.get();
         try {
             final long n = (long) LSEEK.invokeExact(st, fd, 0L, SEEK_END);
@@ -146,7 +146,7 @@ final class FileCalls {
     }
 
     /** Returns bytes transferred or {@code -errno}. */
-    static long preadv(final int fd, final long iov, final int cnt, final long off) {
+    public static long preadv(final int fd, final long iov, final int cnt, final long off) {
         try {
             final long n = (long) PREADV.invokeExact(fd, iov, cnt, off);
             return n < 0 ? -lastErrno() : n;
@@ -156,7 +156,7 @@ final class FileCalls {
     }
 
     /** Returns bytes transferred or {@code -errno}. */
-    static long pwritev(final int fd, final long iov, final int cnt, final long off) {
+    public static long pwritev(final int fd, final long iov, final int cnt, final long off) {
         try {
             final long n = (long) PWRITEV.invokeExact(fd, iov, cnt, off);
             return n < 0 ? -lastErrno() : n;
@@ -166,7 +166,7 @@ final class FileCalls {
     }
 
     /** Returns 0 or {@code -errno}. */
-    static int fdatasync(final int fd) {
+    public static int fdatasync(final int fd) {
         try {
             final int rc = (int) FDATASYNC.invokeExact(fd);
             return rc < 0 ? -lastErrno() : 0;
@@ -176,7 +176,7 @@ final class FileCalls {
     }
 
     /** Returns 0 or {@code -errno}. */
-    static int fallocate(final int fd, final int mode, final long off, final long len) {
+    public static int fallocate(final int fd, final int mode, final long off, final long len) {
         try {
             final int rc = (int) FALLOCATE.invokeExact(fd, mode, off, len);
             return rc < 0 ? -lastErrno() : 0;
@@ -186,7 +186,7 @@ final class FileCalls {
     }
 
     /** Tells the kernel a range's cached pages are not needed (clean ones are dropped at once); 0 or an error number. */
-    static int fadviseDontNeed(final int fd, final long off, final long len) {
+    public static int fadviseDontNeed(final int fd, final long off, final long len) {
         try {
             return (int) FADVISE.invokeExact(fd, off, len, POSIX_FADV_DONTNEED);
         } catch (final Throwable t) {
@@ -198,7 +198,7 @@ final class FileCalls {
      * How many of the file's first {@code size} bytes' 4 KiB pages are in the page cache ({@code mincore} over a
      * read-only shared mapping that is never touched); -1 if the kernel refuses. Not for the data path.
      */
-    static long residentPages(final int fd, final long size) {
+    public static long residentPages(final int fd, final long size) {
         if (size <= 0) {
             return 0;
         }
