@@ -13,33 +13,46 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * A raw local image file: vectored reads and writes at byte offsets, {@code fdatasync}, hole punching and
  * zeroing. Thread-safe: positional calls only, no shared cursor. Every I/O method returns 0 or {@code -errno}
  * so the data path neither allocates nor throws; a short transfer is retried until complete.
+ *
+ * <p>A failed write or sync is remembered for good ({@link #failure()}): after it, {@link #datasync()} fails every
+ * time without asking the kernel, which after a writeback error may report a later sync as successful although the
+ * failed pages were dropped (the lesson PostgreSQL learnt as "fsyncgate"). Reads go on working.
  */
 public final class LocalImage implements AutoCloseable {
+    private static final int EIO = 5;
     private final Path path;
-    private final int fd;
+    private final FileIo file;
     private final long size;
     private final boolean readOnly;
     private volatile boolean closed;
+    /** The first failed write or sync, for people (null while healthy); its errno is {@link #failedErrno}. */
+    private volatile String failure;
+    private volatile int failedErrno;
 
-    private LocalImage(final Path path, final int fd, final long size, final boolean readOnly) {
+    private LocalImage(final Path path, final FileIo file, final long size, final boolean readOnly) {
         this.path = path;
-        this.fd = fd;
+        this.file = file;
         this.size = size;
         this.readOnly = readOnly;
     }
 
     /** Opens an existing image; its size must be a positive multiple of 512 bytes. */
     public static LocalImage open(final Path path, final boolean readOnly) throws IOException {
-        final int fd = FileCalls.open(path.toString(), readOnly ? FileCalls.O_RDONLY : FileCalls.O_RDWR, 0);
+        return open(path, readOnly, FileIo.NATIVE);
+    }
+
+    /** As {@link #open(Path, boolean)}, through {@code files} (tests put a simulated disk there). */
+    public static LocalImage open(final Path path, final boolean readOnly, final FileIo.Opener files) throws IOException {
+        final FileIo file = files.open(path, readOnly, false);
         try {
-            final long size = FileCalls.size(fd);
+            final long size = file.size();
             if (size <= 0 || size % 512 != 0) {
                 throw new IOException(path + " is " + size + " bytes; an image must be a positive multiple of 512 bytes"
                     + " (resize it, e.g. truncate -s 1G " + path + ")");
             }
-            return new LocalImage(path, fd, size, readOnly);
-        } catch (final IOException e) {
-            FileCalls.close(fd);
+            return new LocalImage(path, file, size, readOnly);
+        } catch (final IOException | RuntimeException e) {
+            file.close();
             throw e;
         }
     }
@@ -74,15 +87,21 @@ public final class LocalImage implements AutoCloseable {
         long vec = iov;
         int left = cnt;
         while (done < total) {
-            final long n = write ? FileCalls.pwritev(fd, vec, left, offset + done) : FileCalls.preadv(fd, vec, left, offset + done);
+            final long n = write ? file.pwritev(vec, left, offset + done) : file.preadv(vec, left, offset + done);
             if (n == -FileCalls.EINTR) {
                 continue;
             }
             if (n < 0) {
+                if (write) {
+                    failed("pwritev at offset " + (offset + done), (int) -n);
+                }
                 return (int) n;
             }
             if (n == 0) {
-                return -5; // EIO: the file shrank under us
+                if (write) {
+                    failed("pwritev at offset " + (offset + done) + " wrote nothing", EIO);
+                }
+                return -EIO; // the file shrank under a read
             }
             done += n;
             if (done < total) {
@@ -106,9 +125,31 @@ public final class LocalImage implements AutoCloseable {
         return 0;
     }
 
-    /** Makes every completed write durable; 0 or {@code -errno}. */
+    /** Makes every completed write durable; 0 or {@code -errno}, and {@code -errno} for good once any write or sync failed. */
     public int datasync() {
-        return FileCalls.fdatasync(fd);
+        if (failure != null) {
+            return -failedErrno;
+        }
+        final int rc = file.fdatasync();
+        if (rc != 0) {
+            failed("fdatasync", -rc);
+        }
+        return rc;
+    }
+
+    /** The first failed write or sync ("fdatasync failed: Input/output error (errno 5)"), or null while there was none. */
+    public String failure() {
+        return failure;
+    }
+
+    private void failed(final String call, final int errno) {
+        synchronized (this) {
+            if (failure == null) {
+                failedErrno = errno;
+                // failedErrno first: whoever sees failure != null (volatile) sees the errno too.
+                failure = call + " failed: " + FileCalls.strerror(errno) + " (errno " + errno + ")";
+            }
+        }
     }
 
     /**
@@ -116,18 +157,18 @@ public final class LocalImage implements AutoCloseable {
      * pages a fill streams through from crowding the host's page cache. 0 or an error number.
      */
     public int dropCache(final long offset, final long length) {
-        return FileCalls.fadviseDontNeed(fd, offset, length);
+        return file.fadviseDontNeed(offset, length);
     }
 
     /** Bytes of the image in the page cache now (4 KiB granularity), or -1 if unknown. Costs a walk of the mapping. */
     public long cachedBytes() {
-        final long pages = FileCalls.residentPages(fd, size);
+        final long pages = file.residentPages(size);
         return pages < 0 ? -1 : Math.min(size, pages * 4096);
     }
 
     /** Deallocates a range (it reads back as zeros); 0 or {@code -errno}. */
     public int discard(final long offset, final long length) {
-        return FileCalls.fallocate(fd, FileCalls.FALLOC_FL_PUNCH_HOLE | FileCalls.FALLOC_FL_KEEP_SIZE, offset, length);
+        return file.fallocate(FileCalls.FALLOC_FL_PUNCH_HOLE | FileCalls.FALLOC_FL_KEEP_SIZE, offset, length);
     }
 
     /**
@@ -135,7 +176,7 @@ public final class LocalImage implements AutoCloseable {
      * written zeros (from {@code zeros}, a native zero-filled buffer of at least 64 KiB owned by the caller).
      */
     public int writeZeroes(final long offset, final long length, final boolean mayUnmap, final long zeroIov, final long zeroLen) {
-        int rc = FileCalls.fallocate(fd, FileCalls.FALLOC_FL_ZERO_RANGE | FileCalls.FALLOC_FL_KEEP_SIZE, offset, length);
+        int rc = file.fallocate(FileCalls.FALLOC_FL_ZERO_RANGE | FileCalls.FALLOC_FL_KEEP_SIZE, offset, length);
         if (rc == 0) {
             return 0;
         }
@@ -147,26 +188,32 @@ public final class LocalImage implements AutoCloseable {
         }
         final MemorySegment all = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
         final long base = all.get(JAVA_LONG, zeroIov);
-        long done = 0;
-        while (done < length) {
-            final long chunk = Math.min(zeroLen, length - done);
-            all.set(JAVA_LONG, zeroIov, base);
-            all.set(JAVA_LONG, zeroIov + 8, chunk);
-            rc = write(zeroIov, 1, offset + done, chunk);
-            if (rc != 0) {
-                return rc;
+        try {
+            long done = 0;
+            while (done < length) {
+                final long chunk = Math.min(zeroLen, length - done);
+                all.set(JAVA_LONG, zeroIov, base);
+                all.set(JAVA_LONG, zeroIov + 8, chunk);
+                rc = write(zeroIov, 1, offset + done, chunk);
+                if (rc != 0) {
+                    return rc;
+                }
+                done += chunk;
             }
-            done += chunk;
+            return 0;
+        } finally {
+            // write() moves the entry forward to resume a short write: put the caller's scratch back as it was, or
+            // the next call would start past the zeros (and write whatever memory follows them).
+            all.set(JAVA_LONG, zeroIov, base);
+            all.set(JAVA_LONG, zeroIov + 8, zeroLen);
         }
-        all.set(JAVA_LONG, zeroIov + 8, zeroLen);
-        return 0;
     }
 
     @Override
     public synchronized void close() {
         if (!closed) {
             closed = true;
-            FileCalls.close(fd);
+            file.close();
         }
     }
 
@@ -179,20 +226,47 @@ public final class LocalImage implements AutoCloseable {
      * @throws IOException if the space is not there, saying how much is needed where
      */
     public static void createReserved(final Path path, final long size) throws IOException {
-        create(path, size);
-        if (size == 0) {
-            return;
-        }
-        final int fd = FileCalls.open(path.toString(), FileCalls.O_RDWR, 0);
-        try {
-            final int rc = FileCalls.fallocate(fd, 0, 0, size);
-            if (rc == -28) { // ENOSPC
-                throw new IOException("not enough free space for the " + size + "-byte image at " + path
-                    + ": free some, or give --local a path on a larger file system");
+        createReserved(path, size, FileIo.NATIVE);
+    }
+
+    /** As {@link #createReserved(Path, long)}, through {@code files}. */
+    public static void createReserved(final Path path, final long size, final FileIo.Opener files) throws IOException {
+        try (FileIo file = files.open(path, false, true)) {
+            int rc = file.truncate(0);
+            if (rc == 0) {
+                rc = file.truncate(size);
             }
-            // Any other failure (EOPNOTSUPP on file systems without fallocate): the sparse file works, only slower.
-        } finally {
-            FileCalls.close(fd);
+            if (rc != 0) {
+                throw FileCalls.failure("ftruncate(" + path + ", " + size + ")", -rc);
+            }
+            if (size > 0) {
+                rc = file.fallocate(0, 0, size);
+                if (rc == -28) { // ENOSPC
+                    throw new IOException("not enough free space for the " + size + "-byte image at " + path
+                        + ": free some, or give --local a path on a larger file system");
+                }
+                // Any other failure (EOPNOTSUPP on file systems without fallocate): the sparse file works, only slower.
+            }
+            // The new length must be durable before anything records pages in it: a crash would otherwise leave a state
+            // file beside an empty image.
+            rc = file.fdatasync();
+            if (rc != 0) {
+                throw FileCalls.failure("fdatasync(" + path + ")", -rc);
+            }
+        }
+        syncDirectory(path);
+    }
+
+    /** Makes {@code file}'s directory entry durable (a new file's name can otherwise be lost with its directory). */
+    static void syncDirectory(final Path file) {
+        final Path dir = file.toAbsolutePath().getParent();
+        if (dir == null || !java.nio.file.Files.isDirectory(dir)) {
+            return; // not on a real file system (a simulated disk in tests)
+        }
+        try (var d = java.nio.channels.FileChannel.open(dir, java.nio.file.StandardOpenOption.READ)) {
+            d.force(true);
+        } catch (final IOException ignored) {
+            // Some file systems refuse to fsync a directory; the file itself is durable.
         }
     }
 

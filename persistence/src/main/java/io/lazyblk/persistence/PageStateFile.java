@@ -1,6 +1,10 @@
 package io.lazyblk.persistence;
 
+import io.lazyblk.sys.FileCalls;
+
 import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
@@ -10,6 +14,9 @@ import java.nio.file.StandardOpenOption;
 import java.util.Arrays;
 import java.util.HexFormat;
 import java.util.zip.CRC32C;
+
+import static java.lang.foreign.ValueLayout.JAVA_BYTE;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
  * The durable record of what a local image file already holds, kept beside it: which pages are local (their
@@ -32,8 +39,15 @@ public final class PageStateFile implements AutoCloseable {
     private static final int SECTOR = 512;
     private static final long DISK_ONLY_MAGIC = 0x594c4e4f4b534944L; // "DISKONLY"
 
+    /** Bytes moved per native call when loading or writing (bitmaps reach 16 MiB for a 64 GiB image). */
+    private static final int CHUNK = 1 << 20;
+
     private final Path path;
-    private final FileChannel ch;
+    private final FileIo ch;
+    /** Native scratch for every transfer ({@link #CHUNK} bytes) and its one-entry iovec; guarded by this monitor. */
+    private final Arena arena = Arena.ofShared();
+    private final MemorySegment scratch = arena.allocate(CHUNK, 4096);
+    private final MemorySegment iov = arena.allocate(16, 8);
     private final long imageSize;
     private final int pageSize;
     private final int pageCount;
@@ -46,8 +60,10 @@ public final class PageStateFile implements AutoCloseable {
     private final boolean[] dirtySectorBlocks;
     private volatile boolean diskOnly;
     private int localCount;
+    /** The first failed write or sync (guarded by this monitor); sticky, see {@link #commit()}. */
+    private String failure;
 
-    private PageStateFile(final Path path, final FileChannel ch, final long imageSize, final int pageSize, final byte[] digest) {
+    private PageStateFile(final Path path, final FileIo ch, final long imageSize, final int pageSize, final byte[] digest) {
         this.path = path;
         this.ch = ch;
         this.imageSize = imageSize;
@@ -77,20 +93,29 @@ public final class PageStateFile implements AutoCloseable {
      */
     public static PageStateFile openOrCreate(final Path path, final long imageSize, final int pageSize, final byte[] digest)
         throws IOException {
+        return openOrCreate(path, imageSize, pageSize, digest, FileIo.NATIVE);
+    }
+
+    /** As {@link #openOrCreate(Path, long, int, byte[])}, through {@code files} (tests put a simulated disk there). */
+    public static PageStateFile openOrCreate(final Path path, final long imageSize, final int pageSize, final byte[] digest,
+                                             final FileIo.Opener files) throws IOException {
         if (digest.length != 32) {
             throw new IllegalArgumentException("digest must be 32 bytes");
         }
-        final boolean exists = Files.exists(path);
-        final FileChannel ch = FileChannel.open(path, StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
+        final FileIo ch = files.open(path, false, true);
+        PageStateFile s = null;
         try {
-            final PageStateFile s = new PageStateFile(path, ch, imageSize, pageSize, digest);
-            if (exists && ch.size() > 0) {
+            s = new PageStateFile(path, ch, imageSize, pageSize, digest);
+            if (ch.size() > 0) {
                 s.load();
             } else {
                 s.format();
             }
             return s;
         } catch (final IOException | RuntimeException e) {
+            if (s != null) {
+                s.arena.close();
+            }
             ch.close();
             throw e;
         }
@@ -107,12 +132,12 @@ public final class PageStateFile implements AutoCloseable {
     }
 
     private void format() throws IOException {
-        ch.truncate(0);
+        check("ftruncate", ch.truncate(0));
         writeFully(header(), 0);
         writeFully(ByteBuffer.allocate(BLOCK), BLOCK);
         writeFully(ByteBuffer.allocate((int) (sectorBitmapOffset - pageBitmapOffset)), pageBitmapOffset);
         writeFully(ByteBuffer.allocate(dirtySectorBlocks.length * BLOCK), sectorBitmapOffset);
-        ch.force(false);
+        check("fdatasync", ch.fdatasync());
         // The new file's directory entry must be durable too, or a crash could lose the file but keep the data.
         syncDirectory(path.toAbsolutePath().getParent());
     }
@@ -171,17 +196,48 @@ public final class PageStateFile implements AutoCloseable {
         }
     }
 
+    /** Reads {@code b}'s remaining bytes from {@code off} (through the native scratch); position moves to the limit. */
     private void readFully(final ByteBuffer b, final long off) throws IOException {
         while (b.hasRemaining()) {
-            if (ch.read(b, off + b.position()) < 0) {
+            final int want = Math.min(CHUNK, b.remaining());
+            iov.set(JAVA_LONG, 0, scratch.address());
+            iov.set(JAVA_LONG, 8, want);
+            final long n = ch.preadv(iov.address(), 1, off + b.position());
+            if (n == -FileCalls.EINTR) {
+                continue;
+            }
+            if (n < 0) {
+                throw FileCalls.failure("reading " + path, (int) -n);
+            }
+            if (n == 0) {
                 throw new IOException(path + " is truncated; move it away to start the image over");
             }
+            MemorySegment.copy(scratch, JAVA_BYTE, 0, b.array(), b.arrayOffset() + b.position(), (int) n);
+            b.position(b.position() + (int) n);
         }
     }
 
+    /** Writes {@code b}'s remaining bytes at {@code off} (through the native scratch); position moves to the limit. */
     private void writeFully(final ByteBuffer b, final long off) throws IOException {
         while (b.hasRemaining()) {
-            ch.write(b, off + b.position());
+            final int want = Math.min(CHUNK, b.remaining());
+            MemorySegment.copy(b.array(), b.arrayOffset() + b.position(), scratch, JAVA_BYTE, 0, want);
+            iov.set(JAVA_LONG, 0, scratch.address());
+            iov.set(JAVA_LONG, 8, want);
+            final long n = ch.pwritev(iov.address(), 1, off + b.position());
+            if (n == -FileCalls.EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                throw FileCalls.failure("writing " + path, n == 0 ? 5 : (int) -n);
+            }
+            b.position(b.position() + (int) n);
+        }
+    }
+
+    private void check(final String call, final int rc) throws IOException {
+        if (rc != 0) {
+            throw FileCalls.failure(call + " of " + path, -rc);
         }
     }
 
@@ -275,7 +331,7 @@ public final class PageStateFile implements AutoCloseable {
      * @throws IOException if it is not a lazyblk state file or is damaged
      */
     public static Snapshot snapshot(final Path path) throws IOException {
-        try (FileChannel c = FileChannel.open(path, StandardOpenOption.READ)) {
+        try (FileChannel c = FileChannel.open(path, StandardOpenOption.READ); FileIo io = FileIo.NATIVE.open(path, true, false)) {
             final ByteBuffer h = ByteBuffer.allocate(4 + 4 + 8 + 4 + 4 + 32).order(ByteOrder.LITTLE_ENDIAN);
             while (h.hasRemaining() && c.read(h, h.position()) > 0) {
                 // read the identity header
@@ -293,9 +349,13 @@ public final class PageStateFile implements AutoCloseable {
             if (size <= 0 || Integer.bitCount(ps) != 1 || ps < 4096) {
                 throw new IOException(path + " is damaged (image size " + size + ", page size " + ps + ")");
             }
-            final PageStateFile s = new PageStateFile(path, c, size, ps, digest);
-            s.load(); // checks the header's CRC and reads both bitmaps
-            return new Snapshot(size, ps, s.pageCount, digest, s.local.clone(), s.guestSectors.clone(), s.diskOnly);
+            final PageStateFile s = new PageStateFile(path, io, size, ps, digest);
+            try {
+                s.load(); // checks the header's CRC and reads both bitmaps
+                return new Snapshot(size, ps, s.pageCount, digest, s.local.clone(), s.guestSectors.clone(), s.diskOnly);
+            } finally {
+                s.arena.close();
+            }
         }
     }
 
@@ -352,12 +412,36 @@ public final class PageStateFile implements AutoCloseable {
         return (guestSectors[(int) (sector >>> 6)] & (1L << sector)) != 0;
     }
 
-    /** Writes every changed bitmap block and makes it durable ({@code fdatasync}). */
+    /**
+     * Writes every changed bitmap block and makes it durable ({@code fdatasync}). A block counts as written only once
+     * the sync that covers it succeeded; a failure is sticky: this and every later commit throw, because after a
+     * failed sync the kernel may have dropped the blocks and a later sync could succeed without them.
+     */
     public synchronized void commit() throws IOException {
-        boolean wrote = flushBlocks(local, dirtyPageBlocks, pageBitmapOffset);
-        wrote |= flushBlocks(guestSectors, dirtySectorBlocks, sectorBitmapOffset);
-        if (wrote) {
-            ch.force(false);
+        checkHealthy();
+        try {
+            boolean wrote = flushBlocks(local, dirtyPageBlocks, pageBitmapOffset);
+            wrote |= flushBlocks(guestSectors, dirtySectorBlocks, sectorBitmapOffset);
+            if (wrote) {
+                check("fdatasync", ch.fdatasync());
+            }
+        } catch (final IOException e) {
+            failure = e.getMessage();
+            throw e;
+        }
+        // Only now: the sync covered every block written above.
+        java.util.Arrays.fill(dirtyPageBlocks, false);
+        java.util.Arrays.fill(dirtySectorBlocks, false);
+    }
+
+    /** The first failed write or sync of this file, or null while there was none. */
+    public synchronized String failure() {
+        return failure;
+    }
+
+    private void checkHealthy() throws IOException {
+        if (failure != null) {
+            throw new IOException(path + " failed earlier (" + failure + "); nothing more is recorded in it until the engine restarts");
         }
     }
 
@@ -368,7 +452,6 @@ public final class PageStateFile implements AutoCloseable {
             if (!dirty[blk]) {
                 continue;
             }
-            dirty[blk] = false;
             b.clear();
             final int first = blk * (BLOCK / 8);
             for (int i = first; i < Math.min(bits.length, first + BLOCK / 8); i++) {
@@ -399,13 +482,19 @@ public final class PageStateFile implements AutoCloseable {
         commit();
         final ByteBuffer b = ByteBuffer.allocate(10 + name.length).order(ByteOrder.LITTLE_ENDIAN)
             .putLong(DISK_ONLY_MAGIC).putShort((short) name.length).put(name).flip();
-        writeFully(b, BLOCK);
-        ch.force(false);
+        try {
+            writeFully(b, BLOCK);
+            check("fdatasync", ch.fdatasync());
+        } catch (final IOException e) {
+            failure = e.getMessage();
+            throw e;
+        }
         diskOnly = true;
     }
 
     @Override
     public synchronized void close() throws IOException {
         ch.close();
+        arena.close();
     }
 }

@@ -92,4 +92,34 @@ class PageStateFileTest {
             assertEquals(4, s.localCount());
         }
     }
+
+    @Test
+    void shouldNeverCommitAgainAfterAFailedWriteOrSyncOfTheStateFile() throws IOException {
+        for (final boolean failTheSync : new boolean[] {false, true}) {
+            final SimulatedDisk disk = new SimulatedDisk(9);
+            final Path p = Path.of("/sim/x.lzbstate");
+            try (PageStateFile s = PageStateFile.openOrCreate(p, SIZE, PAGE, digest(1), disk)) {
+                s.markLocal(7);
+                s.commit();
+                s.markLocal(8);
+                if (failTheSync) {
+                    disk.failSync(1, SimulatedDisk.EIO);
+                } else {
+                    disk.failWrite(1, SimulatedDisk.EIO);
+                }
+                assertThrows(IOException.class, s::commit);
+                // A retry would find the kernel happy (after a failed sync the blocks are no longer dirty): it must not
+                // report the lost block durable, nor anything recorded after it.
+                s.markLocal(9);
+                final IOException again = assertThrows(IOException.class, s::commit);
+                assertTrue(again.getMessage().contains("failed earlier"), again.getMessage());
+                assertTrue(s.failure() != null);
+            }
+            disk.powerCutLosingUnsynced();
+            try (PageStateFile s = PageStateFile.openOrCreate(p, SIZE, PAGE, digest(1), disk)) {
+                assertTrue(s.isLocal(7), "committed before the failure");
+                assertFalse(s.isLocal(9), "never committed");
+            }
+        }
+    }
 }

@@ -50,6 +50,7 @@ public final class FileCalls {
     private static final MethodHandle PREADV = plain("preadv", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
     private static final MethodHandle PWRITEV = plain("pwritev", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
     private static final MethodHandle FDATASYNC = plain("fdatasync", JAVA_INT, JAVA_INT);
+    private static final MethodHandle FTRUNCATE = plain("ftruncate", JAVA_INT, JAVA_INT, JAVA_LONG);
     private static final MethodHandle FALLOCATE = plain("fallocate", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG);
     // posix_fadvise returns the error number itself (it does not set errno).
     private static final MethodHandle FADVISE = plain("posix_fadvise", JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT);
@@ -93,7 +94,8 @@ public final class FileCalls {
         }
     }
 
-    private static IOException failure(final String call, final int errno) {
+    /** An IOException naming {@code call} and {@code strerror(errno)}. */
+    public static IOException failure(final String call, final int errno) {
         return new IOException(call + " failed: " + strerror(errno) + " (errno " + errno + ")");
     }
 
@@ -169,6 +171,16 @@ public final class FileCalls {
     public static int fdatasync(final int fd) {
         try {
             final int rc = (int) FDATASYNC.invokeExact(fd);
+            return rc < 0 ? -lastErrno() : 0;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Sets the file's length; 0 or {@code -errno}. */
+    public static int ftruncate(final int fd, final long length) {
+        try {
+            final int rc = (int) FTRUNCATE.invokeExact(fd, length);
             return rc < 0 ? -lastErrno() : 0;
         } catch (final Throwable t) {
             throw rethrow(t);
