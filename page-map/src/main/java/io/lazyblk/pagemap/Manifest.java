@@ -2,60 +2,110 @@ package io.lazyblk.pagemap;
 
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.util.Arrays;
 import java.util.HexFormat;
-import java.util.zip.CRC32C;
 
 /**
- * What an image provider says about one image: its size, page size, a CRC32C per page, and a SHA-256 digest of
- * the whole image. The engine verifies every fetched page against its checksum before the page becomes visible,
- * and identifies a local file's image by ({@link #size()}, {@link #digest()}). Immutable; thread-safe.
+ * What an image provider says about one image: its size, page size and a SHA-256 of every page. The engine verifies
+ * every fetched page against its hash before the page becomes visible. A page hash holds against a forger (finding
+ * other bytes with the same SHA-256 is out of reach), so a page that passes is the image's, whoever sent it.
  *
- * <p>Wire form (little endian): magic "LZBM", version u32 = 1, size u64, page size u32, page count u32,
- * digest[32], then page count x u32 checksums. {@link #decode} checks all of it: it comes from the network.
+ * <p>The manifest's identity is {@link #digest()}: the SHA-256 of its wire form, which covers the size, the page size
+ * and every page hash. It is computed here from the bytes received, never taken from a sender, so two manifests with
+ * one digest describe the same bytes. The engine pins the digest of the image it fills (from the seed, its last
+ * source) and refuses any other source whose manifest has another. Immutable; thread-safe.
+ *
+ * <p>Wire form (little endian): magic "LZBM", version u32 = 2, size u64, page size u32, page count u32, then page count
+ * x 32-byte SHA-256. {@link #decode} checks all of it: it comes from the network.
  */
 public final class Manifest {
-    /** One checksum state per verifying thread (transports, the filler, requesting threads): no allocation per page. */
-    private static final ThreadLocal<CRC32C> CRC = ThreadLocal.withInitial(CRC32C::new);
     public static final int MAGIC = 0x4d425a4c; // "LZBM" little endian
-    public static final int VERSION = 1;
-    public static final int HEADER_BYTES = 4 + 4 + 8 + 4 + 4 + 32;
-    /** Largest manifest accepted: 16 M pages (64 GiB at 4 KiB, 64 TiB at 4 MiB). */
+    public static final int VERSION = 2;
+    public static final int HEADER_BYTES = 4 + 4 + 8 + 4 + 4;
+    public static final int HASH_BYTES = 32;
+    /** Largest manifest accepted: 16 M pages (64 GiB at 4 KiB pages); 512 MiB of hashes. */
     public static final int MAX_PAGES = 1 << 24;
+    /**
+     * Largest image served: 1 TiB. The engine keeps a bit per 512-byte sector of what the guest wrote, in three copies
+     * (in flight, done, recorded): 256 MiB each at 1 TiB. A size a manifest claims beyond this is refused, not allocated.
+     */
+    public static final long MAX_IMAGE_BYTES = 1L << 40;
+
+    /** One SHA-256 state and one output buffer per verifying thread: no allocation per page. */
+    private static final ThreadLocal<MessageDigest> SHA = ThreadLocal.withInitial(Manifest::sha256);
+    private static final ThreadLocal<byte[]> OUT = ThreadLocal.withInitial(() -> new byte[HASH_BYTES]);
 
     private final PageGeometry geometry;
-    /** The provider's pages: one checksum each. Equal to {@link #geometry} unless {@link #coarsened}. */
+    /** The provider's pages: one hash each. Equal to {@link #geometry} unless {@link #coarsened}. */
     private final PageGeometry sourceGeometry;
     /** Provider pages per page of {@link #geometry} (a power of two). */
     private final int sourcePagesPerPage;
-    private final int[] checksums;
+    /** Page hashes, {@link #HASH_BYTES} each, in page order. */
+    private final byte[] hashes;
     private final byte[] digest;
 
-    public Manifest(final long size, final int pageSize, final int[] checksums, final byte[] digest) {
+    /**
+     * @param pageHashes the SHA-256 of each provider page, concatenated (see {@link #hashPage})
+     * @throws IllegalArgumentException naming what is wrong (size, page size, number of hashes)
+     */
+    public Manifest(final long size, final int pageSize, final byte[] pageHashes) {
+        checkSize(size);
         this.geometry = new PageGeometry(size, pageSize);
-        if (checksums.length != geometry.pageCount()) {
-            throw new IllegalArgumentException(checksums.length + " checksums for " + geometry.pageCount() + " pages");
-        }
-        if (digest.length != 32) {
-            throw new IllegalArgumentException("digest must be 32 bytes (SHA-256), not " + digest.length);
+        if (pageHashes.length != (long) geometry.pageCount() * HASH_BYTES) {
+            throw new IllegalArgumentException(pageHashes.length / HASH_BYTES + " page hashes for " + geometry.pageCount() + " pages");
         }
         this.sourceGeometry = geometry;
         this.sourcePagesPerPage = 1;
-        this.checksums = checksums.clone();
-        this.digest = digest.clone();
+        this.hashes = pageHashes.clone();
+        final MessageDigest sha = sha256();
+        sha.update(header(size, pageSize, geometry.pageCount()));
+        sha.update(hashes);
+        this.digest = sha.digest();
     }
 
     private Manifest(final Manifest source, final int pageSize) {
         this.geometry = new PageGeometry(source.size(), pageSize);
         this.sourceGeometry = source.sourceGeometry;
         this.sourcePagesPerPage = pageSize / source.sourceGeometry.pageSize();
-        this.checksums = source.checksums; // immutable: shared
+        this.hashes = source.hashes; // immutable: shared
         this.digest = source.digest;
+    }
+
+    /** The manifest of {@code image} in pages of {@code pageSize} (tests, tools; providers build theirs from files). */
+    public static Manifest of(final byte[] image, final int pageSize) {
+        final PageGeometry g = new PageGeometry(image.length, pageSize);
+        final byte[] hashes = new byte[g.pageCount() * HASH_BYTES];
+        for (int p = 0; p < g.pageCount(); p++) {
+            hashPage(ByteBuffer.wrap(image, (int) g.pageStart(p), g.pageLength(p)), hashes, p * HASH_BYTES);
+        }
+        return new Manifest(image.length, pageSize, hashes);
+    }
+
+    private static void checkSize(final long size) {
+        if (size > MAX_IMAGE_BYTES) {
+            throw new IllegalArgumentException("an image of " + size + " bytes is larger than lazyblk serves ("
+                + MAX_IMAGE_BYTES + " bytes, 1 TiB)");
+        }
+    }
+
+    /** The SHA-256 of {@code page}'s remaining bytes into {@code out} at {@code at}; leaves its position as it was. */
+    public static void hashPage(final ByteBuffer page, final byte[] out, final int at) {
+        final MessageDigest sha = SHA.get();
+        final int pos = page.position();
+        sha.update(page);
+        page.position(pos);
+        try {
+            sha.digest(out, at, HASH_BYTES);
+        } catch (final java.security.DigestException e) {
+            throw new IllegalStateException("a 32-byte SHA-256 always fits 32 bytes", e);
+        }
     }
 
     /**
      * The same image seen in pages of {@code pageSize} bytes, each made of whole provider pages: a fetch of one such
-     * page asks the provider for {@link #sourcePagesPerPage()} pages, and {@link #verify} checks each one's checksum.
+     * page asks the provider for {@link #sourcePagesPerPage()} pages, and {@link #verify} checks each one's hash.
      * The provider's page is the smallest unit it can vouch for, so a page never gets smaller than it.
      *
      * @throws IllegalArgumentException naming the allowed sizes if {@code pageSize} is not a power of two from the
@@ -68,7 +118,7 @@ public final class Manifest {
         }
         if (Integer.bitCount(pageSize) != 1 || pageSize < base || pageSize > PageGeometry.MAX_PAGE) {
             throw new IllegalArgumentException("page size " + pageSize + " must be a power of two from the provider's page size ("
-                + base + ", the smallest unit its checksums cover) to " + PageGeometry.MAX_PAGE
+                + base + ", the smallest unit its hashes cover) to " + PageGeometry.MAX_PAGE
                 + "; for smaller pages, restart the provider with a smaller --page-size");
         }
         return new Manifest(this, pageSize);
@@ -110,11 +160,12 @@ public final class Manifest {
         return geometry.pageCount();
     }
 
-    /** The checksum of provider page {@code sourcePage} (a page of {@link #sourcePageSize()}). */
-    public int checksum(final int sourcePage) {
-        return checksums[sourcePage];
+    /** The SHA-256 of provider page {@code sourcePage} (a page of {@link #sourcePageSize()}); a copy. */
+    public byte[] pageHash(final int sourcePage) {
+        return Arrays.copyOfRange(hashes, sourcePage * HASH_BYTES, (sourcePage + 1) * HASH_BYTES);
     }
 
+    /** The manifest's identity: SHA-256 of its wire form (size, page size, every page hash); a copy. */
     public byte[] digest() {
         return digest.clone();
     }
@@ -123,31 +174,17 @@ public final class Manifest {
         return HexFormat.of().formatHex(digest);
     }
 
-    /** CRC32C of {@code length} bytes of {@code page} (a buffer positioned at the page start). */
-    public static int crc(final ByteBuffer page) {
-        final CRC32C c = CRC.get();
-        c.reset();
-        c.update(page);
-        return (int) c.getValue();
-    }
-
     /**
      * True if {@code data} (the page's bytes, position to limit) matches the manifest: every provider page in it
-     * matches its checksum. Leaves {@code data}'s position and limit as they were.
+     * matches its hash. Leaves {@code data}'s position and limit as they were. No allocation.
      */
     public boolean verify(final int page, final ByteBuffer data) {
         if (data.remaining() != geometry.pageLength(page)) {
             return false;
         }
-        if (sourcePagesPerPage == 1) {
-            final int pos = data.position();
-            final boolean ok = crc(data) == checksums[page];
-            data.position(pos);
-            return ok;
-        }
         final int pos = data.position();
         final int limit = data.limit();
-        final CRC32C c = CRC.get();
+        final byte[] out = OUT.get();
         try {
             final int first = firstSourcePage(page);
             final int n = sourcePageCount(page);
@@ -155,9 +192,8 @@ public final class Manifest {
             for (int i = 0; i < n; i++) {
                 final int len = sourceGeometry.pageLength(first + i);
                 data.limit(at + len).position(at);
-                c.reset();
-                c.update(data);
-                if ((int) c.getValue() != checksums[first + i]) {
+                hashPage(data, out, 0);
+                if (!Arrays.equals(out, 0, HASH_BYTES, hashes, (first + i) * HASH_BYTES, (first + i + 1) * HASH_BYTES)) {
                     return false;
                 }
                 at += len;
@@ -168,22 +204,24 @@ public final class Manifest {
         }
     }
 
-    /** Same image in the same pages: size, page size and digest all equal. */
+    /** Same image in the same pages: one digest (so the same size, provider page size and page hashes) and page size. */
     public boolean sameImage(final Manifest o) {
-        return size() == o.size() && pageSize() == o.pageSize() && Arrays.equals(digest, o.digest);
+        return pageSize() == o.pageSize() && Arrays.equals(digest, o.digest);
     }
 
     public int encodedLength() {
-        return HEADER_BYTES + 4 * checksums.length;
+        return HEADER_BYTES + hashes.length;
     }
 
-    /** The provider's form: its page size and one checksum per provider page, also for a {@link #coarsened} view. */
+    private static ByteBuffer header(final long size, final int pageSize, final int pages) {
+        return ByteBuffer.allocate(HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN)
+            .putInt(MAGIC).putInt(VERSION).putLong(size).putInt(pageSize).putInt(pages).flip();
+    }
+
+    /** The provider's form: its page size and one hash per provider page, also for a {@link #coarsened} view. */
     public ByteBuffer encode() {
         final ByteBuffer b = ByteBuffer.allocate(encodedLength()).order(ByteOrder.LITTLE_ENDIAN);
-        b.putInt(MAGIC).putInt(VERSION).putLong(size()).putInt(sourceGeometry.pageSize()).putInt(checksums.length).put(digest);
-        for (final int c : checksums) {
-            b.putInt(c);
-        }
+        b.put(header(size(), sourceGeometry.pageSize(), sourceGeometry.pageCount())).put(hashes);
         return b.flip();
     }
 
@@ -198,23 +236,32 @@ public final class Manifest {
         }
         final int version = b.getInt();
         if (version != VERSION) {
-            throw new IllegalArgumentException("manifest version " + version + ", this engine reads version " + VERSION);
+            throw new IllegalArgumentException("manifest version " + version + ", this engine reads version " + VERSION
+                + (version == 1 ? " (a provider of an older lazyblk, with CRC32C page checks: upgrade it)" : ""));
         }
         final long size = b.getLong();
         final int pageSize = b.getInt();
         final int pages = b.getInt();
         if (pages < 1 || pages > MAX_PAGES) {
-            throw new IllegalArgumentException("manifest with " + Integer.toUnsignedString(pages) + " pages");
+            throw new IllegalArgumentException("manifest with " + Integer.toUnsignedString(pages) + " pages (at most " + MAX_PAGES + ")");
         }
-        final byte[] digest = new byte[32];
-        b.get(digest);
-        if (b.remaining() != 4L * pages) {
-            throw new IllegalArgumentException("manifest says " + pages + " pages but carries " + b.remaining() + " checksum bytes");
+        if (size < 0 || size > MAX_IMAGE_BYTES) {
+            throw new IllegalArgumentException("manifest claims an image of " + Long.toUnsignedString(size)
+                + " bytes; lazyblk serves images up to " + MAX_IMAGE_BYTES + " bytes (1 TiB)");
         }
-        final int[] crcs = new int[pages];
-        for (int i = 0; i < pages; i++) {
-            crcs[i] = b.getInt();
+        if (b.remaining() != (long) HASH_BYTES * pages) {
+            throw new IllegalArgumentException("manifest says " + pages + " pages but carries " + b.remaining() + " hash bytes");
         }
-        return new Manifest(size, pageSize, crcs, digest); // PageGeometry checks size and page size agree with pages
+        final byte[] hashes = new byte[HASH_BYTES * pages];
+        b.get(hashes);
+        return new Manifest(size, pageSize, hashes); // PageGeometry checks size and page size agree with pages
+    }
+
+    private static MessageDigest sha256() {
+        try {
+            return MessageDigest.getInstance("SHA-256");
+        } catch (final NoSuchAlgorithmException e) {
+            throw new IllegalStateException("SHA-256 is part of every JDK; this one lacks it", e);
+        }
     }
 }

@@ -22,16 +22,11 @@ class ManifestTest {
 
     ManifestTest() {
         new Random(5).nextBytes(image);
-        final int pages = (SIZE + BASE - 1) / BASE;
-        final int[] crcs = new int[pages];
-        for (int p = 0; p < pages; p++) {
-            crcs[p] = Manifest.crc(ByteBuffer.wrap(image, p * BASE, Math.min(BASE, SIZE - p * BASE)));
-        }
-        manifest = new Manifest(SIZE, BASE, crcs, new byte[32]);
+        manifest = Manifest.of(image, BASE);
     }
 
     @Test
-    void shouldVerifyCoarserPagesAgainstEveryProviderChecksumInThem() {
+    void shouldVerifyCoarserPagesAgainstEveryProviderHashInThem() {
         final Manifest m = manifest.coarsened(4 * BASE);
         assertEquals(3, m.pageCount(), "16 KiB pages: two whole and a short one");
         assertEquals(4, m.sourcePagesPerPage());
@@ -69,5 +64,89 @@ class ManifestTest {
         assertTrue(e.getMessage().contains("provider's page size (4096"), e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> manifest.coarsened(3 * BASE));
         assertThrows(IllegalArgumentException.class, () -> manifest.coarsened(8 << 20));
+    }
+
+    @Test
+    void shouldRefuseAForgedPageThatKeepsItsCrc32c() {
+        // CRC32C is linear: for equal lengths, crc(a ^ d) = crc(a) ^ crc(d) ^ crc(0). Any d with crc(d) = crc(0) keeps a
+        // page's CRC whatever else it changes, and such a d is found by Gaussian elimination over 33 random vectors.
+        final byte[] d = crcKernelVector(BASE);
+        final byte[] forged = java.util.Arrays.copyOfRange(image, 0, BASE);
+        for (int i = 0; i < BASE; i++) {
+            forged[i] ^= d[i];
+        }
+        assertEquals(crc(java.util.Arrays.copyOfRange(image, 0, BASE)), crc(forged), "a forgery a CRC check would accept");
+        assertFalse(java.util.Arrays.equals(forged, java.util.Arrays.copyOfRange(image, 0, BASE)));
+        assertFalse(manifest.verify(0, ByteBuffer.wrap(forged)), "the page hash refuses it");
+        assertTrue(manifest.verify(0, ByteBuffer.wrap(image, 0, BASE).slice()));
+    }
+
+    private static int crc(final byte[] b) {
+        final java.util.zip.CRC32C c = new java.util.zip.CRC32C();
+        c.update(b);
+        return (int) c.getValue();
+    }
+
+    /** A nonzero vector whose CRC32C equals that of zeros of the same length. */
+    private static byte[] crcKernelVector(final int length) {
+        final int zero = crc(new byte[length]);
+        final int[] basisValue = new int[32];
+        final byte[][] basisVector = new byte[32][];
+        final Random rnd = new Random(11);
+        while (true) {
+            byte[] v = new byte[length];
+            rnd.nextBytes(v);
+            int value = crc(v) ^ zero;
+            for (int bit = 31; bit >= 0 && value != 0; bit--) {
+                if ((value >>> bit & 1) == 0) {
+                    continue;
+                }
+                if (basisVector[bit] == null) {
+                    basisValue[bit] = value;
+                    basisVector[bit] = v;
+                    value = -1; // stored: not in the kernel
+                    break;
+                }
+                value ^= basisValue[bit];
+                final byte[] combined = v.clone();
+                for (int i = 0; i < length; i++) {
+                    combined[i] ^= basisVector[bit][i];
+                }
+                v = combined;
+            }
+            if (value == 0) {
+                return v;
+            }
+        }
+    }
+
+    @Test
+    void shouldIdentifyTheImageByTheDigestOfEveryPageHash() {
+        final byte[] other = image.clone();
+        other[7 * BASE + 100] ^= 1;
+        final Manifest changed = Manifest.of(other, BASE);
+        assertFalse(changed.sameImage(manifest), "one byte of one page changes the digest");
+        assertArrayEquals(manifest.digest(), Manifest.of(image.clone(), BASE).digest(), "the digest is a function of the bytes");
+        assertFalse(Manifest.of(image, 2 * BASE).sameImage(manifest), "other provider pages: another manifest");
+        assertArrayEquals(manifest.digest(), Manifest.decode(manifest.encode()).digest(), "computed from what was received");
+    }
+
+    @Test
+    void shouldRefuseAManifestClaimingMoreThanOneTebibyteWithoutAllocatingIt() {
+        final ByteBuffer b = ByteBuffer.allocate(Manifest.HEADER_BYTES + 32).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        b.putInt(Manifest.MAGIC).putInt(Manifest.VERSION).putLong(1L << 60).putInt(4 << 20).putInt(1).put(new byte[32]).flip();
+        final IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Manifest.decode(b));
+        assertTrue(e.getMessage().contains("up to 1099511627776 bytes (1 TiB)"), e.getMessage());
+        final ByteBuffer huge = ByteBuffer.allocate(Manifest.HEADER_BYTES + 32).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        huge.putInt(Manifest.MAGIC).putInt(Manifest.VERSION).putLong(8L << 40).putInt(4 << 20).putInt(Manifest.MAX_PAGES).flip();
+        assertThrows(IllegalArgumentException.class, () -> Manifest.decode(huge), "16 M pages of 4 MiB: 64 TiB");
+    }
+
+    @Test
+    void shouldSayWhatToDoWithAManifestOfAnOlderProvider() {
+        final ByteBuffer b = ByteBuffer.allocate(64).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        b.putInt(Manifest.MAGIC).putInt(1).putLong(4096).putInt(4096).putInt(1).flip();
+        final IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Manifest.decode(b));
+        assertTrue(e.getMessage().contains("upgrade it"), e.getMessage());
     }
 }

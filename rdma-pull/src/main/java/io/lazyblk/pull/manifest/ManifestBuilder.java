@@ -16,10 +16,9 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.HexFormat;
 import java.util.concurrent.TimeUnit;
-import java.util.zip.CRC32C;
 
 /**
- * Builds the {@link Manifest} of a raw image by reading it once (CRC32C per page, SHA-256 of the whole) and caches
+ * Builds the {@link Manifest} of a raw image by reading it once (a SHA-256 per page) and caches
  * it as {@code IMAGE.lzbm} next to the image, or in a fallback directory when the image's directory is not
  * writable. A cache is used only while the image's size, mtime and inode and the page size match the ones stored
  * in it; a damaged cache is rebuilt. Thread-safe (stateless apart from its configuration).
@@ -110,10 +109,12 @@ public final class ManifestBuilder {
                 throw new IOException(image + " is " + size + " bytes; a raw disk image is a positive multiple of 512 bytes"
                     + " (pad it, e.g. truncate -s %512 " + image + ")");
             }
+            if (size > Manifest.MAX_IMAGE_BYTES) {
+                throw new IOException(image + " is " + size + " bytes; lazyblk serves images up to " + Manifest.MAX_IMAGE_BYTES
+                    + " bytes (1 TiB)");
+            }
             final PageGeometry g = new PageGeometry(size, pageSize);
-            final int[] crcs = new int[g.pageCount()];
-            final MessageDigest sha = sha256();
-            final CRC32C crc = new CRC32C();
+            final byte[] hashes = new byte[g.pageCount() * Manifest.HASH_BYTES];
             final int chunk = Math.max(pageSize, CHUNK_BYTES / pageSize * pageSize);
             final ByteBuffer buf = ByteBuffer.allocateDirect(chunk);
             long pos = 0;
@@ -127,11 +128,8 @@ public final class ManifestBuilder {
                     }
                 }
                 buf.flip();
-                sha.update(buf.duplicate());
                 for (int off = 0; off < buf.limit(); off += pageSize, page++) {
-                    crc.reset();
-                    crc.update(buf.slice(off, Math.min(pageSize, buf.limit() - off)));
-                    crcs[page] = (int) crc.getValue();
+                    Manifest.hashPage(buf.slice(off, Math.min(pageSize, buf.limit() - off)), hashes, page * Manifest.HASH_BYTES);
                 }
                 pos += buf.limit();
                 progress.update(pos, size);
@@ -139,7 +137,7 @@ public final class ManifestBuilder {
             if (!before.equals(ImageStamp.of(image))) {
                 throw new IOException(image + " changed while its manifest was being built; build again once it is stable");
             }
-            return new Manifest(size, pageSize, crcs, sha.digest());
+            return new Manifest(size, pageSize, hashes);
         }
     }
 

@@ -21,7 +21,7 @@ import java.util.zip.CRC32C;
  */
 final class ManifestCacheFile {
     static final int MAGIC = 0x43425a4c; // "LZBC" little endian
-    static final int VERSION = 1;
+    static final int VERSION = 2; // 2: manifests with SHA-256 page hashes
     static final int MAGIC_OFFSET = 0;
     static final int VERSION_OFFSET = 4;
     static final int IMAGE_SIZE_OFFSET = 8;
@@ -120,6 +120,6 @@ final class ManifestCacheFile {
     }
 
     private static long maxManifestBytes() {
-        return Manifest.HEADER_BYTES + 4L * Manifest.MAX_PAGES;
+        return Manifest.HEADER_BYTES + (long) Manifest.HASH_BYTES * Manifest.MAX_PAGES;
     }
 }
