@@ -20,14 +20,11 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
     private static final Logger LOG = LoggerFactory.getLogger(BlkIoAgent.class);
     private static final int ZERO_BYTES = 64 * 1024;
     private static final long LOG_INTERVAL_NANOS = 1_000_000_000L;
-    private static final int EOPNOTSUPP = 95;
     private static final int EINVAL = 22;
 
     private final RingBuffer<BlkQueueHandler.RequestSlot> ring;
     private final EventPoller<BlkQueueHandler.RequestSlot> poller;
     private final BlockBackend backend;
-    /** The backend when it fills lazily (requests may park), else null. */
-    private final LazyStore lazy;
     private final BlkDeviceConfig cfg;
     private final int id;
     private final int of;
@@ -47,7 +44,6 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
         this.poller = ring.newPoller();
         ring.addGatingSequences(poller.getSequence());
         this.backend = backend;
-        this.lazy = backend instanceof LazyStore l ? l : null;
         this.cfg = cfg;
         this.id = id;
         this.of = of;
@@ -78,7 +74,7 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
         if (of == 1 || sequence % of == id) {
             final BlkRequest req = slot.request;
             final int rc = execute(req);
-            if (rc != LazyStore.PENDING) { // PENDING: parked on a page; its waiter brings it back to this ring
+            if (rc != BlockBackend.PENDING) { // PENDING: parked on a page; the backend completes it (IoRequest.completeParked)
                 req.status = (byte) rc;
                 req.writeStatus();
                 final BlkQueueHandler owner = req.owner;
@@ -95,48 +91,32 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
                 pendingWake = null;
             }
             if (dedicated) {
-                whenIdle(); // the queue agent publishes what we handed it; our local writes meanwhile
+                backend.idle(); // the queue agent publishes what we handed it; our local writes meanwhile
             }
         }
         return true;
     }
 
-    /**
-     * When this thread has no request to run (inline: a pass of the queue agent that found nothing; dedicated: after a
-     * batch, handed to the queue agent): writes pages whose waiters were answered from their buffers to the local file.
-     */
-    void whenIdle() {
-        if (lazy != null) {
-            lazy.runDeferredMerges();
-        }
-    }
-
-    /** Runs the request; returns a status byte, or {@link LazyStore#PENDING} if it parked. */
+    /** Runs the request; returns a status byte, or {@link BlockBackend#PENDING} if it parked. */
     private int execute(final BlkRequest r) {
         int rc;
         switch (r.type) {
             case VirtioBlk.T_IN -> {
-                rc = lazy != null ? lazy.read(r) : backend.read(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
-                if (rc == LazyStore.PENDING) {
+                rc = backend.read(r);
+                if (rc == BlockBackend.PENDING) {
                     return rc;
                 }
             }
             case VirtioBlk.T_OUT -> {
-                rc = lazy != null ? lazy.write(r) : backend.write(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
+                rc = backend.write(r);
                 if (rc == 0 && cfg.writeThrough()) {
                     rc = backend.flush();
                 }
             }
             case VirtioBlk.T_FLUSH -> rc = backend.flush();
-            case VirtioBlk.T_DISCARD -> {
-                rc = backend.discard(r.dwzOffset, r.dwzLength);
-                if (rc == -EOPNOTSUPP) {
-                    rc = 0; // discard is a hint: the guest loses nothing when the file system cannot punch holes
-                }
-            }
+            case VirtioBlk.T_DISCARD -> rc = backend.discard(r);
             case VirtioBlk.T_WRITE_ZEROES -> {
-                rc = lazy != null ? lazy.writeZeroes(r, zeroIov.address(), ZERO_BYTES)
-                    : backend.writeZeroes(r.dwzOffset, r.dwzLength, r.dwzUnmap, zeroIov.address(), ZERO_BYTES);
+                rc = backend.writeZeroes(r, zeroIov.address(), ZERO_BYTES);
                 if (rc == 0 && cfg.writeThrough()) {
                     rc = backend.flush();
                 }

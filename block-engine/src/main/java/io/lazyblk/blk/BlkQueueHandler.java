@@ -49,8 +49,6 @@ final class BlkQueueHandler implements QueueHandler {
      * returns it a release, so each holder sees the ring's used-side state as the previous holder left it.
      */
     private final java.util.concurrent.atomic.AtomicInteger usedLease = new java.util.concurrent.atomic.AtomicInteger();
-    /** Parked requests whose page arrived, to run again (lazy mode). */
-    private final ManyToOneConcurrentArrayQueue<BlkRequest> retries;
     final Runnable waker;
     private final SplitVirtqueue queue;
     private final BlkDeviceConfig cfg;
@@ -78,7 +76,6 @@ final class BlkQueueHandler implements QueueHandler {
         this.backend = backend;
         final int depth = queue.size();
         this.completions = new ManyToOneConcurrentArrayQueue<>(depth);
-        this.retries = new ManyToOneConcurrentArrayQueue<>(depth);
         this.recycled = new ManyToOneConcurrentArrayQueue<>(depth);
         this.free = new BlkRequest[depth];
         for (int i = 0; i < depth; i++) {
@@ -111,13 +108,6 @@ final class BlkQueueHandler implements QueueHandler {
         final int pending = Math.min(queue.pending(), POP_BATCH);
         int done = 0;
         int published = 0;
-        BlkRequest again;
-        while ((again = retries.poll()) != null) {
-            final long seq = ring.next();
-            ring.get(seq).request = again; // still counted in flight: it never completed
-            ring.publish(seq);
-            published++;
-        }
         for (int i = 0; i < pending && freeCount > 0; i++) {
             final int head = queue.pop();
             final BlkRequest req = free[--freeCount];
@@ -157,7 +147,7 @@ final class BlkQueueHandler implements QueueHandler {
             } else if (idleSince == 0) {
                 idleSince = System.nanoTime();
             } else if (System.nanoTime() - idleSince > IDLE_BEFORE_DEFERRED_NANOS) {
-                inline.whenIdle(); // nothing came for a while: the local writes answered misses left behind
+                backend.idle(); // nothing came for a while: the local writes answered misses left behind
             }
         }
         return work + pending;
@@ -222,25 +212,6 @@ final class BlkQueueHandler implements QueueHandler {
         waker.run();
     }
 
-    /** A parked request's page arrived ({@code ok}) or failed; from the thread that completed the fetch. */
-    void resume(final BlkRequest req, final boolean ok) {
-        if (!enter()) {
-            return; // the queue stopped and gave up on its parked requests: nobody is left to complete this one
-        }
-        try {
-            if (ok) {
-                retries.offer(req); // capacity = queue depth >= requests in flight: never full
-            } else {
-                req.status = VirtioBlk.S_IOERR;
-                req.writeStatus();
-                completions.offer(req);
-            }
-            waker.run();
-        } finally {
-            exit();
-        }
-    }
-
     /**
      * Another thread (one that completed a fetch) is about to touch a parked request of this queue and its guest
      * memory; false once the queue has closed. Paired with {@link #exit()}. A queue closes after draining its
@@ -263,7 +234,7 @@ final class BlkQueueHandler implements QueueHandler {
 
     @Override
     public boolean hasCompletions() {
-        return !completions.isEmpty() || !retries.isEmpty();
+        return !completions.isEmpty();
     }
 
     @Override

@@ -17,32 +17,23 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * executes it, the queue agent completes it (hand-offs go through the Disruptor and a concurrent queue, which
  * order the accesses).
  */
-public final class BlkRequest extends io.lazyblk.pagemap.PageWaiter {
+public final class BlkRequest extends IoRequest {
     private static final ValueLayout.OfLong U64 = ValueLayout.JAVA_LONG_UNALIGNED;
     private static final ValueLayout.OfInt U32 = ValueLayout.JAVA_INT_UNALIGNED;
 
     final DescriptorChain chain;
-    final MemorySegment iov;
     private final MemorySegment header;
     final BlkQueueHandler owner;
 
-    int type;
-    long offset;
-    long dataBytes;
-    int iovCount;
     /** Native address of the status byte, or -1 when the chain has no device-writable byte for it. */
     long statusAddr;
     byte status;
     int usedLen;
-    // DISCARD / WRITE_ZEROES segment, copied out of guest memory so the guest cannot change it after the check.
-    long dwzOffset;
-    long dwzLength;
-    boolean dwzUnmap;
 
     BlkRequest(final BlkQueueHandler owner, final int maxBuffers, final Arena arena) {
+        super(arena.allocate(16L * maxBuffers, 8));
         this.owner = owner;
         this.chain = new DescriptorChain(maxBuffers);
-        this.iov = arena.allocate(16L * maxBuffers, 8);
         this.header = arena.allocate(VirtioBlk.HEADER_BYTES, 8);
     }
 
@@ -228,34 +219,22 @@ public final class BlkRequest extends io.lazyblk.pagemap.PageWaiter {
         }
     }
 
-    /**
-     * A read answered from fetched bytes (see {@link LazyStore#serveWaiters}): copies its {@link #dataBytes} from
-     * {@code src} at {@code srcOffset} into its data buffers in guest memory, then completes it OK. Any thread that
-     * owns the request (it was taken off a page's waiter list).
-     */
-    void answerFrom(final MemorySegment src, final long srcOffset) {
-        if (!owner.enter()) {
-            return; // the queue stopped and gave up on it; its guest memory may be gone
-        }
-        try {
-            long at = srcOffset;
-            for (int i = 0; i < iovCount; i++) {
-                final long len = iov.get(JAVA_LONG, 16L * i + 8);
-                MemorySegment.copy(src, at, ALL, iov.get(JAVA_LONG, 16L * i), len);
-                at += len;
-            }
-            status = VirtioBlk.S_OK;
-            writeStatus();
-            owner.complete(this);
-        } finally {
-            owner.exit();
-        }
+    @Override
+    protected boolean enter() {
+        return owner.enter();
     }
 
-    /** A page this request waited for arrived (run it again) or could not be fetched (fail it); any thread. */
     @Override
-    public void pageReady(final int page, final boolean ok) {
-        owner.resume(this, ok);
+    protected void exit() {
+        owner.exit();
+    }
+
+    /** A parked read finished (data in guest memory): status byte, then the used ring, from this thread. */
+    @Override
+    protected void completeParked(final byte s) {
+        status = s;
+        writeStatus();
+        owner.complete(this);
     }
 
     /** Writes the status byte (if the chain has a place for it). */

@@ -15,25 +15,27 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.util.concurrent.atomic.AtomicIntegerArray;
-import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.locks.LockSupport;
 
 /**
- * A block backend that fills a local image lazily from a {@link PageSource}: reads of absent pages park their
- * request until the page arrives (demand fetch at top priority), a {@link LazyFiller} streams the rest in the
- * background, every fetched page is verified and merged into the local file around the sectors the guest wrote,
- * and when every page is durable locally the store switches to disk-only.
+ * A block backend that fills a local image lazily from a {@link PageSource}: reads of absent pages park their request
+ * until the page arrives (demand fetch at top priority), {@link LazyFill} streams the rest in the background, every
+ * fetched page is verified and merged into the local file around the sectors the guest wrote ({@link PageFetches}),
+ * {@link Durability} records what is durable, and when every page is local the store switches to disk-only.
  *
- * <p>Guest writes never wait for a fetch: a write to a page that is not readable yet "enters" the page (a writer
- * count the merge waits on), marks its sectors guest-owned, and writes through; the merge writes only sectors the
- * guest did not. Thread-safety: request methods run on I/O agent threads, the filler on its own thread; page
- * states change by CAS only ({@link PageTable}).
+ * <p>Guest writes never wait for a fetch: a write to a page that is not readable yet "enters" the page (a writer count
+ * the merge waits on), claims its sectors ({@link GuestSectors}), and writes through; the merge writes only sectors the
+ * guest did not. A parked read ends one way only, {@link #finish(IoRequest, MemorySegment, long, boolean)}: answered
+ * from the fetched bytes, read again from the local file once its page is readable, or failed.
+ *
+ * <p>Thread-safety: request methods run on I/O threads, the fill on its own thread, completions on the source's
+ * threads; page states change by CAS only ({@link PageTable}).
  */
-public final class LazyStore implements BlockBackend {
+public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     private static final Logger LOG = LoggerFactory.getLogger(LazyStore.class);
-    /** Returned by {@link #read}/{@link #write} when the request was parked; it is resumed through its waiter. */
-    public static final int PENDING = Integer.MAX_VALUE;
-    static final int SECTOR = 512;
+    /** At most this many page buffers, and this many pages written but not yet durable, whatever the budget. */
+    private static final int MAX_PAGES_IN_RAM = 1024;
+    static final int SECTOR = GuestSectors.SECTOR;
 
     final Manifest manifest;
     final PageGeometry geo;
@@ -41,26 +43,25 @@ public final class LazyStore implements BlockBackend {
     final LocalImage image;
     final PageStateFile state;
     final PageSource source;
-    /**
-     * Sectors the guest is writing or wrote in pages that were not readable then (1 bit per sector), set before the
-     * write so a merge skips them.
-     */
-    final AtomicLongArray guestSectors;
-    /**
-     * The same, set only once the write completed: what {@link LazyFiller#persist} records durably, so a crash never
-     * leaves a sector marked guest-owned that holds neither the image's bytes nor the guest's.
-     */
-    final AtomicLongArray guestDone;
+    final GuestSectors guest;
     /** Guest writes in progress per not-yet-readable page; a merge waits for zero. */
     final AtomicIntegerArray writers;
+    final Durability durability;
     private final Options options;
-    private final LazyFiller filler;
-    private final AgentRunner fillerRunner;
+    private final PageBuffers buffers;
+    private final PageFetches fetches;
+    private final PageCacheLimit cacheLimit;
+    private final LazyFill fill;
+    private final AgentRunner fillRunner;
+    private final Durability.Committed onCommitted;
     private volatile boolean diskOnly;
     final long startNanos = System.nanoTime();
 
-    /** Settings of the lazy fill. */
-    /** @param imageName the provider's name of the image, recorded with the switch to disk-only */
+    /**
+     * Settings of the lazy fill.
+     *
+     * @param imageName the provider's name of the image, recorded with the switch to disk-only
+     */
     public record Options(String imageName, long memoryBudget, long fillRateBytesPerSecond, long demandTimeoutNanos) {
     }
 
@@ -71,24 +72,36 @@ public final class LazyStore implements BlockBackend {
         this.image = image;
         this.state = state;
         this.source = source;
+        this.options = options;
         this.table = new PageTable(geo.pageCount());
-        this.guestSectors = new AtomicLongArray(state.guestWordCount());
-        this.guestDone = new AtomicLongArray(state.guestWordCount());
+        this.guest = new GuestSectors(state);
         this.writers = new AtomicIntegerArray(geo.pageCount());
+        this.durability = new Durability(image, state, guest);
         for (int p = 0; p < geo.pageCount(); p++) {
             if (state.isLocal(p)) {
                 table.initialize(p, PageTable.LOCAL);
             }
         }
-        for (int w = 0; w < guestSectors.length(); w++) {
-            guestSectors.set(w, state.guestWord(w));
-            guestDone.set(w, state.guestWord(w));
-        }
-        this.options = options;
-        this.filler = new LazyFiller(this, options);
-        this.fillerRunner = new AgentRunner(new BackoffIdleStrategy(100, 100, 10_000, 1_000_000),
-            t -> LOG.error("lazy filler failed", t), null, filler);
-        AgentRunner.startOnThread(fillerRunner);
+        // The budget: a quarter for page buffers in flight, a quarter for pages written but not yet durable, half for
+        // durable background-filled pages left in the page cache.
+        final long budgetPages = options.memoryBudget() / geo.pageSize();
+        final int n = (int) Math.max(8, Math.min(MAX_PAGES_IN_RAM, budgetPages / 4));
+        final int persistPages = (int) Math.max(8, Math.min(MAX_PAGES_IN_RAM, budgetPages / 4));
+        this.buffers = new PageBuffers(n, geo.pageSize());
+        this.cacheLimit = new PageCacheLimit(image, geo, (int) Math.max(8, Math.min(geo.pageCount(), budgetPages / 2)));
+        this.fetches = new PageFetches(this, buffers);
+        this.fill = new LazyFill(this, options, buffers, fetches, persistPages, cacheLimit);
+        fetches.attach(fill);
+        this.onCommitted = p -> {
+            table.transition(p, PageTable.RESIDENT, PageTable.LOCAL);
+            if (fetches.backgroundFilled[p]) {
+                fetches.backgroundFilled[p] = false;
+                cacheLimit.durable(p);
+            }
+        };
+        this.fillRunner = new AgentRunner(new BackoffIdleStrategy(100, 100, 10_000, 1_000_000),
+            t -> LOG.error("lazy fill failed", t), null, fill);
+        AgentRunner.startOnThread(fillRunner);
     }
 
     /** Where absent pages come from (for status). */
@@ -96,7 +109,7 @@ public final class LazyStore implements BlockBackend {
         return source;
     }
 
-        public boolean diskOnly() {
+    public boolean diskOnly() {
         return diskOnly;
     }
 
@@ -125,12 +138,12 @@ public final class LazyStore implements BlockBackend {
         return options.memoryBudget();
     }
 
-        public long bytesFetchedOnDemand() {
-        return filler.demandBytes();
+    public long bytesFetchedOnDemand() {
+        return fetches.demandBytes();
     }
 
     public long bytesFetchedInBackground() {
-        return filler.backgroundBytes();
+        return fetches.backgroundBytes();
     }
 
     @Override
@@ -143,11 +156,19 @@ public final class LazyStore implements BlockBackend {
         return image.readOnly();
     }
 
+    @Override
+    public String failure() {
+        return durability.failure();
+    }
+
+    // ------------------------------------------------------------------------------------------------ reads
+
     /**
-     * Reads once every page in range is readable; otherwise demands the missing ones, parks {@code r} on one and
-     * returns {@link #PENDING}. Called again when that page arrives.
+     * Reads once every page in range is readable; otherwise demands the missing ones, parks {@code r} on one and returns
+     * {@link #PENDING}; it then ends in {@link #finish}.
      */
-    int read(final BlkRequest r) {
+    @Override
+    public int read(final IoRequest r) {
         if (!diskOnly) {
             final int first = geo.pageOf(r.offset);
             final int last = geo.lastPageOf(r.offset, r.dataBytes);
@@ -174,16 +195,17 @@ public final class LazyStore implements BlockBackend {
      * {@code r} and answers it from the fetched bytes ({@link #serveWaiters}). From the demand on, {@code r} may be
      * completed by another thread: it is not touched again here.
      */
-    private boolean waitFor(final int p, final BlkRequest r) {
+    private boolean waitFor(final int p, final IoRequest r) {
+        r.parkedIn = this; // plain write, published with r by the park's CAS
         while (true) {
             final int code = table.park(p, r);
             if (code == PageTable.PARKED || code == PageTable.PARKED_START_FETCH) {
                 demand(p); // ABSENT: we may win the fetch; FETCHING: make sure one is coming
                 if (code == PageTable.PARKED) {
-                    // The page's fetch may have landed already, its merge put off until this thread idles (a read
-                    // of the same page just before was answered from it): answer r from its bytes now, or merge it
-                    // now if r cannot be answered so, rather than have r wait out the idling.
-                    filler.serveDeferred();
+                    // The page's fetch may have landed already, its merge put off until a request thread idles (a read
+                    // of the same page just before was answered from it): answer r from its bytes now, or merge it now
+                    // if r cannot be answered so, rather than have r wait out the idling.
+                    fetches.serveDeferred();
                 }
                 return true;
             }
@@ -191,6 +213,17 @@ public final class LazyStore implements BlockBackend {
                 return false;
             }
             Thread.onSpinWait(); // the list is closed while a failed fetch's waiters are told: look again
+        }
+    }
+
+    private void demand(final int p) {
+        final byte s = table.state(p);
+        if (s == PageTable.ABSENT) {
+            if (table.transition(p, PageTable.ABSENT, PageTable.FETCHING)) {
+                fetches.demandNow(p); // we own the fetch: issue it from this thread
+            }
+        } else if (s == PageTable.FETCHING) {
+            fetches.demandIfIdle(p); // waiting for a retry: ask the agent to fetch it first
         }
     }
 
@@ -206,12 +239,12 @@ public final class LazyStore implements BlockBackend {
         PageWaiter w = table.takeWaiters(p);
         while (w != null) {
             final PageWaiter next = PageTable.detachNext(w);
-            if (!(w instanceof BlkRequest r && answerable(p, r))) {
+            if (w instanceof IoRequest r && answerable(p, r)) {
+                finish(r, bytes, r.offset - geo.pageStart(p), true);
+                answered++;
+            } else {
                 repark(p, w);
                 reparked = true;
-            } else {
-                r.answerFrom(bytes, r.offset - geo.pageStart(p));
-                answered++;
             }
             w = next;
         }
@@ -219,14 +252,14 @@ public final class LazyStore implements BlockBackend {
     }
 
     /** Whether the fetched bytes of page {@code p} are the right answer to {@code r}: a read inside it, no guest sector. */
-    private boolean answerable(final int p, final BlkRequest r) {
+    private boolean answerable(final int p, final IoRequest r) {
         final long start = geo.pageStart(p);
-        if (r.type != VirtioBlk.T_IN || r.offset < start || r.offset + r.dataBytes > start + geo.pageLength(p)) {
+        if (r.type != IoRequest.READ || r.offset < start || r.offset + r.dataBytes > start + geo.pageLength(p)) {
             return false;
         }
-        // A write that completed before this read was submitted marked its sectors before it was written: seen here.
+        // A write that completed before this read was submitted claimed its sectors before it was written: seen here.
         for (long s = r.offset / SECTOR, end = (r.offset + r.dataBytes + SECTOR - 1) / SECTOR; s < end; s++) {
-            if (guestWrote(s)) {
+            if (guest.wrote(s)) {
                 return false;
             }
         }
@@ -252,6 +285,41 @@ public final class LazyStore implements BlockBackend {
         }
     }
 
+    /** A parked read's page became readable ({@code ok}) or could not be fetched; from the thread that finished it. */
+    @Override
+    public void finish(final IoRequest r, final int page, final boolean ok) {
+        finish(r, null, 0, ok);
+    }
+
+    /**
+     * The one way a parked read ends: failed ({@code !ok}), answered from {@code bytes} at {@code at}, or read again now
+     * that its page is readable (it may park again, on another page of a read that spans pages). Any thread; the owner
+     * of {@code r} may have given up on it ({@link IoRequest#enter()}), then nothing of it is touched.
+     */
+    private void finish(final IoRequest r, final MemorySegment bytes, final long at, final boolean ok) {
+        if (!r.enter()) {
+            return;
+        }
+        try {
+            final byte status;
+            if (!ok) {
+                status = VirtioBlk.S_IOERR;
+            } else if (bytes != null) {
+                r.copyIn(bytes, at);
+                status = VirtioBlk.S_OK;
+            } else {
+                final int rc = read(r);
+                if (rc == PENDING) {
+                    return; // parked again: it ends on that page
+                }
+                status = rc == 0 ? VirtioBlk.S_OK : VirtioBlk.S_IOERR;
+            }
+            r.completeParked(status);
+        } finally {
+            r.exit();
+        }
+    }
+
     /** Lets the calling thread (a queue's, with reads parked) take the source's demand completions that are ready. */
     @Override
     public int poll() {
@@ -259,78 +327,78 @@ public final class LazyStore implements BlockBackend {
         return diskOnly ? 0 : source.poll();
     }
 
-    /** Writes the pages whose reads were answered from their fetched bytes to the local file; a request thread with nothing to do calls this. */
-    void runDeferredMerges() {
-        filler.runDeferredMerges();
-    }
-
-    private void demand(final int p) {
-        final byte s = table.state(p);
-        if (s == PageTable.ABSENT) {
-            if (table.transition(p, PageTable.ABSENT, PageTable.FETCHING)) {
-                filler.demandNow(p); // we own the fetch: issue it from this thread
-            }
-        } else if (s == PageTable.FETCHING) {
-            filler.demandIfIdle(p); // waiting for a retry: ask the filler to fetch it first
+    /** Writes the pages whose reads were answered from their fetched bytes to the local file. */
+    @Override
+    public void idle() {
+        if (!diskOnly) {
+            fetches.runDeferredMerges();
         }
     }
+
+    // ----------------------------------------------------------------------------------------------- writes
 
     /** Writes guest data; never waits for a fetch (see the class comment). */
-    int write(final BlkRequest r) {
-        if (diskOnly) {
-            return image.write(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
-        }
+    @Override
+    public int write(final IoRequest r) {
         return guestWrite(r.offset, r.dataBytes, r, false, 0, 0);
     }
 
-    int writeZeroes(final BlkRequest r, final long scratchIov, final long scratchLen) {
-        if (diskOnly) {
-            return image.writeZeroes(r.dwzOffset, r.dwzLength, r.dwzUnmap, scratchIov, scratchLen);
-        }
+    @Override
+    public int writeZeroes(final IoRequest r, final long scratchIov, final long scratchLen) {
         return guestWrite(r.dwzOffset, r.dwzLength, r, true, scratchIov, scratchLen);
     }
 
-    private int guestWrite(final long offset, final long length, final BlkRequest r, final boolean zeroes,
+    private int guestWrite(final long offset, final long length, final IoRequest r, final boolean zeroes,
                            final long scratchIov, final long scratchLen) {
+        if (diskOnly) {
+            // No fetch can land any more; the marks only keep a peer export from serving what the guest wrote.
+            final int rc = zeroes
+                ? image.writeZeroes(offset, length, false, scratchIov, scratchLen)
+                : image.write(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
+            if (rc == 0) {
+                guest.markDone(offset / SECTOR, length / SECTOR);
+            }
+            return rc;
+        }
         final int first = geo.pageOf(offset);
         final int last = geo.lastPageOf(offset, length);
         for (int p = first; p <= last; p++) {
             enter(p);
         }
         try {
-            // Mark before writing: a merge that starts after we leave sees the marks and skips these sectors.
-            markSectors(guestSectors, offset / SECTOR, length / SECTOR);
+            // Claim before writing: a merge that starts after we leave sees the claims and skips these sectors.
+            guest.claim(offset / SECTOR, length / SECTOR);
             final int rc = zeroes
                 ? image.writeZeroes(offset, length, false, scratchIov, scratchLen) // never unmap: the page map owns holes
                 : image.write(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
             if (rc == 0) {
-                markSectors(guestDone, offset / SECTOR, length / SECTOR);
+                guest.markDone(offset / SECTOR, length / SECTOR);
                 for (int p = first; p <= last; p++) {
                     if (!table.readable(p) && wholePageGuestWritten(p)) {
-                        filler.wholePageWritten(p);
+                        fill.wholePageWritten(p);
                     }
                 }
             } else {
-                unmarkFailedWrite(first, last, offset / SECTOR, length / SECTOR);
+                unclaimFailedWrite(first, last, offset / SECTOR, length / SECTOR);
             }
             return rc;
         } finally {
             for (int p = first; p <= last; p++) {
-                leave(p);
+                writers.decrementAndGet(p);
             }
         }
     }
 
-    /** Registers a writer on a page that is not readable yet; waits out a merge in progress (a few µs). */
+    /** Registers a writer on a page; waits out a merge in progress (a few µs). */
     private void enter(final int p) {
         while (true) {
             if (table.readable(p)) {
-                writers.incrementAndGet(p); // harmless on a readable page; keeps leave() symmetric
+                writers.incrementAndGet(p); // harmless on a readable page; keeps the decrement symmetric
                 return;
             }
             writers.incrementAndGet(p);
-            // Volatile increment, then volatile read of the state: pairs with the filler's CAS to MERGING followed
-            // by its read of writers; at least one of us sees the other, so no merge runs while we write.
+            // Volatile increment, then volatile read of the state: pairs with the merge's CAS to MERGING followed by its
+            // read of writers; at least one of us sees the other, so no merge runs while we write.
             if (table.state(p) != PageTable.MERGING) {
                 return;
             }
@@ -341,30 +409,13 @@ public final class LazyStore implements BlockBackend {
         }
     }
 
-    private void leave(final int p) {
-        writers.decrementAndGet(p);
-    }
-
-    private static void markSectors(final AtomicLongArray bits, final long firstSector, final long count) {
-        long s = firstSector;
-        final long end = firstSector + count;
-        while (s < end) {
-            final int word = (int) (s >>> 6);
-            final int bit = (int) (s & 63);
-            final int n = (int) Math.min(64 - bit, end - s);
-            final long mask = n == 64 ? -1L : ((1L << n) - 1) << bit;
-            bits.getAndAccumulate(word, mask, (a, b) -> a | b);
-            s += n;
-        }
-    }
-
     /**
-     * A guest write failed: its sectors hold neither its bytes nor (maybe) the image's, so they must not stay marked
-     * guest-owned, or the merge would skip them and a read would return whatever is there. Unmarks the sectors no
-     * completed write owns, in pages we are the only writer of (the merge waits for us, so none runs meanwhile); with
-     * a concurrent writer on the same page the marks stay, as its write may need them.
+     * A guest write failed: its sectors hold neither its bytes nor (maybe) the image's, so they must not stay claimed,
+     * or the merge would skip them and a read would return whatever is there. Unclaims the sectors no completed write
+     * owns, in pages we are the only writer of (the merge waits for us, so none runs meanwhile); with a concurrent
+     * writer on the same page the claims stay, as its write may need them.
      */
-    private void unmarkFailedWrite(final int first, final int last, final long firstSector, final long count) {
+    private void unclaimFailedWrite(final int first, final int last, final long firstSector, final long count) {
         for (int p = first; p <= last; p++) {
             if (table.readable(p) || writers.get(p) != 1) {
                 continue;
@@ -372,63 +423,43 @@ public final class LazyStore implements BlockBackend {
             final long from = Math.max(firstSector, geo.pageStart(p) / SECTOR);
             final long to = Math.min(firstSector + count, (geo.pageStart(p) + geo.pageLength(p)) / SECTOR);
             for (long s = from; s < to; s++) {
-                final int word = (int) (s >>> 6);
-                final long bit = 1L << s;
-                if ((guestDone.get(word) & bit) == 0) {
-                    guestSectors.getAndAccumulate(word, ~bit, (a, b) -> a & b);
-                }
+                guest.unclaimUnlessDone(s);
             }
         }
-    }
-
-        boolean guestWrote(final long sector) {
-        return (guestSectors.get((int) (sector >>> 6)) & (1L << sector)) != 0;
     }
 
     private boolean wholePageGuestWritten(final int p) {
         final long start = geo.pageStart(p) / SECTOR;
         final long n = geo.pageLength(p) / SECTOR;
         for (long s = start; s < start + n; s++) {
-            if (!guestWrote(s)) {
+            if (!guest.wrote(s)) {
                 return false;
             }
         }
         return true;
     }
 
-    /** Makes every acknowledged write durable, and the record of which sectors the guest wrote with it. */
     @Override
-    public int flush() {
-        if (diskOnly) {
-            return image.datasync();
-        }
-        try {
-            filler.persist(false); // fdatasync of the image, then the state file: one sync covers both
-            return 0;
-        } catch (final IOException e) {
-            LOG.warn("could not record the page state durably: {}", e.getMessage());
-            return -5;
-        }
-    }
-
-    @Override
-    public int read(final long iov, final int cnt, final long offset, final long total) {
-        throw new UnsupportedOperationException("lazy reads go through read(BlkRequest)");
-    }
-
-    @Override
-    public int write(final long iov, final int cnt, final long offset, final long total) {
-        throw new UnsupportedOperationException("lazy writes go through write(BlkRequest)");
-    }
-
-    @Override
-    public int discard(final long offset, final long length) {
+    public int discard(final IoRequest r) {
         return 0; // a hint: on a lazily filled image, keeping the bytes is always correct
     }
 
+    // ------------------------------------------------------------------------------------------- durability
+
+    /** Makes every acknowledged write durable, and the record of which sectors the guest wrote with it. */
     @Override
-    public int writeZeroes(final long offset, final long length, final boolean mayUnmap, final long scratchIov, final long scratchLen) {
-        throw new UnsupportedOperationException("lazy write-zeroes go through writeZeroes(BlkRequest, ...)");
+    public int flush() {
+        try {
+            persist();
+            return 0;
+        } catch (final IOException e) {
+            return -5; // EIO; Durability logged the failure once, and keeps failing every FLUSH after it
+        }
+    }
+
+    /** One durability round (image sync, then the state it covers); any thread. */
+    void persist() throws IOException {
+        durability.persist(onCommitted);
     }
 
     /** Blocks until the store is disk-only or {@code timeoutNanos} pass; for tests and the demo. */
@@ -442,13 +473,14 @@ public final class LazyStore implements BlockBackend {
 
     @Override
     public void close() {
-        source.close(); // first: in-flight fetches complete UNAVAILABLE and stop writing into the filler's buffers
-        fillerRunner.close();
+        source.close(); // first: in-flight fetches complete UNAVAILABLE and stop writing into the page buffers
+        fillRunner.close(); // its onClose merges what is left and records it durably
         try {
             state.close();
         } catch (final IOException e) {
             LOG.warn("closing the page state file: {}", e.getMessage());
         }
+        buffers.close();
         image.close();
     }
 }

@@ -22,12 +22,12 @@ public final class NullBackend implements BlockBackend {
     }
 
     @Override
-    public int read(final long iov, final int cnt, final long offset, final long total) {
+    public int read(final IoRequest r) {
         return 0;
     }
 
     @Override
-    public int write(final long iov, final int cnt, final long offset, final long total) {
+    public int write(final IoRequest r) {
         return 0;
     }
 
@@ -37,12 +37,12 @@ public final class NullBackend implements BlockBackend {
     }
 
     @Override
-    public int discard(final long offset, final long length) {
+    public int discard(final IoRequest r) {
         return 0;
     }
 
     @Override
-    public int writeZeroes(final long offset, final long length, final boolean mayUnmap, final long scratchIov, final long scratchLen) {
+    public int writeZeroes(final IoRequest r, final long scratchIov, final long scratchLen) {
         return 0;
     }
 

@@ -1,0 +1,283 @@
+package io.lazyblk.blk;
+
+import io.lazyblk.pagemap.PageSource;
+import io.lazyblk.pagemap.PageTable;
+import org.agrona.concurrent.ManyToManyConcurrentArrayQueue;
+import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.util.concurrent.atomic.AtomicIntegerArray;
+import java.util.concurrent.atomic.AtomicLong;
+
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+/**
+ * Fetches of pages, from the issue to the page becoming readable: claims a page's fetch, submits it into a page
+ * buffer, and receives its completion ({@link #onFetched}, the source's listener), where a demand fetch is verified,
+ * answers the reads parked on it straight from the buffer, and is merged into the local file around the sectors the
+ * guest wrote. Everything that goes wrong (refused, failed, corrupt) goes to the fill agent ({@link LazyFill}), which
+ * retries or fails the page.
+ *
+ * <p>The demand path needs no thread hand-off: the request thread that finds a page absent issues its fetch, and the
+ * thread that completes it (the source's, or a queue's that polls it) verifies, answers and merges. A hand-off costs a
+ * wake-up (tens of µs on a busy 2-core host) each way. Thread-safe: any thread issues and completes; the state of
+ * one fetch is owned by whoever holds its buffer.
+ */
+final class PageFetches implements PageSource.Listener {
+    private static final Logger LOG = LoggerFactory.getLogger(PageFetches.class);
+    private static final int SECTOR = GuestSectors.SECTOR;
+
+    private final LazyStore store;
+    private final PageBuffers buffers;
+    private LazyFill fill;
+    /**
+     * 1 from when a fetch of the page is accepted by the source until its bytes are merged (or it failed); set by its
+     * issuer (any thread) by CAS, so one fetch of a page is in flight at a time. While 1, a reader that parks on the
+     * page asks for no other fetch.
+     */
+    final AtomicIntegerArray inFlight;
+    /** When the page's first fetch attempt started (0 = none pending): its demand timeout runs from there. Owner: the page's fetcher. */
+    final long[] firstAttempt;
+    /** Pages fetched by the background fill: written before the page is recorded resident, read when it becomes local. */
+    final boolean[] backgroundFilled;
+    /**
+     * Demand pages whose waiters were answered from the fetched bytes, still to be written to the local file: merged by a
+     * request thread when it has nothing else to do, or by the fill agent. A read of such a page that comes meanwhile
+     * parks, and its thread serves it from the buffer or merges the page at once ({@link #serveDeferred}).
+     */
+    private final ManyToManyConcurrentArrayQueue<Integer> deferred;
+    /** Completions the fill agent handles (refused, failed, corrupt, background): buffer index and status in a long. */
+    final ManyToOneConcurrentArrayQueue<Long> toAgent;
+    private final AtomicLong demandBytes = new AtomicLong();
+    private final AtomicLong backgroundBytes = new AtomicLong();
+
+    PageFetches(final LazyStore store, final PageBuffers buffers) {
+        this.store = store;
+        this.buffers = buffers;
+        final int pages = store.geo.pageCount();
+        inFlight = new AtomicIntegerArray(pages);
+        firstAttempt = new long[pages];
+        backgroundFilled = new boolean[pages];
+        deferred = new ManyToManyConcurrentArrayQueue<>(buffers.count());
+        toAgent = new ManyToOneConcurrentArrayQueue<>(buffers.count() * 2);
+    }
+
+    void attach(final LazyFill f) {
+        this.fill = f;
+    }
+
+    long demandBytes() {
+        return demandBytes.get();
+    }
+
+    long backgroundBytes() {
+        return backgroundBytes.get();
+    }
+
+    /**
+     * A request thread just moved page {@code p} from ABSENT to FETCHING and waits for it: fetch it from this thread at
+     * demand priority, or, if no buffer is free or the source refuses, queue it for the fill agent.
+     */
+    void demandNow(final int p) {
+        final Integer b = buffers.takeForDemand();
+        if (b != null) {
+            if (start(p, b, true)) {
+                return;
+            }
+            buffers.release(b);
+        }
+        fill.demand(p);
+    }
+
+    /** A request thread waits for page {@code p} (FETCHING) that no fetch is carrying now; the agent fetches it first. */
+    void demandIfIdle(final int p) {
+        if (inFlight.get(p) == 0) { // volatile: a fetch accepted before we looked is seen, so no duplicate is queued for it
+            fill.demand(p);
+        }
+    }
+
+    /**
+     * Any thread: submits the fetch of {@code p} into buffer {@code b}, which the caller owns; false if refused. True,
+     * with {@code b} released here, if another thread's fetch of {@code p} is in flight already.
+     */
+    boolean start(final int p, final int b, final boolean isDemand) {
+        // The claim on fetching p. A request thread that finds p FETCHING may ask the agent for it (demandIfIdle) in the
+        // moment between another request thread moving it there and that thread's claim: whichever claims first
+        // fetches, and the other, seeing the claim, leaves it.
+        if (!inFlight.compareAndSet(p, 0, 1)) {
+            buffers.release(b);
+            return true;
+        }
+        if (firstAttempt[p] == 0) {
+            firstAttempt[p] = System.nanoTime();
+        }
+        // Plain writes, published to the completing thread by the source's submit (a queue offer, a release).
+        buffers.page[b] = p;
+        buffers.demand[b] = isDemand;
+        if (!store.source.fetch(store.manifest.firstSourcePage(p), store.manifest.sourcePageCount(p), buffers.buffers[b],
+            isDemand ? PageSource.DEMAND : PageSource.BACKGROUND, b, this)) {
+            inFlight.set(p, 0);
+            return false;
+        }
+        return true;
+    }
+
+    /** The source's completion, on whichever thread delivers it. A verified demand page is finished here; the rest go to the agent. */
+    @Override
+    public void onFetched(final long tag, final int firstPage, final int count, final int status) {
+        final int b = (int) tag;
+        if (status == PageSource.OK && buffers.demand[b]) {
+            final int p = buffers.page[b];
+            if (store.manifest.verify(p, buffers.view(b, store.geo.pageLength(p)))) {
+                // inFlight stays 1 until the merge: a reader that parks meanwhile must not start a second fetch.
+                demandBytes.addAndGet(store.geo.pageLength(p));
+                // The guest's reads first, from the verified bytes; the local write follows, off their path.
+                if (store.serveWaiters(p, buffers.buffers[b]) > 0 && deferred.offer(buffers.boxes[b])) {
+                    // Every waiter was answered: the local write waits for a request thread with nothing to do (or the
+                    // agent). Done here, it would hold up the next request on a host with no idle core: measured on 2
+                    // cores, the queue agent then waits out the write (~12 µs) before it sees the guest's next request.
+                    // The offer (ordered store) publishes page[b] and the bytes to the merger.
+                    return;
+                }
+                mergeOrFail(p, b);
+                buffers.release(b); // ordered store: the buffer's next user sees it free only after we are done with it
+                return;
+            }
+        }
+        // Hand over to the agent; the queue's CAS publishes the buffer's bytes with it.
+        toAgent.offer((tag << 8) | status);
+        fill.wake();
+    }
+
+    /**
+     * The agent's half of a completion (refused, failed, corrupt, or a background page). Releases the buffer.
+     */
+    void onAgentCompletion(final int b, final int status) {
+        final int p = buffers.page[b];
+        final boolean isDemand = buffers.demand[b];
+        inFlight.set(p, 0);
+        try {
+            if (status != PageSource.OK) {
+                fill.scheduleRetry(p); // stays FETCHING: waiters keep waiting until it lands or times out
+                return;
+            }
+            if (!store.manifest.verify(p, buffers.view(b, store.geo.pageLength(p)))) {
+                fill.checksumFailed(p);
+                return;
+            }
+            (isDemand ? demandBytes : backgroundBytes).addAndGet(store.geo.pageLength(p));
+            backgroundFilled[p] = !isDemand;
+            mergeOrFail(p, b);
+        } finally {
+            buffers.release(b);
+        }
+    }
+
+    /**
+     * A request thread parked a read on a page whose merge may have been put off: for each page whose merge is put off,
+     * answers the reads parked on it from its buffer and leaves the merge put off (a guest reading a page in small pieces
+     * gets each from the buffer, not from the local file after a write). A page with a parked read that cannot be
+     * answered so (one across pages, or over sectors the guest wrote) is merged now.
+     */
+    void serveDeferred() {
+        for (int n = deferred.size(); n > 0; n--) {
+            final Integer b = deferred.poll(); // acquires what the thread that put it there wrote
+            if (b == null) {
+                return;
+            }
+            final int p = buffers.page[b];
+            if (store.serveWaiters(p, buffers.buffers[b]) < 0 || !deferred.offer(b)) {
+                mergeOrFail(p, b);
+                buffers.release(b);
+            }
+        }
+    }
+
+    /** Merges the pages whose waiters were answered from their buffers; any thread (idle request threads, the agent). */
+    void runDeferredMerges() {
+        Integer b;
+        while ((b = deferred.poll()) != null) { // poll acquires what the offering thread wrote
+            mergeOrFail(buffers.page[b], b);
+            buffers.release(b);
+        }
+    }
+
+    /** Merges page {@code p} from buffer {@code b}; if the local file refuses the write, the page's waiters get IOERR. */
+    private void mergeOrFail(final int p, final int b) {
+        try {
+            merge(p, b, buffers.scratchIov.get());
+        } catch (final IOException e) {
+            LOG.error("page {}: {}; requests that need it get IOERR (is the local file's disk full or failing?)", p, e.getMessage());
+            inFlight.set(p, 0); // before the page goes back to ABSENT: the next fetch's issuer sets it again
+            fail(p);
+            return;
+        }
+        inFlight.set(p, 0); // the page left FETCHING (readable now): no fetch of it can start again
+    }
+
+    /** Back to ABSENT, and every waiter learns the fetch failed. */
+    void fail(final int p) {
+        firstAttempt[p] = 0;
+        if (store.table.transition(p, PageTable.FETCHING, PageTable.ABSENT)) {
+            store.table.complete(p, false);
+        }
+    }
+
+    /** Writes the fetched page's bytes into the local file except where the guest wrote, then makes it readable. */
+    private void merge(final int p, final int b, final MemorySegment iov) throws IOException {
+        while (true) {
+            if (store.table.state(p) != PageTable.FETCHING) {
+                return; // the guest overwrote the whole page meanwhile: nothing of ours is needed
+            }
+            if (!store.table.transition(p, PageTable.FETCHING, PageTable.MERGING)) {
+                continue;
+            }
+            // Volatile CAS above, volatile read here: pairs with LazyStore.enter (increment, then read state).
+            if (store.writers.get(p) == 0) {
+                break;
+            }
+            store.table.transition(p, PageTable.MERGING, PageTable.FETCHING);
+            Thread.onSpinWait();
+        }
+        final long pageStart = store.geo.pageStart(p);
+        final int sectors = store.geo.pageLength(p) / SECTOR;
+        final long firstSector = pageStart / SECTOR;
+        int s = 0;
+        while (s < sectors) {
+            if (store.guest.wrote(firstSector + s)) {
+                s++;
+                continue;
+            }
+            int e = s;
+            while (e < sectors && !store.guest.wrote(firstSector + e)) {
+                e++;
+            }
+            iov.set(JAVA_LONG, 0, buffers.buffers[b].address() + (long) s * SECTOR);
+            iov.set(JAVA_LONG, 8, (long) (e - s) * SECTOR);
+            final int rc = store.image.write(iov.address(), 1, pageStart + (long) s * SECTOR, (long) (e - s) * SECTOR);
+            if (rc != 0) {
+                store.table.transition(p, PageTable.MERGING, PageTable.FETCHING);
+                throw new IOException("writing page " + p + " to the local file failed with errno " + -rc);
+            }
+            s = e;
+        }
+        firstAttempt[p] = 0;
+        store.table.transition(p, PageTable.MERGING, PageTable.RESIDENT);
+        store.durability.addResident(p); // the lock publishes backgroundFilled[p] to the persister
+        store.table.complete(p, true);
+    }
+
+    /** The guest wrote every sector of page {@code p} before it arrived: it is readable without a fetch. Agent thread. */
+    void wholePageWritten(final int p) {
+        for (byte s = store.table.state(p); s == PageTable.ABSENT || s == PageTable.FETCHING; s = store.table.state(p)) {
+            if (store.table.transition(p, s, PageTable.RESIDENT)) {
+                store.durability.addResident(p);
+                store.table.complete(p, true);
+                return;
+            }
+        }
+    }
+}
