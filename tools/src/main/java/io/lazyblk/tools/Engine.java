@@ -128,9 +128,15 @@ public final class Engine implements AutoCloseable {
                     + ": it belongs to another image. Use another --local path, or name the image it holds");
             }
             LOG.info("{} is complete (its state file records the switch to disk-only): serving from disk, the provider is not contacted", local);
-            return start(o);
+            return start(o, completeCopy(local, stateFile, o.readOnly()));
         }
-        final PageSource source = openSources(src);
+        byte[] pinned = null;
+        Manifest saved = null;
+        if (Files.exists(local) && Files.exists(stateFile)) {
+            pinned = PageStateFile.snapshot(stateFile).digest(); // what the seed vouched for when this fill began
+            saved = PeerExport.savedManifest(local);
+        }
+        final PageSource source = openSources(src, pinned, saved);
         try {
             final Manifest m = pages(source, src, Files.exists(local) ? PageStateFile.recordedPageSize(stateFile) : java.util.OptionalInt.empty(),
                 local);
@@ -166,49 +172,112 @@ public final class Engine implements AutoCloseable {
     }
 
     /**
-     * The manifest in the page map's pages: {@code src.pageSize()} if given, else the page size the local file was
-     * filled in (a restart resumes in the same pages), else the provider's.
+     * Connects to the sources (the handshake of each bounded by 10 s) and decides which image is being filled.
+     *
+     * <p>Who says what the image is: the seed, the last source, which holds the image's secret; or, on a restart, the
+     * state file beside the local file, which recorded the digest the seed vouched for when the fill began. Every other
+     * source (a host cache, a peer) is hostile input: one whose manifest has another digest is refused with one log line
+     * and never used, and the chain goes on without it. Pages from any source are then checked against the pinned
+     * manifest's SHA-256 page hashes, which no source can forge.
+     *
+     * @param pinned the digest recorded by an earlier fill of the local file, or null for a new one
+     * @param saved the manifest saved beside the local file by that fill (its digest is checked), or null
      */
-    /** Connects to the sources (the handshake of each bounded by 10 s). */
-    private static PageSource openSources(final LazySource src) throws IOException {
+    private static PageSource openSources(final LazySource src, final byte[] pinned, final Manifest saved) throws IOException {
         if (src.sources().size() == 1) {
-            return src.sources().get(0).open(src.token(0), HANDSHAKE_TIMEOUT);
+            return src.sources().get(0).open(src.token(0), HANDSHAKE_TIMEOUT); // the seed itself: its manifest is the image
         }
         // A chain: a source that cannot be reached now is kept as a late source, down until a background retry
-        // reaches it; only if none can be reached does the engine refuse to start.
+        // reaches it and proves to serve the pinned image.
         final int n = src.sources().size();
+        final int seed = n - 1;
         final PageSource[] open = new PageSource[n];
         final java.util.List<String> names = new java.util.ArrayList<>();
         final StringBuilder failures = new StringBuilder();
-        Manifest image = null;
-        int maxPages = Integer.MAX_VALUE;
         for (int i = 0; i < n; i++) {
             final SourceUri u = src.sources().get(i);
             names.add(u.toString());
             try {
                 open[i] = u.open(src.token(i), HANDSHAKE_TIMEOUT);
-                image = image == null ? open[i].manifest() : image;
-                maxPages = Math.min(maxPages, open[i].maxPagesPerFetch());
             } catch (final IOException e) {
                 LOG.warn("source {} is unreachable ({}); the fill goes on without it and it is retried in the background", u, e.getMessage());
                 failures.append(failures.isEmpty() ? "" : "; ").append(u).append(": ").append(e.getMessage());
             }
         }
-        if (image == null) {
-            throw new IOException("no source could be reached: " + failures);
-        }
-        final java.util.List<PageSource> chain = new java.util.ArrayList<>();
-        for (int i = 0; i < n; i++) {
-            chain.add(open[i] != null ? open[i] : new LateSource(src.sources().get(i), src.token(i), image, maxPages, HANDSHAKE_TIMEOUT));
-        }
         try {
-            return new io.lazyblk.pull.chain.SourceChain(chain, names);
-        } catch (final IllegalArgumentException e) {
-            chain.forEach(PageSource::close);
+            final Manifest image = authority(src, open, pinned, saved, failures);
+            int maxPages = Integer.MAX_VALUE;
+            for (int i = 0; i < n; i++) {
+                if (open[i] != null && !java.util.Arrays.equals(open[i].manifest().digest(), image.digest())) {
+                    final Manifest m = open[i].manifest();
+                    final String why = "serves another image than the seed " + src.sources().get(seed) + " vouches for (digest "
+                        + m.digestHex().substring(0, 16) + "..., " + m.size() + " bytes in " + m.pageSize() + "-byte pages, against "
+                        + image.digestHex().substring(0, 16) + "..., " + image.size() + " bytes in " + image.pageSize()
+                        + "-byte pages): a stale or forged copy, or one exported with another --page-size";
+                    LOG.warn("source {} {}; it is refused and the chain goes on without it", src.sources().get(i), why);
+                    open[i].close();
+                    open[i] = new io.lazyblk.pull.chain.RefusedSource(image, why);
+                    continue;
+                }
+                if (open[i] != null) {
+                    maxPages = Math.min(maxPages, open[i].maxPagesPerFetch());
+                }
+            }
+            if (maxPages == Integer.MAX_VALUE) {
+                maxPages = 1; // nothing is up: late sources promise the least and must offer at least that
+            }
+            final java.util.List<PageSource> chain = new java.util.ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                chain.add(open[i] != null ? open[i] : new LateSource(src.sources().get(i), src.token(i), image, maxPages, HANDSHAKE_TIMEOUT));
+            }
+            try {
+                return new io.lazyblk.pull.chain.SourceChain(chain, names);
+            } catch (final IllegalArgumentException e) {
+                chain.forEach(PageSource::close);
+                throw e;
+            }
+        } catch (final IOException | RuntimeException e) {
+            for (final PageSource s : open) {
+                if (s != null) {
+                    s.close();
+                }
+            }
             throw e;
         }
     }
 
+    /** The manifest of the image being filled: the one the state file pinned, else the seed's (see {@link #openSources}). */
+    private static Manifest authority(final LazySource src, final PageSource[] open, final byte[] pinned, final Manifest saved,
+                                      final CharSequence failures) throws IOException {
+        final int seed = open.length - 1;
+        if (pinned == null) {
+            if (open[seed] == null) {
+                throw new IOException("the seed " + src.sources().get(seed) + " (the last --source, which says what the image is) is"
+                    + " unreachable, and no earlier fill of this local file recorded which image it is; other sources cannot be"
+                    + " trusted to say. Start again once the seed answers (" + failures + ")");
+            }
+            return open[seed].manifest();
+        }
+        for (final PageSource s : open) {
+            if (s != null && java.util.Arrays.equals(s.manifest().digest(), pinned)) {
+                return s.manifest();
+            }
+        }
+        if (saved != null && java.util.Arrays.equals(saved.digest(), pinned)) {
+            return saved; // nothing that serves this image is up now: late sources will be, and are checked against it
+        }
+        if (open[seed] != null) {
+            // The seed is up but serves something else: the image changed upstream. The state file refuses it below,
+            // with the message that says what to do.
+            return open[seed].manifest();
+        }
+        throw new IOException("no source serving the image this local file holds could be reached: " + failures);
+    }
+
+    /**
+     * The manifest in the page map's pages: {@code src.pageSize()} if given, else the page size the local file was
+     * filled in (a restart resumes in the same pages), else the provider's.
+     */
     private static final Duration HANDSHAKE_TIMEOUT = Duration.ofSeconds(10);
 
     private static Manifest pages(final PageSource source, final LazySource src, final java.util.OptionalInt recorded,
@@ -233,11 +302,50 @@ public final class Engine implements AutoCloseable {
         return m;
     }
 
+    /**
+     * Starts an engine over a local file ({@code --local}) or the null backend. A local file with a page-state file beside
+     * it must be a complete lazily filled copy (its guest's writes are then recorded there, so the file exported as a
+     * peer never serves them); a partly filled one is refused, as its absent pages would read as zeros.
+     */
     public static Engine start(final Options o) throws IOException {
-        final BlockBackend backend = o.localImage() != null
-            ? new FileBackend(LocalImage.open(o.localImage(), o.readOnly()))
-            : new NullBackend(o.nullSize());
-        return start(o, backend);
+        if (o.localImage() == null) {
+            return start(o, new NullBackend(o.nullSize()));
+        }
+        final Path stateFile = PageStateFile.beside(o.localImage());
+        if (Files.exists(stateFile)) {
+            if (PageStateFile.diskOnlyImage(stateFile).isEmpty()) {
+                throw new IOException(o.localImage() + " is a lazily filled copy that is not complete yet (" + stateFile.getFileName()
+                    + " says so): its absent pages would read as zeros. Serve it with the --source it is filled from, or, if the"
+                    + " file is a plain image, delete " + stateFile.getFileName());
+            }
+            return start(o, completeCopy(o.localImage(), stateFile, o.readOnly()));
+        }
+        return start(o, new FileBackend(LocalImage.open(o.localImage(), o.readOnly())));
+    }
+
+    /**
+     * A complete lazily filled copy, served from disk with its guest's writes recorded in its state file. Refuses a file
+     * whose size is not the one its state file records (resized or replaced since the fill).
+     */
+    private static BlockBackend completeCopy(final Path local, final Path stateFile, final boolean readOnly) throws IOException {
+        final PageStateFile.Snapshot recorded = PageStateFile.snapshot(stateFile);
+        final long size = Files.size(local);
+        if (size != recorded.imageSize()) {
+            throw new IOException(local + " is " + size + " bytes but " + stateFile.getFileName() + " records a complete copy of "
+                + recorded.imageSize() + " bytes: the file was resized or replaced after its fill. Restore it, or delete it and "
+                + stateFile.getFileName() + " to fill it again");
+        }
+        final LocalImage image = LocalImage.open(local, readOnly);
+        if (readOnly) {
+            return new FileBackend(image); // nothing will be written: nothing to record
+        }
+        try {
+            return new FileBackend(image, PageStateFile.openOrCreate(stateFile, recorded.imageSize(), recorded.pageSize(),
+                recorded.digest()));
+        } catch (final IOException | RuntimeException e) {
+            image.close();
+            throw e;
+        }
     }
 
     private static Engine start(final Options o, final BlockBackend backend) throws IOException {

@@ -14,9 +14,15 @@ import java.util.Arrays;
 
 /**
  * An engine's local file exported as a peer for other hosts' engines: it is served with the image's own manifest
- * (saved beside it by the engine), and only the pages that are durable there and hold the image's bytes: pages the
- * engine has not got yet, and pages its guest wrote to, are answered "not here", so the asking engine takes them from
- * its next source. The set is re-read from the engine's state file as it grows (at most twice a second).
+ * (saved beside it by the engine), and only pages byte-identical to the image: pages the engine has not got yet, and
+ * pages its guest wrote to, are answered "not here", so the asking engine takes them from its next source.
+ *
+ * <p>Two checks, in this order. The records: the engine's state file says which pages are durable and which sectors
+ * its guest wrote (re-read as it grows, at most twice a second); a page outside them is not here. The bytes: every page
+ * about to be sent is read into memory and checked against its SHA-256 in the manifest, and only those checked bytes are
+ * sent ({@link ImageExport#verifyServed()}). The records lag the guest by up to a second (the engine records its writes
+ * in rounds); the hash does not lag at all, so a guest write keeps its page from leaving the host from the moment it
+ * lands, in every mode the engine runs in.
  */
 public final class PeerExport {
     private static final long REFRESH_NANOS = 500_000_000L;
@@ -46,6 +52,15 @@ public final class PeerExport {
         Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
     }
 
+    /** The manifest an engine saved beside {@code local}, or null if there is none or it does not decode. */
+    static Manifest savedManifest(final Path local) {
+        try {
+            return Manifest.decode(ByteBuffer.wrap(Files.readAllBytes(manifestBeside(local))));
+        } catch (final IOException | IllegalArgumentException e) {
+            return null;
+        }
+    }
+
     private static byte[] toArray(final ByteBuffer b) {
         final byte[] a = new byte[b.remaining()];
         b.get(a);
@@ -70,7 +85,7 @@ public final class PeerExport {
             throw new IOException(mf + " is damaged: " + e.getMessage() + "; restart the engine of " + local + " to save it again", e);
         }
         final Pages pages = new Pages(PageStateFile.beside(local), m);
-        return new ImageExport(name, local, m, pages);
+        return new ImageExport(name, local, m, pages, true); // every page checked against its hash before it is sent
     }
 
     /** Local pages per the engine's state file, refreshed when a page is asked for that the last read did not have. */

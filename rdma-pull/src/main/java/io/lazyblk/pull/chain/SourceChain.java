@@ -144,8 +144,14 @@ public final class SourceChain implements PageSource {
         return sources.length;
     }
 
-    /** Source {@code i}'s state for a person: {@code up}, {@code down} (reconnecting) or {@code backing-off}. */
+    /**
+     * Source {@code i}'s state for a person: {@code up}, {@code down} (reconnecting), {@code backing-off}, or
+     * {@code refused} (it serves another image: never used).
+     */
     public String state(final int i) {
+        if (sources[i] instanceof RefusedSource) {
+            return "refused";
+        }
         return backingOff(i) ? "backing-off" : sources[i].connected() ? "up" : "down";
     }
 

@@ -12,8 +12,12 @@ import java.util.Objects;
  * One image the provider exports: the name clients ask for, the raw file, and its manifest. Immutable.
  *
  * @param name 1 to 255 bytes of UTF-8 without control characters (it appears in tokens, logs and messages)
+ * @param verifyServed whether every page is checked against its hash before it is sent, and answered "not here" if it
+ *     differs: for a file someone else writes to (an engine's local file exported as a peer), so that whatever its
+ *     guest wrote never leaves the host, whatever the records say. Costs a read into memory and a SHA-256 per page
+ *     instead of sendfile(2).
  */
-public record ImageExport(String name, Path image, Manifest manifest, Availability availability) {
+public record ImageExport(String name, Path image, Manifest manifest, Availability availability, boolean verifyServed) {
     public ImageExport {
         Objects.requireNonNull(image, "image");
         Objects.requireNonNull(manifest, "manifest");
@@ -23,7 +27,7 @@ public record ImageExport(String name, Path image, Manifest manifest, Availabili
 
     /** A golden image: every page can be served. */
     public ImageExport(final String name, final Path image, final Manifest manifest) {
-        this(name, image, manifest, Availability.ALL);
+        this(name, image, manifest, Availability.ALL, false);
     }
 
     /** Exports {@code image} as {@code name}, with its manifest from {@code manifests} (cached, or built now). */

@@ -45,6 +45,8 @@ final class ProviderConnection implements Runnable {
     /** Set by this thread around blocking steps, read by the server's watchdog, which closes the channel when passed. */
     volatile long deadlineNanos = NO_DEADLINE;
     private String imageName = "?";
+    /** Where a verified export's pages are read and checked before they are sent (allocated on first use). */
+    private ByteBuffer verifyBuffer;
     /** This client's RDMA access, if it asked for one; revoked when the connection ends. Only this thread touches it. */
     private RdmaExporter.Grant rdma;
 
@@ -328,6 +330,8 @@ final class ProviderConnection implements Runnable {
         deadlineNanos = System.nanoTime() + ImageServer.WRITE_STALL_NANOS;
         if (length > 0 && image.corruptsAny(first, count)) {
             writeCorrupted(image, header, first, count, position, length);
+        } else if (length > 0 && image.verifyServed) {
+            writeVerified(image, header, id, first, count, position, length);
         } else {
             writeFully(header);
             long done = 0;
@@ -341,6 +345,38 @@ final class ProviderConnection implements Runnable {
             }
         }
         deadlineNanos = NO_DEADLINE;
+    }
+
+    /**
+     * A file others write to (a peer export): reads the pages into memory, checks each against its hash, and sends those
+     * bytes, not a second read of the file; if any page differs from the image (its engine's guest wrote there since the
+     * records were read), the answer is "not here" and nothing of it leaves the host.
+     */
+    private void writeVerified(final ServedImage image, final ByteBuffer header, final long id, final int first, final int count,
+                               final long position, final int length) throws IOException {
+        if (verifyBuffer == null || verifyBuffer.capacity() < length) {
+            verifyBuffer = ByteBuffer.allocateDirect(Math.max(length, image.manifest.pageSize())); // once per connection and size
+        }
+        final ByteBuffer data = verifyBuffer.clear().limit(length);
+        while (data.hasRemaining()) {
+            if (image.file.read(data, position + data.position()) < 0) {
+                throw new IOException("image '" + image.name + "' shrank while page " + first + " was being read");
+            }
+        }
+        final PageGeometry g = image.manifest.geometry();
+        boolean intact = true;
+        for (int p = first; p < first + count && intact; p++) {
+            final int at = (int) (g.pageStart(p) - position);
+            intact = image.manifest.verify(p, data.duplicate().limit(at + g.pageLength(p)).position(at));
+        }
+        if (!intact) {
+            header.clear();
+            header.putLong(RESPONSE_ID_OFFSET, id).putInt(RESPONSE_STATUS_OFFSET, RESPONSE_READ_ERROR).putInt(RESPONSE_LENGTH_OFFSET, 0);
+            writeFully(header);
+            return;
+        }
+        writeFully(header);
+        writeFully(data.flip());
     }
 
     /** Test hook path ({@link ImageServer#corruptServedPageForTesting}): reads, flips the first byte of chosen pages, sends. */

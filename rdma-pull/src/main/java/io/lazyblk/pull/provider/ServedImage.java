@@ -20,6 +20,8 @@ final class ServedImage implements AutoCloseable {
     final java.nio.file.Path path;
     /** Which pages can be served now ({@link Availability#ALL} for a golden image). */
     final Availability availability;
+    /** Every page sent is checked against its hash first ({@link ImageExport#verifyServed()}). */
+    final boolean verifyServed;
     private final Set<Integer> corruptPages = ConcurrentHashMap.newKeySet();
     /** Checked once per request: the hook costs one volatile read when unused. Written after corruptPages.add. */
     private volatile boolean anyCorrupt;
@@ -29,6 +31,7 @@ final class ServedImage implements AutoCloseable {
         this.manifest = export.manifest();
         this.path = export.image();
         this.availability = export.availability();
+        this.verifyServed = export.verifyServed();
         this.file = FileChannel.open(export.image(), StandardOpenOption.READ);
         final long size = file.size();
         if (size != manifest.size()) {

@@ -100,7 +100,7 @@ class SourceChainTest {
 
     @Test
     void shouldTakePagesThePeerLacksFromTheSeed() throws Exception {
-        chainWithPeer(new ImageExport("img", golden.image(), golden.manifest(), (first, count) -> first % 2 == 0));
+        chainWithPeer(new ImageExport("img", golden.image(), golden.manifest(), (first, count) -> first % 2 == 0, true));
         fetchAllAndCheck();
         assertEquals(PAGES / 2, seed.stats().bytes() / PAGE, "the seed sent exactly the odd pages, which the peer lacks");
         assertEquals(PAGES / 2, peer.stats().bytes() / PAGE, "the peer sent the even ones");
