@@ -129,8 +129,15 @@ final class ProviderConnection implements Runnable {
         LOG.debug("handed '{}' to {} for shared-memory reads", imageName, peer);
         deadlineNanos = System.nanoTime() + ImageServer.HELLO_TIMEOUT_NANOS;
         try (Arena a = Arena.ofConfined()) {
-            // The client closes once it has mapped the image; a client that lingers is cut off by the watchdog.
-            unix.receive(a.allocate(1), 1, new int[UnixSocket.MAX_FDS], new int[1]);
+            // The client closes once it has the fd; a client that lingers is cut off by the watchdog. Whatever fds it
+            // passes with a byte meanwhile are ours once received: the protocol has no use for them, so close them,
+            // or each would stay open in this process for good.
+            final int[] fds = new int[UnixSocket.MAX_FDS];
+            final int[] count = new int[1];
+            unix.receive(a.allocate(1), 1, fds, count);
+            for (int i = 0; i < count[0]; i++) {
+                LibC.close(fds[i]);
+            }
         }
     }
 
@@ -365,6 +372,8 @@ final class ProviderConnection implements Runnable {
 
     private ByteBuffer readFully(final ByteBuffer b) throws IOException {
         if (unix != null) {
+            // read(2), not recvmsg: with no control buffer the kernel drops any fds the client attached (it never
+            // installs them here), so a hello with SCM_RIGHTS cannot leak fds into this process.
             try (Arena a = Arena.ofConfined()) {
                 final int n = b.remaining();
                 final MemorySegment buf = a.allocate(Math.max(1, n));
