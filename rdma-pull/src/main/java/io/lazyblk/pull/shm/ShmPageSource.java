@@ -109,7 +109,8 @@ public final class ShmPageSource {
         try (Arena a = Arena.ofConfined()) {
             final MemorySegment buf = a.allocate(Math.max(1, n));
             if (n > 0 && !s.readFully(buf, n)) {
-                throw new java.io.EOFException(provider + " closed the connection during the hello");
+                throw new java.io.EOFException(provider + " closed the connection during the hello (is it at its connection"
+                    + " limit for this uid? its log says so)");
             }
             final byte[] b = new byte[n];
             MemorySegment.copy(buf, JAVA_BYTE, 0, b, 0, n);

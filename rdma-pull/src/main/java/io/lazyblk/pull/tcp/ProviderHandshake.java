@@ -51,7 +51,9 @@ public final class ProviderHandshake {
             return new Connected(ch, manifest);
         } catch (final java.io.EOFException e) {
             ch.close();
-            throw new IOException("provider " + provider + " closed the connection during the hello", e);
+            // A provider at its connection limit closes before reading the hello, as does one that is no lazyblk provider.
+            throw new IOException("provider " + provider + " closed the connection during the hello (is it at its connection"
+                + " limit for this host? its log says so; or is it not a lazyblk image-server?)", e);
         } catch (final java.net.SocketTimeoutException e) {
             ch.close();
             throw new IOException("provider " + provider + " did not complete the hello within " + millis + " ms", e);

@@ -373,12 +373,20 @@ final class TcpTransportAgent implements Agent {
 
     private void disconnect(final String reason) {
         scheduler.down(); // first: no new fetch can slip into the queues after failAll empties them
+        // Read before failAll: with nothing in flight, a close by the provider is routine (its idle timeout closes a
+        // connection that asked for nothing, or it restarts), and the reconnect that follows says if anything is wrong.
+        final boolean idle = scheduler.inFlight() == 0;
         closeChannel();
         scheduler.failAll(PageSource.UNAVAILABLE);
         disconnects++;
         lastFailure = reason;
         loggedFailure = null;
-        LOG.warn("lost the provider {} of '{}': {}; fetches in flight failed (UNAVAILABLE), reconnecting", provider, image, reason);
+        if (idle) {
+            LOG.info("lost the provider {} of '{}': {}, with nothing in flight (its idle timeout, or a restart); reconnecting",
+                provider, image, reason);
+        } else {
+            LOG.warn("lost the provider {} of '{}': {}; fetches in flight failed (UNAVAILABLE), reconnecting", provider, image, reason);
+        }
         backoffNanos = options.initialBackoff().toNanos();
         nextAttemptNanos = System.nanoTime() + backoffNanos;
     }

@@ -159,6 +159,28 @@ class TcpReconnectTest {
         awaitCondition(source::connected, "reconnected to the original image");
     }
 
+    /**
+     * An engine that asks for nothing loses its connections to the provider's idle timeout; both lanes of its tcp://
+     * source reconnect on their own, and the next demand fetch is served.
+     */
+    @Test
+    void shouldReconnectBothLanesAfterTheProviderClosesThemAsIdleAndServeTheNextDemandFetch() throws Exception {
+        final Path img = image("a.img", 1);
+        final byte[] content = Files.readAllBytes(img);
+        server = ImageServer.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), null,
+            List.of(new ImageExport("img", img, ManifestBuilder.build(img, PAGE, ManifestBuilder.Progress.NONE))), SECRET,
+            new ImageServer.Limits(16, 4, Duration.ofSeconds(1)));
+        try (TwoLaneTcpSource lanes = TwoLaneTcpSource.connect(server.address(), "img", token(), FAST)) {
+            awaitCondition(() -> server.stats().idleClosed() >= 2, "both lanes closed as idle");
+            awaitCondition(() -> server.stats().open() == 2 && lanes.connected(), "both lanes reconnected");
+            final MemorySegment dst = arena.allocate(2L * PAGE);
+            final CompletableFuture<Integer> ok = new CompletableFuture<>();
+            assertTrue(lanes.fetch(20, 2, dst, PageSource.DEMAND, 7, (t, f, c, st) -> ok.complete(st)));
+            assertEquals(PageSource.OK, ok.get(10, TimeUnit.SECONDS));
+            assertEquals(-1, MemorySegment.mismatch(dst, 0, 2L * PAGE, MemorySegment.ofArray(content), 20L * PAGE, 22L * PAGE));
+        }
+    }
+
     private static void await(final CountDownLatch latch) {
         try {
             if (!latch.await(10, TimeUnit.SECONDS)) {
