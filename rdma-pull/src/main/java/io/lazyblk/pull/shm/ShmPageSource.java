@@ -42,6 +42,12 @@ public final class ShmPageSource {
         return connect(socket, image, token, timeout, OneSidedPageSource.Options.defaults());
     }
 
+    /** As {@link #connect(Path, String, String, Duration)}, with the token {@code token} holds now. */
+    public static OneSidedPageSource connect(final Path socket, final String image, final io.lazyblk.pull.token.TokenSource token,
+                                             final Duration timeout) throws IOException {
+        return connect(socket, image, token.token(), timeout, OneSidedPageSource.Options.defaults());
+    }
+
     public static OneSidedPageSource connect(final Path socket, final String image, final String token, final Duration timeout,
                                              final OneSidedPageSource.Options options) throws IOException {
         final String provider = "unix:" + socket;

@@ -29,6 +29,17 @@ public final class ProviderHandshake {
     }
 
     /**
+     * As {@link #connect(InetSocketAddress, String, String, Duration, Consumer)}, with the token read from {@code token}
+     * now: a source that reconnects presents the token its source holds at that moment (a rotated file's new one).
+     *
+     * @throws IOException also if the token cannot be read, with the token source's message
+     */
+    public static Connected connect(final InetSocketAddress provider, final String image, final io.lazyblk.pull.token.TokenSource token,
+                                    final Duration timeout, final Consumer<SocketChannel> pending) throws IOException {
+        return connect(provider, image, token.token(), timeout, pending);
+    }
+
+    /**
      * @param pending receives the channel before it connects, so another thread can close it to abort the attempt
      * @throws ProviderRefusedException if the provider refused, with its message
      * @throws IOException if it could not connect, timed out or broke the protocol
