@@ -28,6 +28,8 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 public final class LibC {
     public static final int EINTR = 4;
     public static final int EAGAIN = 11;
+    public static final int EPIPE = 32;
+    public static final int ECONNRESET = 104;
     public static final int EOPNOTSUPP = 95;
 
     public static final int AF_UNIX = 1;

@@ -62,9 +62,13 @@ public final class ProviderHandshake {
             return new Connected(ch, manifest);
         } catch (final java.io.EOFException e) {
             ch.close();
-            // A provider at its connection limit closes before reading the hello, as does one that is no lazyblk provider.
-            throw new IOException("provider " + provider + " closed the connection during the hello (is it at its connection"
-                + " limit for this host? its log says so; or is it not a lazyblk image-server?)", e);
+            throw closedDuringHello(provider, e);
+        } catch (final java.net.SocketException e) {
+            // Refused or unreachable: not connected at all. Reset or broken pipe once connected: our hello reached a socket
+            // the provider had closed without reading it, which is the EOF above, seen from the other side.
+            final boolean connected = ch.isConnected();
+            ch.close();
+            throw connected ? closedDuringHello(provider, e) : e;
         } catch (final java.net.SocketTimeoutException e) {
             ch.close();
             throw new IOException("provider " + provider + " did not complete the hello within " + millis + " ms", e);
@@ -72,6 +76,12 @@ public final class ProviderHandshake {
             ch.close();
             throw e;
         }
+    }
+
+    /** A provider at its connection limit closes before reading the hello, as does one that is no lazyblk provider. */
+    private static IOException closedDuringHello(final InetSocketAddress provider, final IOException e) {
+        return new IOException("provider " + provider + " closed the connection during the hello (is it at its connection limit"
+            + " for this host? its log says so; or is it not a lazyblk image-server?)", e);
     }
 
     private static ByteBuffer read(final DataInputStream in, final int length) throws IOException {

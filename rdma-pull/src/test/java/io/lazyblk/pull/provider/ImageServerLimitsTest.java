@@ -106,13 +106,20 @@ class ImageServerLimitsTest {
             assertTrue(fourth.closedByServer(), "the 4th connection from 127.0.0.1 is closed at once");
         }
         assertEquals(1, server.stats().limited());
+        // An engine's source is told why, whether its hello met the close (end of stream) or a reset (sent after it).
+        for (int i = 0; i < 20; i++) {
+            final IOException e = assertThrows(IOException.class, () -> io.lazyblk.pull.tcp.TcpPageSource.connect(server.address(), "disk",
+                token()).close());
+            assertTrue(e.getMessage().contains("closed the connection during the hello (is it at its connection limit"), e.getMessage());
+        }
+        assertEquals(21, server.stats().limited());
         assertServes(greeted(loopback(2)), 1, 5, 2); // another host still gets in
         assertServes(one.get(0), 2, 0, 1); // and the first host's connections are untouched
 
         one.get(1).close(); // its slot comes back once the server sees the close
         Await.until("the server released the closed connection's slot", Duration.ofSeconds(10), () -> server.stats().open() == 3);
         assertServes(greeted(loopback(1)), 3, 7, 1);
-        assertEquals(1, server.stats().limited());
+        assertEquals(21, server.stats().limited());
     }
 
     @Test
@@ -142,6 +149,8 @@ class ImageServerLimitsTest {
         final IOException refused = assertThrows(IOException.class,
             () -> ShmPageSource.connect(sock, "disk", token(), Duration.ofSeconds(5)).close());
         assertFalse(refused instanceof ProviderRefusedException, "closed before its hello is read: " + refused);
+        assertTrue(refused.getMessage().contains("closed the connection during the hello (is it at its connection limit"),
+            refused.getMessage());
         assertEquals(1, server.stats().limited());
         assertEquals(0, server.stats().handovers());
 
