@@ -28,6 +28,8 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 public final class LibC {
     public static final int EINTR = 4;
     public static final int EAGAIN = 11;
+    public static final int EPIPE = 32;
+    public static final int ECONNRESET = 104;
     public static final int EOPNOTSUPP = 95;
 
     public static final int AF_UNIX = 1;
@@ -35,6 +37,8 @@ public final class LibC {
     public static final int SOCK_CLOEXEC = 0x80000;
     public static final int SOL_SOCKET = 1;
     public static final int SCM_RIGHTS = 1;
+    /** {@code getsockopt} option: the peer's {@code struct ucred} (pid, uid, gid; 3 x 4 bytes) as of connect(2). */
+    public static final int SO_PEERCRED = 17;
     public static final int MSG_CTRUNC = 0x8;
     public static final int MSG_NOSIGNAL = 0x4000;
     public static final int MSG_CMSG_CLOEXEC = 0x40000000;
@@ -68,6 +72,7 @@ public final class LibC {
     private static final MethodHandle LISTEN = fn("listen", JAVA_INT, JAVA_INT, JAVA_INT);
     private static final MethodHandle ACCEPT4 = fn("accept4", JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT);
     private static final MethodHandle CONNECT = fn("connect", JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT);
+    private static final MethodHandle GETSOCKOPT = fn("getsockopt", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS);
     private static final MethodHandle SHUTDOWN = fn("shutdown", JAVA_INT, JAVA_INT, JAVA_INT);
     private static final MethodHandle CLOSE = fn("close", JAVA_INT, JAVA_INT);
     // Hot-path calls do not capture errno: the JDK may allocate a capture segment per call. On failure they read
@@ -217,6 +222,22 @@ public final class LibC {
         try (Arena a = Arena.ofConfined()) {
             final MemorySegment addr = sockaddrUn(a, path);
             check("connect(" + path + ")", (int) CONNECT.invokeExact(st, fd, addr, (int) addr.byteSize()), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** The uid of the process at the other end of the UNIX socket {@code fd}, as the kernel recorded it at connect. */
+    public static int peerUid(final int fd) throws NativeException {
+        final MemorySegment st = state();
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment ucred = a.allocate(12, 4); // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+            final MemorySegment len = a.allocate(JAVA_INT);
+            len.set(JAVA_INT, 0, 12);
+            check("getsockopt(SO_PEERCRED)", (int) GETSOCKOPT.invokeExact(st, fd, SOL_SOCKET, SO_PEERCRED, ucred, len), st);
+            return ucred.get(JAVA_INT, 4);
         } catch (final NativeException e) {
             throw e;
         } catch (final Throwable t) {

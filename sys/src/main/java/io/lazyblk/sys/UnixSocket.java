@@ -78,6 +78,11 @@ public final class UnixSocket implements AutoCloseable {
         return fd;
     }
 
+    /** The uid of the connected peer ({@code SO_PEERCRED}): who it is, as the kernel saw it connect. */
+    public int peerUid() throws IOException {
+        return LibC.peerUid(fd);
+    }
+
     /**
      * Receives up to {@code length} bytes into {@code buf} and any fds that came with them.
      *

@@ -11,6 +11,7 @@ import io.lazyblk.blk.LazyStore;
 import io.lazyblk.pagemap.Manifest;
 import io.lazyblk.persistence.PageStateFile;
 import io.lazyblk.pagemap.PageSource;
+import io.lazyblk.pull.token.TokenSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -60,11 +61,12 @@ public final class Engine implements AutoCloseable {
      * Where a lazily filled local image comes from, and how fast and how much memory the fill may use.
      *
      * @param sources where pages come from, nearest first (each page from the first that has it)
-     * @param tokens one access token for every source, or one per source in the same order
+     * @param tokens where the access token comes from (read at each connect): one for every source, or one per source
+     *     in the same order
      * @param pageSize the page map's page size, a power of two from the provider's page size up; 0 = what the local file
      *     was filled in, else the provider's
      */
-    public record LazySource(java.util.List<SourceUri> sources, java.util.List<String> tokens, long memoryBudget,
+    public record LazySource(java.util.List<SourceUri> sources, java.util.List<TokenSource> tokens, long memoryBudget,
                              long fillRateBytesPerSecond, Duration demandTimeout, int pageSize) {
         public LazySource {
             sources = java.util.List.copyOf(sources);
@@ -78,15 +80,20 @@ public final class Engine implements AutoCloseable {
             }
         }
 
-        public LazySource(final InetSocketAddress provider, final String image, final String token, final long memoryBudget,
+        public LazySource(final InetSocketAddress provider, final String image, final TokenSource token, final long memoryBudget,
                           final long fillRateBytesPerSecond, final Duration demandTimeout, final int pageSize) {
             this(java.util.List.of(SourceUri.tcp(provider, image)), java.util.List.of(token), memoryBudget, fillRateBytesPerSecond,
                 demandTimeout, pageSize);
         }
 
-        public LazySource(final InetSocketAddress provider, final String image, final String token, final long memoryBudget,
+        public LazySource(final InetSocketAddress provider, final String image, final TokenSource token, final long memoryBudget,
                           final long fillRateBytesPerSecond, final Duration demandTimeout) {
             this(provider, image, token, memoryBudget, fillRateBytesPerSecond, demandTimeout, 0);
+        }
+
+        public LazySource(final InetSocketAddress provider, final String image, final String token, final long memoryBudget,
+                          final long fillRateBytesPerSecond, final Duration demandTimeout) {
+            this(provider, image, TokenSource.fixed(token), memoryBudget, fillRateBytesPerSecond, demandTimeout, 0);
         }
 
         /** The image's name at the first source: what a complete local file records it is a copy of. */
@@ -95,11 +102,11 @@ public final class Engine implements AutoCloseable {
         }
 
         /** The first source's token. */
-        public String token() {
+        public TokenSource token() {
             return tokens.get(0);
         }
 
-        public String token(final int source) {
+        public TokenSource token(final int source) {
             return tokens.get(tokens.size() == 1 ? 0 : source);
         }
 
@@ -108,7 +115,7 @@ public final class Engine implements AutoCloseable {
             return sources.get(0).address();
         }
 
-        public LazySource withSources(final java.util.List<SourceUri> s, final java.util.List<String> t) {
+        public LazySource withSources(final java.util.List<SourceUri> s, final java.util.List<TokenSource> t) {
             return new LazySource(s, t, memoryBudget, fillRateBytesPerSecond, demandTimeout, pageSize);
         }
     }

@@ -56,6 +56,22 @@ public final class ImageServerCommand implements Callable<Integer> {
         description = "where manifests of images in read-only directories are cached (default: ~/.cache/lazyblk/manifests)")
     Path cacheDir;
 
+    // The defaults and their derivation: ImageServer.Limits. Two connections per engine and tcp:// source.
+    @Option(names = "--max-connections", paramLabel = "N", defaultValue = "" + ImageServer.Limits.DEFAULT_MAX_CONNECTIONS,
+        description = "connections open at once, in all (each holds a thread; an engine holds 2 per tcp:// source); more are"
+            + " closed at accept (default ${DEFAULT-VALUE})")
+    int maxConnections;
+
+    @Option(names = "--max-connections-per-peer", paramLabel = "N", defaultValue = "" + ImageServer.Limits.DEFAULT_MAX_CONNECTIONS_PER_PEER,
+        description = "connections open at once from one peer (a TCP client's IP address; on --unix, a client's uid), so one host"
+            + " cannot take every slot (an engine holds 2 per tcp:// source) (default ${DEFAULT-VALUE})")
+    int maxConnectionsPerPeer;
+
+    @Option(names = "--idle-timeout", paramLabel = "DURATION", converter = DurationConverter.class, defaultValue = "5m",
+        description = "close a TCP client that has asked for nothing this long (none outstanding), e.g. one whose host died;"
+            + " an engine just reconnects (default ${DEFAULT-VALUE})")
+    java.time.Duration idleTimeout;
+
     @Override
     public Integer call() throws Exception {
         final ImageServer server;
@@ -114,6 +130,13 @@ public final class ImageServerCommand implements Callable<Integer> {
             }
             named.add(new String[] {name, image.toString()});
         }
+        final ImageServer.Limits limits;
+        try {
+            limits = new ImageServer.Limits(maxConnections, maxConnectionsPerPeer, idleTimeout);
+        } catch (final IllegalArgumentException e) {
+            throw new CommandLine.ParameterException(cl, "--max-connections " + maxConnections + ", --max-connections-per-peer "
+                + maxConnectionsPerPeer + ", --idle-timeout " + idleTimeout.toSeconds() + "s: " + e.getMessage());
+        }
         final byte[] secret;
         try {
             secret = SecretFile.read(secretFile);
@@ -148,7 +171,7 @@ public final class ImageServerCommand implements Callable<Integer> {
                 progress.finish();
             }
         }
-        final ImageServer server = ImageServer.start(listen, unix, list, secret);
+        final ImageServer server = ImageServer.start(listen, unix, list, secret, limits);
         final String at = (listen != null ? server.address().getAddress().getHostAddress() + ":" + server.port() : "")
             + (listen != null && unix != null ? " and " : "") + (unix != null ? "unix:" + unix : "");
         for (final ImageExport e : list) {

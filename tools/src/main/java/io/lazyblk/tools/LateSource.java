@@ -22,7 +22,8 @@ final class LateSource implements PageSource {
     private static final long MAX_RETRY_MILLIS = 30_000;
 
     private final SourceUri uri;
-    private final String token;
+    /** Read at each attempt: a token file rotated meanwhile is used by the next one. */
+    private final io.lazyblk.pull.token.TokenSource token;
     private final Manifest expected;
     private final int maxPagesPerFetch;
     private final Thread retrier;
@@ -33,7 +34,7 @@ final class LateSource implements PageSource {
      * @param expected the image the chain's other sources serve; a provider serving anything else is not used
      * @param maxPagesPerFetch what the chain promised its users (the others' limit)
      */
-    LateSource(final SourceUri uri, final String token, final Manifest expected, final int maxPagesPerFetch, final Duration timeout) {
+    LateSource(final SourceUri uri, final io.lazyblk.pull.token.TokenSource token, final Manifest expected, final int maxPagesPerFetch, final Duration timeout) {
         this.uri = uri;
         this.token = token;
         this.expected = expected;

@@ -1,17 +1,25 @@
 package io.lazyblk.tools;
 
+import io.lazyblk.pull.token.TokenSource;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
+import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermission;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.Callable;
+import java.util.function.Function;
 
 /** {@code lazyblk serve}: one engine for one VM. */
 @Command(name = "serve", mixinStandardHelpOptions = true,
     description = {"Serve a disk to QEMU over a vhost-user-blk socket.",
         "QEMU: -object memory-backend-memfd,id=mem0,size=1G,share=on -numa node,memdev=mem0",
-        "      -chardev socket,id=vub0,path=SOCK -device vhost-user-blk-pci,chardev=vub0,num-queues=N"})
+        "      -chardev socket,id=vub0,path=SOCK -device vhost-user-blk-pci,chardev=vub0,num-queues=N"},
+    footer = {"", "With --source and neither --token nor --token-file, the access token is taken from the environment variable "
+        + TokenSource.ENV + ": one token for all sources, or one per --source in order, separated by commas."})
 public final class ServeCommand implements Callable<Integer> {
     @Option(names = "--socket", required = true, description = "UNIX socket path QEMU connects to (created; a stale one is replaced)")
     Path socket;
@@ -39,8 +47,19 @@ public final class ServeCommand implements Callable<Integer> {
             "Repeat for a chain, nearest first (host cache, peers, seed): each page comes from the first source that has it."})
     java.util.List<String> sources;
 
-    @Option(names = "--token", description = "access token for --source (see 'lazyblk token'); one for all sources, or one per --source in order")
+    @Option(names = "--token", paramLabel = "TOKEN",
+        description = "access token for --source (see 'lazyblk token'); one for all sources, or one per --source in order."
+            + " Every user of this host can read it in 'ps': prefer --token-file or " + TokenSource.ENV + ".")
     java.util.List<String> tokens;
+
+    @Option(names = "--token-file", paramLabel = "FILE",
+        description = "read the access token for --source from FILE (chmod 600): one token for all sources, or one line per"
+            + " --source in order; or repeat, one file per --source. Read again at each reconnect: rotate the token by writing"
+            + " a new file and renaming it over FILE.")
+    java.util.List<Path> tokenFiles;
+
+    /** Where {@value TokenSource#ENV} is looked up: the process's environment; a test may give its own. */
+    Function<String, String> environment = System::getenv;
 
     @Option(names = "--page-size", converter = SizeConverter.class, defaultValue = "0",
         description = "page size of the page map, a power of two from the provider's page size (the smallest unit its checksums"
@@ -103,6 +122,95 @@ public final class ServeCommand implements Callable<Integer> {
         }
     }
 
+    /**
+     * Where each source's token comes from, one entry per source: {@code --token} (one for all, or one per source), {@code --token-file}
+     * (one file of one token or of one line per source, or one file per source), else {@value TokenSource#ENV} in
+     * {@code environment}. Every file and the variable are read once here, so a missing or malformed one is refused at
+     * start; files are read again at each connect.
+     *
+     * @throws IllegalArgumentException saying what is wrong and what to give instead
+     */
+    static List<TokenSource> tokenSources(final List<String> tokens, final List<Path> files, final int sources,
+                                          final Function<String, String> environment) {
+        if (tokens != null && files != null) {
+            throw new IllegalArgumentException("give --token or --token-file, not both");
+        }
+        final List<TokenSource> out = new ArrayList<>();
+        if (tokens != null) {
+            if (tokens.size() != 1 && tokens.size() != sources) {
+                throw new IllegalArgumentException(sources + " sources but " + tokens.size()
+                    + " tokens: give one --token for all of them, or one per --source in the same order");
+            }
+            for (int i = 0; i < sources; i++) {
+                out.add(TokenSource.fixed(tokens.get(tokens.size() == 1 ? 0 : i)));
+            }
+            return out;
+        }
+        if (files != null) {
+            if (files.size() != 1 && files.size() != sources) {
+                throw new IllegalArgumentException(sources + " sources but " + files.size() + " token files: give one --token-file for"
+                    + " all of them (one token, or one line per --source), or one per --source in the same order");
+            }
+            for (final Path f : files) {
+                final int held = read(f).size();
+                if (files.size() > 1 && held != 1) {
+                    throw new IllegalArgumentException("token file " + f + " holds " + held + " tokens; with one --token-file per --source,"
+                        + " each holds that source's token alone");
+                }
+                if (held != 1 && held != sources) {
+                    throw new IllegalArgumentException("token file " + f + " holds " + held + " tokens for " + sources + " sources: give"
+                        + " one token for all of them, or one line per --source in the same order");
+                }
+            }
+            for (int i = 0; i < sources; i++) {
+                out.add(files.size() == 1 ? TokenSource.file(files.get(0), i) : TokenSource.file(files.get(i), 0));
+            }
+            return out;
+        }
+        final String value = environment.apply(TokenSource.ENV);
+        if (value == null || value.isBlank()) {
+            throw new IllegalArgumentException("--source needs an access token (from 'lazyblk token'): give --token-file FILE, set "
+                + TokenSource.ENV + ", or give --token TOKEN (which every user of this host can read in 'ps')");
+        }
+        final int held = value.split(",", -1).length;
+        if (held != 1 && held != sources) {
+            throw new IllegalArgumentException(TokenSource.ENV + " holds " + held + " tokens for " + sources + " sources: give one"
+                + " token for all of them, or one per --source in the same order, separated by commas");
+        }
+        for (int i = 0; i < sources; i++) {
+            final TokenSource t = TokenSource.env(environment, i);
+            try {
+                t.token(); // refused now, with its message, rather than at the first connect
+            } catch (final IOException e) {
+                throw new IllegalArgumentException(e.getMessage(), e);
+            }
+            out.add(t);
+        }
+        return out;
+    }
+
+    private static List<String> read(final Path tokenFile) {
+        try {
+            return TokenSource.readFile(tokenFile);
+        } catch (final IOException e) {
+            throw new IllegalArgumentException(e.getMessage(), e);
+        }
+    }
+
+    /** A token file others may read is a token others may use: say so (the secret file gets the same warning). */
+    private static void warnIfOthersMayRead(final Path file) {
+        try {
+            final java.util.Set<PosixFilePermission> p = Files.getPosixFilePermissions(file);
+            if (p.contains(PosixFilePermission.OTHERS_READ) || p.contains(PosixFilePermission.GROUP_READ)) {
+                System.err.println("lazyblk serve: token file " + file + " is readable by "
+                    + (p.contains(PosixFilePermission.OTHERS_READ) ? "every user" : "its group")
+                    + ": whoever reads it can read the image until the token expires; chmod 600 " + file);
+            }
+        } catch (final IOException | UnsupportedOperationException e) {
+            // not a POSIX file system: nothing to check
+        }
+    }
+
     private Integer serveLazy() throws Exception {
         final java.util.List<SourceUri> parsed = new java.util.ArrayList<>();
         try {
@@ -113,9 +221,19 @@ public final class ServeCommand implements Callable<Integer> {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 2;
         }
-        if (local == null || tokens == null) {
-            System.err.println("lazyblk serve: --source needs --local FILE (where the image fills in) and --token (from 'lazyblk token')");
+        if (local == null) {
+            System.err.println("lazyblk serve: --source needs --local FILE (where the image fills in)");
             return 2;
+        }
+        final List<TokenSource> tokenSources;
+        try {
+            tokenSources = tokenSources(tokens, tokenFiles, parsed.size(), environment);
+        } catch (final IllegalArgumentException e) {
+            System.err.println("lazyblk serve: " + e.getMessage());
+            return 2;
+        }
+        if (tokenFiles != null) {
+            tokenFiles.forEach(ServeCommand::warnIfOthersMayRead);
         }
         if (readOnly || nullSize != 0) {
             System.err.println("lazyblk serve: --source cannot be combined with --read-only or --null");
@@ -124,7 +242,7 @@ public final class ServeCommand implements Callable<Integer> {
         final Engine engine;
         try {
             engine = Engine.startLazy(new Engine.Options(socket, local, 0, queues, false, ioThreads, pollMicros * 1000),
-                new Engine.LazySource(parsed, tokens, memoryBudget, fillRate, java.time.Duration.ofSeconds(demandTimeoutSeconds),
+                new Engine.LazySource(parsed, tokenSources, memoryBudget, fillRate, java.time.Duration.ofSeconds(demandTimeoutSeconds),
                     (int) Math.min(pageSize, Integer.MAX_VALUE)));
         } catch (final java.io.IOException | IllegalArgumentException e) {
             System.err.println("lazyblk serve: " + e.getMessage());

@@ -568,6 +568,6 @@ public final class SourceBenchCommand implements Callable<Integer> {
     }
 
     private static Engine.LazySource source(final SourceUri uri, final String token, final long fillRate) {
-        return new Engine.LazySource(List.of(uri), List.of(token), 256L << 20, fillRate, Duration.ofSeconds(30), 0);
+        return new Engine.LazySource(List.of(uri), List.of(io.lazyblk.pull.token.TokenSource.fixed(token)), 256L << 20, fillRate, Duration.ofSeconds(30), 0);
     }
 }

@@ -54,8 +54,16 @@ public record SourceUri(String scheme, InetSocketAddress address, Path socket, S
         return new SourceUri(uri.getScheme(), new InetSocketAddress(uri.getHost(), uri.getPort()), null, name);
     }
 
-    /** Connects and presents {@code token}; the handshake is bounded by {@code timeout}. */
+    /** Connects and presents {@code token}, the same at every reconnect (benchmarks, tests). */
     public PageSource open(final String token, final Duration timeout) throws IOException {
+        return open(io.lazyblk.pull.token.TokenSource.fixed(token), timeout);
+    }
+
+    /**
+     * Connects and presents the token {@code token} holds now (read again at each reconnect of a tcp:// source); the
+     * handshake is bounded by {@code timeout}.
+     */
+    public PageSource open(final io.lazyblk.pull.token.TokenSource token, final Duration timeout) throws IOException {
         return switch (scheme) {
             case "shm" -> ShmPageSource.connect(socket, image, token, timeout);
             case "rdma" -> io.lazyblk.pull.rdma.RdmaSources.connect(address, image, token, timeout);

@@ -5,6 +5,7 @@ import io.lazyblk.pagemap.Await;
 import io.lazyblk.pull.manifest.ManifestBuilder;
 import io.lazyblk.pull.provider.ImageServer;
 import io.lazyblk.pull.token.AccessToken;
+import io.lazyblk.pull.token.TokenSource;
 import io.lazyblk.tools.frontend.BlkClient;
 import io.lazyblk.tools.frontend.BlkResponse;
 import io.lazyblk.tools.frontend.GuestRam;
@@ -156,7 +157,7 @@ class LazyEngineTest {
                  goldenFile, PAGE, new ManifestBuilder(dir.resolve("manifests")), ManifestBuilder.Progress.NONE)), SECRET);
              Engine engine = Engine.startLazy(Engine.Options.file(sock, local).withQueues(2), source(4L << 20).withSources(
                  java.util.List.of(scheme.equals("tcp") ? SourceUri.tcp(new InetSocketAddress("127.0.0.1", server.port()), "golden")
-                     : SourceUri.shm(cache, "golden")), java.util.List.of(token)));
+                     : SourceUri.shm(cache, "golden")), java.util.List.of(TokenSource.fixed(token))));
              VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20),
                  io.lazyblk.tools.frontend.FrontendConfig.defaults().withQueues(2))) {
             final LazyStore store = engine.lazyStore();
@@ -411,7 +412,7 @@ class LazyEngineTest {
         for (final ImageServer s : servers) {
             uris.add(SourceUri.tcp(new InetSocketAddress("127.0.0.1", s.port()), "golden"));
         }
-        return new Engine.LazySource(uris, java.util.List.of(AccessToken.mint(SECRET, "golden", Instant.now().plusSeconds(600))),
+        return new Engine.LazySource(uris, java.util.List.of(TokenSource.fixed(AccessToken.mint(SECRET, "golden", Instant.now().plusSeconds(600)))),
             8L << 20, fillRate, Duration.ofSeconds(5), 0);
     }
 
@@ -457,7 +458,8 @@ class LazyEngineTest {
         final Engine.LazySource chain = new Engine.LazySource(java.util.List.of(
             SourceUri.tcp(new InetSocketAddress("127.0.0.1", port), "golden"),
             SourceUri.tcp(new InetSocketAddress("127.0.0.1", server.port()), "golden")),
-            java.util.List.of(AccessToken.mint(SECRET, "golden", Instant.now().plusSeconds(600))), 8L << 20, 1L << 20, Duration.ofSeconds(5), 0);
+            java.util.List.of(TokenSource.fixed(AccessToken.mint(SECRET, "golden", Instant.now().plusSeconds(600)))), 8L << 20, 1L << 20,
+            Duration.ofSeconds(5), 0);
         final Path local = dir.resolve("late.img");
         final Path sock = dir.resolve("late.sock");
         try (Engine e = Engine.startLazy(Engine.Options.file(sock, local), chain)) {

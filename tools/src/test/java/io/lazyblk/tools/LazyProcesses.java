@@ -113,6 +113,11 @@ final class LazyProcesses implements AutoCloseable {
         return e;
     }
 
+    /** {@code lazyblk ARGS} as a child with {@code env} added to its environment, not waited for. */
+    LazyblkProcess start(final String name, final Map<String, String> env, final String... args) throws IOException {
+        return track(LazyblkProcess.start(name, logs, env, args));
+    }
+
     /** The port a started provider listens on, from its "serving golden (...) on HOST:PORT" line. */
     static int portOf(final LazyblkProcess provider) {
         final String line = provider.awaitLine("serving " + IMAGE + " ", Duration.ZERO);

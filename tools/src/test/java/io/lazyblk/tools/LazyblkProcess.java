@@ -47,6 +47,12 @@ final class LazyblkProcess implements AutoCloseable {
 
     /** Starts {@code lazyblk ARGS...}; its output goes to {@code logDir/NAME.log} as well. */
     static LazyblkProcess start(final String name, final Path logDir, final String... args) throws IOException {
+        return start(name, logDir, java.util.Map.of(), args);
+    }
+
+    /** As {@link #start(String, Path, String...)}, with {@code env} added to the child's environment. */
+    static LazyblkProcess start(final String name, final Path logDir, final java.util.Map<String, String> env, final String... args)
+        throws IOException {
         final List<String> cmd = new ArrayList<>();
         cmd.add(ProcessHandle.current().info().command().orElseThrow(() -> new IOException("cannot tell which java runs this test")));
         cmd.addAll(JVM_FLAGS);
@@ -57,7 +63,11 @@ final class LazyblkProcess implements AutoCloseable {
         final Path log = logDir.resolve(name + ".log");
         final Writer w = Files.newBufferedWriter(log, StandardCharsets.UTF_8);
         w.write("$ lazyblk " + String.join(" ", args) + System.lineSeparator());
-        final Process p = new ProcessBuilder(cmd).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
+        final ProcessBuilder pb = new ProcessBuilder(cmd).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
+        // A token in this JVM's environment must not reach a child whose test gives it none.
+        pb.environment().remove(io.lazyblk.pull.token.TokenSource.ENV);
+        pb.environment().putAll(env);
+        final Process p = pb.start();
         final LazyblkProcess child = new LazyblkProcess(name, p, log, w);
         child.pump(p.getInputStream(), "out");
         child.pump(p.getErrorStream(), "err");

@@ -92,6 +92,31 @@ class ProviderCommandsTest {
         assertRefused(run("image-server", "--listen", "7400", "--export", "disk=" + img, "--secret-file", s, "--page-size", "3000"),
             "power of two from 4k to 4M");
         assertRefused(run("image-server", "--listen", "host:port", "--export", "disk=" + img, "--secret-file", s), "is not HOST:PORT");
+        assertRefused(run("image-server", "--listen", "7400", "--export", "disk=" + img, "--secret-file", s, "--max-connections-per-peer", "0"),
+            "must be at least 1");
+        assertRefused(run("image-server", "--listen", "7400", "--export", "disk=" + img, "--secret-file", s, "--max-connections", "8",
+            "--max-connections-per-peer", "16"), "the one per peer at most the one in all");
+        assertRefused(run("image-server", "--listen", "7400", "--export", "disk=" + img, "--secret-file", s, "--idle-timeout", "0s"),
+            "is not a duration");
+    }
+
+    @Test
+    void shouldHoldAPeerToTheConnectionLimitGivenOnTheCommandLine() throws Exception {
+        final ImageServerCommand cmd = new ImageServerCommand();
+        new CommandLine(cmd).parseArgs("--listen", "0", "--export", "disk=" + image, "--secret-file", secretFile.toString(),
+            "--page-size", "16k", "--cache-dir", dir.resolve("cache").toString(), "--max-connections-per-peer", "2", "--idle-timeout", "1h");
+        final PrintStream quiet = new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8);
+        try (ImageServer server = cmd.start(quiet, quiet)) {
+            final String token = AccessToken.mint(secret, "disk", Instant.now().plusSeconds(600));
+            // Two lanes: one engine's tcp:// source takes both slots of this host.
+            try (io.lazyblk.pull.tcp.TwoLaneTcpSource lanes = io.lazyblk.pull.tcp.TwoLaneTcpSource.connect(server.address(), "disk", token,
+                TcpPageSource.Options.defaults())) {
+                final java.io.IOException e = assertThrows(java.io.IOException.class, () -> TcpPageSource.connect(server.address(), "disk", token));
+                assertTrue(e.getMessage().contains("closed the connection during the hello"), e.getMessage());
+                assertEquals(1, server.stats().limited());
+                assertTrue(lanes.connected());
+            }
+        }
     }
 
     private static void assertRefused(final CliRun r, final String says) {

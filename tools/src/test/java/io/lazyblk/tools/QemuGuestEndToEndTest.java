@@ -85,7 +85,7 @@ class QemuGuestEndToEndTest {
             final SourceUri uri = "shm".equals(transport) ? SourceUri.shm(cache, "golden")
                 : SourceUri.tcp(new java.net.InetSocketAddress("127.0.0.1", server.port()), "golden");
             // 4 MiB/s: the guest boots and works while most of the 64 MiB is still absent.
-            final Engine.LazySource src = new Engine.LazySource(java.util.List.of(uri), java.util.List.of(token), 16L << 20, 4L << 20,
+            final Engine.LazySource src = new Engine.LazySource(java.util.List.of(uri), java.util.List.of(io.lazyblk.pull.token.TokenSource.fixed(token)), 16L << 20, 4L << 20,
                 Duration.ofSeconds(30), 0);
             try (Engine engine = Engine.startLazy(Engine.Options.file(dir.resolve("lazy.sock"), local), src)) {
                 final QemuGuest.Result r = boot(dir.resolve("lazy.sock"), "rw", 1);

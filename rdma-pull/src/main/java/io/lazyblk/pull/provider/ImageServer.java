@@ -25,9 +25,10 @@ import java.util.concurrent.locks.LockSupport;
 
 /**
  * The image provider: exports raw images by name over TCP ({@link ProviderProtocol}) to clients holding an access
- * token for the image, and, on a UNIX socket, hands same-host clients a read-only fd of the image to map. One thread per connection; a watchdog closes connections stuck in their hello or
- * in a write to a client that stopped reading. Thread-safe; {@link #close()} stops accepting, ends every connection
- * and waits for their threads.
+ * token for the image, and, on a UNIX socket, hands same-host clients a read-only fd of the image to read through.
+ * One thread per connection, within the {@link Limits} (in all and per peer); a watchdog closes connections stuck in
+ * their hello, in a write to a client that stopped reading, or idle past the limits' idle timeout. Thread-safe;
+ * {@link #close()} stops accepting, ends every connection and waits for their threads.
  */
 public final class ImageServer implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ImageServer.class);
@@ -36,8 +37,6 @@ public final class ImageServer implements AutoCloseable {
     /** A response write blocked this long means the client stopped reading: its connection is closed. */
     static final long WRITE_STALL_NANOS = 60_000_000_000L;
     private static final long WATCHDOG_PERIOD_NANOS = 1_000_000_000L;
-    /** Connections beyond this are closed at once: one engine (one VM) holds one, each costs a platform thread. */
-    static final int MAX_CONNECTIONS = 256;
     private static final int BACKLOG = 128;
 
     /** The TCP listener, or null when the server listens on its UNIX socket only. */
@@ -48,6 +47,8 @@ public final class ImageServer implements AutoCloseable {
     private final Thread unixAcceptor;
     private final Map<String, ServedImage> images;
     final byte[] secret;
+    final Limits limits;
+    private final ConnectionSlots slots;
     final Stats.Counters stats = new Stats.Counters();
     /** Answers RDMA offer requests: the real exporter where RDMA works, else one that says why not. */
     final RdmaExporter rdma;
@@ -57,9 +58,60 @@ public final class ImageServer implements AutoCloseable {
     private final Thread watchdog;
     private volatile boolean closing;
 
-    /** What the server has done since it started; a snapshot. */
-    /** @param handovers images handed to same-host clients by fd */
-    public record Stats(long connections, long refused, long protocolErrors, long requests, long bytes, long handovers) {
+    /**
+     * How many clients the server takes, and how long an authenticated TCP client may stay silent.
+     *
+     * @param maxConnections connections open at once, in all (each holds a platform thread)
+     * @param maxConnectionsPerPeer connections open at once from one peer: a TCP client's IP address, or a UNIX-socket
+     *     client's uid; at most {@code maxConnections}
+     * @param idleTimeout a TCP client that has sent no request for this long, with none outstanding, is closed (it
+     *     reconnects when it needs pages); not applied while it holds RDMA access, which the connection keeps alive
+     */
+    public record Limits(int maxConnections, int maxConnectionsPerPeer, java.time.Duration idleTimeout) {
+        /**
+         * 256: each connection costs a platform thread (about 1 MiB of stack reserved, little of it touched), and an
+         * engine holds at most two per source; 256 serves 128 engines filling at once.
+         */
+        public static final int DEFAULT_MAX_CONNECTIONS = 256;
+        /**
+         * 64: an engine holds two TCP connections per tcp:// source (a demand lane and a background lane, see
+         * TwoLaneTcpSource; an rdma:// source one, or two when it falls back to TCP), so one host may fill 32 VMs at
+         * once from this provider, while a quarter of the slots is all one host (or one token holder) can take: at
+         * least three other hosts always find room.
+         */
+        public static final int DEFAULT_MAX_CONNECTIONS_PER_PEER = 64;
+        /**
+         * 5 min: long enough that a guest pausing between bursts of reads keeps its connections, short enough that a
+         * client whose host died without closing (no FIN ever comes: the server would wait forever) frees its slot
+         * and thread soon. An engine that is only idle loses nothing: its transport reconnects at once.
+         */
+        public static final java.time.Duration DEFAULT_IDLE_TIMEOUT = java.time.Duration.ofMinutes(5);
+
+        public Limits {
+            if (maxConnections < 1 || maxConnectionsPerPeer < 1 || maxConnectionsPerPeer > maxConnections) {
+                throw new IllegalArgumentException("connection limits of " + maxConnections + " in all and " + maxConnectionsPerPeer
+                    + " per peer: both must be at least 1, and the one per peer at most the one in all");
+            }
+            if (idleTimeout.compareTo(java.time.Duration.ofSeconds(1)) < 0) {
+                throw new IllegalArgumentException("idle timeout of " + idleTimeout + ": at least 1 s");
+            }
+        }
+
+        public static Limits defaults() {
+            return new Limits(DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_IDLE_TIMEOUT);
+        }
+    }
+
+    /**
+     * What the server has done since it started; a snapshot.
+     *
+     * @param handovers images handed to same-host clients by fd
+     * @param limited connections refused at accept for want of a slot (see {@link Limits})
+     * @param idleClosed authenticated clients closed for sending nothing for the idle timeout
+     * @param open connections open now
+     */
+    public record Stats(long connections, long refused, long protocolErrors, long requests, long bytes, long handovers,
+                        long limited, long idleClosed, int open) {
         static final class Counters {
             final LongAdder connections = new LongAdder();
             final LongAdder refused = new LongAdder();
@@ -67,12 +119,15 @@ public final class ImageServer implements AutoCloseable {
             final LongAdder requests = new LongAdder();
             final LongAdder bytes = new LongAdder();
             final LongAdder handovers = new LongAdder();
+            final LongAdder idleClosed = new LongAdder();
         }
     }
 
     private ImageServer(final ServerSocketChannel listener, final io.lazyblk.sys.UnixSocket unixListener, final Path unixPath,
-                        final Map<String, ServedImage> images, final byte[] secret, final RdmaExporter rdma) {
+                        final Map<String, ServedImage> images, final byte[] secret, final RdmaExporter rdma, final Limits limits) {
         this.listener = listener;
+        this.limits = limits;
+        this.slots = new ConnectionSlots(limits.maxConnections(), limits.maxConnectionsPerPeer());
         this.rdma = rdma;
         this.unixListener = unixListener;
         this.unixPath = unixPath;
@@ -100,13 +155,19 @@ public final class ImageServer implements AutoCloseable {
      */
     public static ImageServer start(final InetSocketAddress listen, final Path unix, final Collection<ImageExport> exports,
                                     final byte[] secret) throws IOException {
+        return start(listen, unix, exports, secret, Limits.defaults());
+    }
+
+    /** As {@link #start(InetSocketAddress, Path, Collection, byte[])}, within {@code limits}. */
+    public static ImageServer start(final InetSocketAddress listen, final Path unix, final Collection<ImageExport> exports,
+                                    final byte[] secret, final Limits limits) throws IOException {
         if (listen == null) {
-            return start(null, unix, exports, secret, RdmaExporter.unavailable("the provider listens on a UNIX socket only"));
+            return start(null, unix, exports, secret, RdmaExporter.unavailable("the provider listens on a UNIX socket only"), limits);
         }
         // RDMA where this host can do it (probed once, no DiSNI class touched otherwise), else every offer says why not.
         final RdmaExporter rdma = io.lazyblk.pull.rdma.RdmaExporters.forThisHost();
         try {
-            return start(listen, unix, exports, secret, rdma);
+            return start(listen, unix, exports, secret, rdma, limits);
         } catch (final IOException | RuntimeException e) {
             rdma.close();
             throw e;
@@ -119,6 +180,12 @@ public final class ImageServer implements AutoCloseable {
      */
     public static ImageServer start(final InetSocketAddress listen, final Path unix, final Collection<ImageExport> exports,
                                     final byte[] secret, final RdmaExporter rdma) throws IOException {
+        return start(listen, unix, exports, secret, rdma, Limits.defaults());
+    }
+
+    /** As {@link #start(InetSocketAddress, Path, Collection, byte[], RdmaExporter)}, within {@code limits}. */
+    public static ImageServer start(final InetSocketAddress listen, final Path unix, final Collection<ImageExport> exports,
+                                    final byte[] secret, final RdmaExporter rdma, final Limits limits) throws IOException {
         if (listen == null && unix == null) {
             throw new IllegalArgumentException("nowhere to listen: give a TCP address, a UNIX socket path, or both");
         }
@@ -161,7 +228,7 @@ public final class ImageServer implements AutoCloseable {
             }
             throw e;
         }
-        final ImageServer server = new ImageServer(listener, unixListener, unix, Map.copyOf(images), secret, rdma);
+        final ImageServer server = new ImageServer(listener, unixListener, unix, Map.copyOf(images), secret, rdma, limits);
         LOG.info("{}", rdma.describe());
         if (server.acceptor != null) {
             server.acceptor.start();
@@ -201,7 +268,7 @@ public final class ImageServer implements AutoCloseable {
 
     public Stats stats() {
         return new Stats(stats.connections.sum(), stats.refused.sum(), stats.protocolErrors.sum(), stats.requests.sum(),
-            stats.bytes.sum(), stats.handovers.sum());
+            stats.bytes.sum(), stats.handovers.sum(), slots.refused(), stats.idleClosed.sum(), slots.open());
     }
 
     /**
@@ -227,6 +294,33 @@ public final class ImageServer implements AutoCloseable {
     void remove(final ProviderConnection c) {
         connections.remove(c);
         threads.remove(Thread.currentThread());
+        slots.release(c.slot);
+    }
+
+    /**
+     * Starts {@code c}'s thread, its slot taken. If no thread can be made (the process is out of threads or memory),
+     * the connection is closed and its slot given back: the acceptor lives on and serves the clients it has.
+     */
+    private void run(final ProviderConnection c, final String threadName, final Runnable closeSocket) {
+        connections.add(c);
+        Thread t = null;
+        try {
+            t = Thread.ofPlatform().daemon().name(threadName).unstarted(c);
+            threads.add(t);
+            t.start();
+        } catch (final OutOfMemoryError | RuntimeException e) {
+            LOG.warn("cannot start a thread for the connection from {}: {}; closing it", c.describe(), e.toString());
+            if (t != null) {
+                threads.remove(t);
+            }
+            connections.remove(c);
+            closeSocket.run();
+            slots.release(c.slot);
+            return;
+        }
+        if (closing) { // close() may have swept the connections before this one was added
+            c.abort();
+        }
     }
 
     private void acceptLoop() {
@@ -245,32 +339,29 @@ public final class ImageServer implements AutoCloseable {
                 continue;
             }
             stats.connections.increment();
-            String peer = "?";
+            final String peer;
+            final java.net.InetAddress from;
             try {
-                peer = String.valueOf(ch.getRemoteAddress());
+                final InetSocketAddress remote = (InetSocketAddress) ch.getRemoteAddress();
+                peer = String.valueOf(remote);
+                // The IP address, not the port: one host is one peer however many connections it opens. (An IPv6 host
+                // may hold many addresses; keying by /64 would lump a whole LAN together, so it is the address too.)
+                from = remote.getAddress();
                 // Responses are one 16-byte header then the data: without NODELAY, Nagle holds a response's tail back
                 // until the client's delayed ACK (40 ms).
                 ch.setOption(StandardSocketOptions.TCP_NODELAY, true);
-                if (connections.size() >= MAX_CONNECTIONS) {
-                    LOG.warn("refused connection from {}: already {} connections", peer, MAX_CONNECTIONS);
-                    ch.close();
-                    continue;
-                }
-            } catch (final IOException e) {
+            } catch (final IOException | RuntimeException e) {
                 closeQuietly(ch);
                 continue;
             }
-            final ProviderConnection c = new ProviderConnection(this, ch, peer);
-            connections.add(c);
-            // A platform thread per connection: one engine holds one connection, so there are few, and a platform
+            if (!slots.take(from)) {
+                closeQuietly(ch); // no answer: the hello is not read, so an unknown client learns nothing
+                continue;
+            }
+            // A platform thread per connection: one engine holds two per source, so there are few, and a platform
             // thread answers a demand fetch 20-45 µs sooner than a virtual one (measured on loopback: p50 70-110 µs
             // against 110-135 µs), which wakes through the JDK's poller thread and a carrier.
-            final Thread t = Thread.ofPlatform().daemon().name("lazyblk-provider-" + peer).unstarted(c);
-            threads.add(t);
-            t.start();
-            if (closing) { // close() may have swept the connections before this one was added
-                c.abort();
-            }
+            run(new ProviderConnection(this, ch, peer, from), "lazyblk-provider-" + peer, () -> closeQuietly(ch));
         }
     }
 
@@ -287,19 +378,25 @@ public final class ImageServer implements AutoCloseable {
                 continue;
             }
             stats.connections.increment();
-            if (connections.size() >= MAX_CONNECTIONS) {
-                LOG.warn("refused a connection on {}: already {} connections", unixPath, MAX_CONNECTIONS);
+            final ConnectionSlots.UnixPeer from = unixPeer(s);
+            if (!slots.take(from)) {
                 s.close();
                 continue;
             }
-            final ProviderConnection c = new ProviderConnection(this, s, "unix:" + unixPath);
-            connections.add(c);
-            final Thread t = Thread.ofPlatform().daemon().name("lazyblk-provider-unix").unstarted(c);
-            threads.add(t);
-            t.start();
-            if (closing) {
-                c.abort();
-            }
+            run(new ProviderConnection(this, s, "unix:" + unixPath + " (" + from + ")", from), "lazyblk-provider-unix", s::close);
+        }
+    }
+
+    /**
+     * A UNIX-socket client's bucket: its uid from {@code SO_PEERCRED}. Should the kernel not say (it always does for a
+     * connected AF_UNIX socket on Linux), every such client shares one bucket, and the limit per peer holds for all.
+     */
+    private ConnectionSlots.UnixPeer unixPeer(final io.lazyblk.sys.UnixSocket s) {
+        try {
+            return new ConnectionSlots.UnixPeer(s.peerUid());
+        } catch (final IOException e) {
+            LOG.debug("no peer credentials on {}: {}", unixPath, e.toString());
+            return new ConnectionSlots.UnixPeer(-1);
         }
     }
 
@@ -308,9 +405,17 @@ public final class ImageServer implements AutoCloseable {
             LockSupport.parkNanos(WATCHDOG_PERIOD_NANOS);
             final long now = System.nanoTime();
             for (final ProviderConnection c : connections) {
+                // Deadline first, then what it is for: the connection writes them the other way round (see waiting).
                 final long deadline = c.deadlineNanos;
                 if (deadline != ProviderConnection.NO_DEADLINE && now - deadline > 0) {
-                    LOG.warn("closing connection from {}: stalled (no hello, or not reading its responses)", c.describe());
+                    final ProviderConnection.Waiting w = c.waiting;
+                    if (w == ProviderConnection.Waiting.REQUEST) {
+                        stats.idleClosed.increment();
+                        LOG.info("closing the connection from {}: no request for {} s (the idle timeout); it reconnects when it needs pages",
+                            c.describe(), limits.idleTimeout().toSeconds());
+                    } else {
+                        LOG.warn("closing the connection from {}: {}", c.describe(), w.why);
+                    }
                     c.abort();
                 }
             }

@@ -42,26 +42,62 @@ final class ProviderConnection implements Runnable {
     /** The UNIX-socket connection, or null for a TCP client. */
     private final UnixSocket unix;
     private final String peer;
+    /** The peer's key in the server's {@link ConnectionSlots}: its slot, given back when this connection ends. */
+    final Object slot;
     /** Set by this thread around blocking steps, read by the server's watchdog, which closes the channel when passed. */
     volatile long deadlineNanos = NO_DEADLINE;
+    /**
+     * What the thread waits for until {@link #deadlineNanos}, for the watchdog's log line. Written before the deadline
+     * and read after it (both volatile), so the watchdog sees the reason of the deadline it acts on, or a newer one
+     * if the thread moved on meanwhile (then it closes a connection that just made progress, as it always could).
+     */
+    volatile Waiting waiting = Waiting.HELLO;
+    /** Nanoseconds an authenticated TCP client may wait between requests with none outstanding. */
+    private final long idleNanos;
     private String imageName = "?";
     /** Where a verified export's pages are read and checked before they are sent (allocated on first use). */
     private ByteBuffer verifyBuffer;
     /** This client's RDMA access, if it asked for one; revoked when the connection ends. Only this thread touches it. */
     private RdmaExporter.Grant rdma;
 
-    ProviderConnection(final ImageServer server, final SocketChannel channel, final String peer) {
+    /** What a connection's thread may be blocked on, with a deadline; the watchdog says which when it closes one. */
+    enum Waiting {
+        HELLO("no complete hello within " + ImageServer.HELLO_TIMEOUT_NANOS / 1_000_000_000L + " s"),
+        CONTROL("stalled inside a control request"),
+        WRITE("not reading its responses (a write stalled " + ImageServer.WRITE_STALL_NANOS / 1_000_000_000L + " s)"),
+        HANDED_OVER("still connected " + ImageServer.HELLO_TIMEOUT_NANOS / 1_000_000_000L + " s after the hand-over"),
+        /** Idle between requests: the server logs this one itself, with the configured timeout. */
+        REQUEST("idle");
+
+        final String why;
+
+        Waiting(final String why) {
+            this.why = why;
+        }
+    }
+
+    ProviderConnection(final ImageServer server, final SocketChannel channel, final String peer, final Object slot) {
         this.server = server;
         this.channel = channel;
         this.unix = null;
         this.peer = peer;
+        this.slot = slot;
+        this.idleNanos = server.limits.idleTimeout().toNanos();
     }
 
-    ProviderConnection(final ImageServer server, final UnixSocket unix, final String peer) {
+    ProviderConnection(final ImageServer server, final UnixSocket unix, final String peer, final Object slot) {
         this.server = server;
         this.channel = null;
         this.unix = unix;
         this.peer = peer;
+        this.slot = slot;
+        this.idleNanos = server.limits.idleTimeout().toNanos();
+    }
+
+    /** Sets the deadline of what this thread waits for next; the watchdog closes the connection once it passes. */
+    private void await(final Waiting what, final long nanos) {
+        waiting = what; // before the deadline: see waiting
+        deadlineNanos = System.nanoTime() + nanos;
     }
 
     String describe() {
@@ -84,7 +120,7 @@ final class ProviderConnection implements Runnable {
     @Override
     public void run() {
         try {
-            deadlineNanos = System.nanoTime() + ImageServer.HELLO_TIMEOUT_NANOS;
+            await(Waiting.HELLO, ImageServer.HELLO_TIMEOUT_NANOS);
             final ServedImage image = hello();
             deadlineNanos = NO_DEADLINE;
             if (image != null) {
@@ -129,10 +165,19 @@ final class ProviderConnection implements Runnable {
         }
         server.stats.handovers.increment();
         LOG.debug("handed '{}' to {} for shared-memory reads", imageName, peer);
-        deadlineNanos = System.nanoTime() + ImageServer.HELLO_TIMEOUT_NANOS;
+        // No idle timeout here: the client closes as soon as it has the fd, and one that lingers is cut off as in the
+        // hello. The fd it holds needs no connection: it reads the image without us.
+        await(Waiting.HANDED_OVER, ImageServer.HELLO_TIMEOUT_NANOS);
         try (Arena a = Arena.ofConfined()) {
-            // The client closes once it has mapped the image; a client that lingers is cut off by the watchdog.
-            unix.receive(a.allocate(1), 1, new int[UnixSocket.MAX_FDS], new int[1]);
+            // The client closes once it has the fd; a client that lingers is cut off by the watchdog. Whatever fds it
+            // passes with a byte meanwhile are ours once received: the protocol has no use for them, so close them,
+            // or each would stay open in this process for good.
+            final int[] fds = new int[UnixSocket.MAX_FDS];
+            final int[] count = new int[1];
+            unix.receive(a.allocate(1), 1, fds, count);
+            for (int i = 0; i < count[0]; i++) {
+                LibC.close(fds[i]);
+            }
         }
     }
 
@@ -213,7 +258,18 @@ final class ProviderConnection implements Runnable {
         final PageGeometry g = image.manifest.geometry();
         final ByteBuffer requests = ByteBuffer.allocateDirect(REQUEST_BATCH * REQUEST_BYTES).order(ByteOrder.LITTLE_ENDIAN);
         final ByteBuffer header = ByteBuffer.allocateDirect(RESPONSE_HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
-        while (channel.read(requests) >= 0) {
+        while (true) {
+            // Every request read so far is answered (they are answered in order, on this thread), so none is outstanding:
+            // a client silent from here on is idle. Not while it holds RDMA access: it reads by RDMA then, and this
+            // connection is what keeps that access alive.
+            if (rdma == null) {
+                await(Waiting.REQUEST, idleNanos);
+            }
+            final int got = channel.read(requests);
+            deadlineNanos = NO_DEADLINE;
+            if (got < 0) {
+                return;
+            }
             requests.flip();
             while (requests.remaining() >= REQUEST_BYTES) {
                 final int at = requests.position();
@@ -240,7 +296,7 @@ final class ProviderConnection implements Runnable {
      * path, so it may allocate and log.
      */
     private void control(final ServedImage image, final ByteBuffer requests, final long id) throws IOException {
-        deadlineNanos = System.nanoTime() + ImageServer.HELLO_TIMEOUT_NANOS; // a client stalling mid-request is cut off
+        await(Waiting.CONTROL, ImageServer.HELLO_TIMEOUT_NANOS); // a client stalling mid-request is cut off
         ensure(requests, CONTROL_TAIL_BYTES);
         final int op = requests.getInt();
         final long length = Integer.toUnsignedLong(requests.getInt());
@@ -327,7 +383,7 @@ final class ProviderConnection implements Runnable {
         // Counted before sending, so whoever has received a response also sees it counted.
         server.stats.requests.increment();
         server.stats.bytes.add(length);
-        deadlineNanos = System.nanoTime() + ImageServer.WRITE_STALL_NANOS;
+        await(Waiting.WRITE, ImageServer.WRITE_STALL_NANOS);
         if (length > 0 && image.corruptsAny(first, count)) {
             writeCorrupted(image, header, first, count, position, length);
         } else if (length > 0 && image.verifyServed) {
@@ -401,6 +457,8 @@ final class ProviderConnection implements Runnable {
 
     private ByteBuffer readFully(final ByteBuffer b) throws IOException {
         if (unix != null) {
+            // read(2), not recvmsg: with no control buffer the kernel drops any fds the client attached (it never
+            // installs them here), so a hello with SCM_RIGHTS cannot leak fds into this process.
             try (Arena a = Arena.ofConfined()) {
                 final int n = b.remaining();
                 final MemorySegment buf = a.allocate(Math.max(1, n));

@@ -7,6 +7,7 @@ import io.lazyblk.pull.provider.ProviderProtocol;
 import io.lazyblk.pull.provider.RdmaOffer;
 import io.lazyblk.pull.tcp.ProviderHandshake;
 import io.lazyblk.pull.tcp.TcpPageSource;
+import io.lazyblk.pull.token.TokenSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -54,12 +55,23 @@ public final class RdmaSources {
      */
     public static PageSource connect(final InetSocketAddress provider, final String image, final String token, final Duration timeout)
         throws IOException {
+        return connect(provider, image, TokenSource.fixed(token), timeout);
+    }
+
+    /** As {@link #connect(InetSocketAddress, String, String, Duration)}, with the token read from {@code token} at each connect. */
+    public static PageSource connect(final InetSocketAddress provider, final String image, final TokenSource token, final Duration timeout)
+        throws IOException {
         // A lambda, not a method reference: DisniConnector (and DiSNI behind it) is resolved only when RDMA is really set up.
         return open(provider, image, token, timeout, RdmaProbe.probe(),
             (offer, control, channel, window, t) -> DisniConnector.connect(offer, control, channel, window, t)).source();
     }
 
     static Opened open(final InetSocketAddress provider, final String image, final String token, final Duration timeout,
+                       final RdmaProbe.Availability probe, final Connector connector) throws IOException {
+        return open(provider, image, TokenSource.fixed(token), timeout, probe, connector);
+    }
+
+    static Opened open(final InetSocketAddress provider, final String image, final TokenSource token, final Duration timeout,
                        final RdmaProbe.Availability probe, final Connector connector) throws IOException {
         if (!probe.usable()) {
             final String why = "RDMA is not usable on this host: " + probe.reason();
@@ -113,7 +125,7 @@ public final class RdmaSources {
         }
     }
 
-    private static PageSource tcp(final InetSocketAddress provider, final String image, final String token, final Duration timeout)
+    private static PageSource tcp(final InetSocketAddress provider, final String image, final TokenSource token, final Duration timeout)
         throws IOException {
         final TcpPageSource.Options d = TcpPageSource.Options.defaults();
         return io.lazyblk.pull.tcp.TwoLaneTcpSource.connect(provider, image, token, new TcpPageSource.Options(d.maxFetches(),

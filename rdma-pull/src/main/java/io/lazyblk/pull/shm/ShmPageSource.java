@@ -42,6 +42,12 @@ public final class ShmPageSource {
         return connect(socket, image, token, timeout, OneSidedPageSource.Options.defaults());
     }
 
+    /** As {@link #connect(Path, String, String, Duration)}, with the token {@code token} holds now. */
+    public static OneSidedPageSource connect(final Path socket, final String image, final io.lazyblk.pull.token.TokenSource token,
+                                             final Duration timeout) throws IOException {
+        return connect(socket, image, token.token(), timeout, OneSidedPageSource.Options.defaults());
+    }
+
     public static OneSidedPageSource connect(final Path socket, final String image, final String token, final Duration timeout,
                                              final OneSidedPageSource.Options options) throws IOException {
         final String provider = "unix:" + socket;
@@ -66,9 +72,18 @@ public final class ShmPageSource {
         try (Arena a = Arena.ofConfined()) {
             final MemorySegment out = a.allocate(hello.remaining());
             out.asByteBuffer().put(hello);
-            s.send(out, out.byteSize(), new int[0], 0);
             final MemorySegment in = a.allocate(1);
-            final Manifest manifest = ProviderProtocol.readAnswer(n -> read(s, n, provider), provider, image);
+            final Manifest manifest;
+            try {
+                s.send(out, out.byteSize(), new int[0], 0);
+                manifest = ProviderProtocol.readAnswer(n -> read(s, n, provider), provider, image);
+            } catch (final io.lazyblk.sys.NativeException e) {
+                if (e.errno() != LibC.EPIPE && e.errno() != LibC.ECONNRESET) {
+                    throw e;
+                }
+                // Our hello reached a socket the server had closed unread: as the end of stream in read(), seen from here.
+                throw closedDuringHello(provider, e);
+            }
             final int[] fds = new int[UnixSocket.MAX_FDS];
             final int[] count = new int[1];
             final long got = s.receive(in, 1, fds, count);
@@ -105,11 +120,17 @@ public final class ShmPageSource {
         }
     }
 
+    /** A server at its connection limit for this uid closes before reading the hello. */
+    private static IOException closedDuringHello(final String provider, final IOException cause) {
+        return new java.io.EOFException(provider + " closed the connection during the hello (is it at its connection limit for"
+            + " this uid? its log says so)" + (cause == null ? "" : ": " + cause.getMessage()));
+    }
+
     private static ByteBuffer read(final UnixSocket s, final int n, final String provider) throws IOException {
         try (Arena a = Arena.ofConfined()) {
             final MemorySegment buf = a.allocate(Math.max(1, n));
             if (n > 0 && !s.readFully(buf, n)) {
-                throw new java.io.EOFException(provider + " closed the connection during the hello");
+                throw closedDuringHello(provider, null);
             }
             final byte[] b = new byte[n];
             MemorySegment.copy(buf, JAVA_BYTE, 0, b, 0, n);

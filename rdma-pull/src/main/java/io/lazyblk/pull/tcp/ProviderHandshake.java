@@ -29,6 +29,17 @@ public final class ProviderHandshake {
     }
 
     /**
+     * As {@link #connect(InetSocketAddress, String, String, Duration, Consumer)}, with the token read from {@code token}
+     * now: a source that reconnects presents the token its source holds at that moment (a rotated file's new one).
+     *
+     * @throws IOException also if the token cannot be read, with the token source's message
+     */
+    public static Connected connect(final InetSocketAddress provider, final String image, final io.lazyblk.pull.token.TokenSource token,
+                                    final Duration timeout, final Consumer<SocketChannel> pending) throws IOException {
+        return connect(provider, image, token.token(), timeout, pending);
+    }
+
+    /**
      * @param pending receives the channel before it connects, so another thread can close it to abort the attempt
      * @throws ProviderRefusedException if the provider refused, with its message
      * @throws IOException if it could not connect, timed out or broke the protocol
@@ -51,7 +62,13 @@ public final class ProviderHandshake {
             return new Connected(ch, manifest);
         } catch (final java.io.EOFException e) {
             ch.close();
-            throw new IOException("provider " + provider + " closed the connection during the hello", e);
+            throw closedDuringHello(provider, e);
+        } catch (final java.net.SocketException e) {
+            // Refused or unreachable: not connected at all. Reset or broken pipe once connected: our hello reached a socket
+            // the provider had closed without reading it, which is the EOF above, seen from the other side.
+            final boolean connected = ch.isConnected();
+            ch.close();
+            throw connected ? closedDuringHello(provider, e) : e;
         } catch (final java.net.SocketTimeoutException e) {
             ch.close();
             throw new IOException("provider " + provider + " did not complete the hello within " + millis + " ms", e);
@@ -59,6 +76,12 @@ public final class ProviderHandshake {
             ch.close();
             throw e;
         }
+    }
+
+    /** A provider at its connection limit closes before reading the hello, as does one that is no lazyblk provider. */
+    private static IOException closedDuringHello(final InetSocketAddress provider, final IOException e) {
+        return new IOException("provider " + provider + " closed the connection during the hello (is it at its connection limit"
+            + " for this host? its log says so; or is it not a lazyblk image-server?)", e);
     }
 
     private static ByteBuffer read(final DataInputStream in, final int length) throws IOException {

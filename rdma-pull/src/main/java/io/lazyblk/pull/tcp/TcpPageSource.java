@@ -4,6 +4,7 @@ import io.lazyblk.pagemap.Manifest;
 import io.lazyblk.pagemap.PageSource;
 import io.lazyblk.pull.provider.ProviderProtocol;
 import io.lazyblk.pull.sched.FetchScheduler;
+import io.lazyblk.pull.token.TokenSource;
 import org.agrona.concurrent.AgentRunner;
 import org.agrona.concurrent.AgentTerminationException;
 import org.slf4j.Logger;
@@ -77,7 +78,7 @@ public final class TcpPageSource implements PageSource {
     private final AgentRunner runner;
     private final Thread thread;
 
-    private TcpPageSource(final InetSocketAddress provider, final String image, final String token, final Options options,
+    private TcpPageSource(final InetSocketAddress provider, final String image, final TokenSource token, final Options options,
                           final ProviderHandshake.Connected first) throws IOException {
         this.image = image;
         this.manifest = first.manifest();
@@ -98,13 +99,20 @@ public final class TcpPageSource implements PageSource {
         return connect(provider, image, token, Options.defaults());
     }
 
+    /** Connects presenting {@code token}, the same one at every reconnect. */
+    public static TcpPageSource connect(final InetSocketAddress provider, final String image, final String token,
+                                        final Options options) throws IOException {
+        return connect(provider, image, TokenSource.fixed(token), options);
+    }
+
     /**
-     * Connects to {@code provider}, presents {@code token} for {@code image} and learns its manifest.
+     * Connects to {@code provider}, presents the token {@code token} holds now for {@code image} and learns its
+     * manifest. Each reconnect reads {@code token} again, so a rotated token file is used from the next one on.
      *
      * @throws io.lazyblk.pull.provider.ProviderRefusedException if the provider refused, with its explanation
      * @throws IOException if it cannot connect or the provider breaks the protocol
      */
-    public static TcpPageSource connect(final InetSocketAddress provider, final String image, final String token,
+    public static TcpPageSource connect(final InetSocketAddress provider, final String image, final TokenSource token,
                                         final Options options) throws IOException {
         final ProviderHandshake.Connected c = ProviderHandshake.connect(provider, image, token, options.connectTimeout(), ch -> { });
         try {

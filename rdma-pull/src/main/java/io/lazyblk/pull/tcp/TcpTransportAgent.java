@@ -5,6 +5,7 @@ import io.lazyblk.pagemap.PageSource;
 import io.lazyblk.pull.provider.ProviderProtocol;
 import io.lazyblk.pull.sched.Fetch;
 import io.lazyblk.pull.sched.FetchScheduler;
+import io.lazyblk.pull.token.TokenSource;
 import org.agrona.concurrent.Agent;
 import org.agrona.concurrent.AgentTerminationException;
 import org.agrona.concurrent.IdleStrategy;
@@ -39,7 +40,8 @@ final class TcpTransportAgent implements Agent {
 
     private final InetSocketAddress provider;
     private final String image;
-    private final String token;
+    /** Read at each reconnect: the token its source holds then (a rotated file's new one), never a stored string. */
+    private final TokenSource token;
     private final Manifest manifest;
     private final TcpPageSource.Options options;
     private final FetchScheduler scheduler;
@@ -82,7 +84,7 @@ final class TcpTransportAgent implements Agent {
     private volatile SocketChannel pending;
     private volatile String lastFailure;
 
-    TcpTransportAgent(final InetSocketAddress provider, final String image, final String token, final Manifest manifest,
+    TcpTransportAgent(final InetSocketAddress provider, final String image, final TokenSource token, final Manifest manifest,
                       final TcpPageSource.Options options, final FetchScheduler scheduler) throws IOException {
         this.provider = provider;
         this.image = image;
@@ -373,12 +375,20 @@ final class TcpTransportAgent implements Agent {
 
     private void disconnect(final String reason) {
         scheduler.down(); // first: no new fetch can slip into the queues after failAll empties them
+        // Read before failAll: with nothing in flight, a close by the provider is routine (its idle timeout closes a
+        // connection that asked for nothing, or it restarts), and the reconnect that follows says if anything is wrong.
+        final boolean idle = scheduler.inFlight() == 0;
         closeChannel();
         scheduler.failAll(PageSource.UNAVAILABLE);
         disconnects++;
         lastFailure = reason;
         loggedFailure = null;
-        LOG.warn("lost the provider {} of '{}': {}; fetches in flight failed (UNAVAILABLE), reconnecting", provider, image, reason);
+        if (idle) {
+            LOG.info("lost the provider {} of '{}': {}, with nothing in flight (its idle timeout, or a restart); reconnecting",
+                provider, image, reason);
+        } else {
+            LOG.warn("lost the provider {} of '{}': {}; fetches in flight failed (UNAVAILABLE), reconnecting", provider, image, reason);
+        }
         backoffNanos = options.initialBackoff().toNanos();
         nextAttemptNanos = System.nanoTime() + backoffNanos;
     }
@@ -402,6 +412,12 @@ final class TcpTransportAgent implements Agent {
             }
             attach(c.channel());
             LOG.info("reconnected to the provider {} of '{}'", provider, image);
+        } catch (final io.lazyblk.pull.provider.ProviderRefusedException e) {
+            // A token that expired while the connection was up, or no longer valid: say once what to do about it. The
+            // token is read again at each attempt, so a rotated file is picked up by the next one.
+            final boolean tokenRefused = e.status() == ProviderProtocol.HelloStatus.EXPIRED_TOKEN
+                || e.status() == ProviderProtocol.HelloStatus.BAD_TOKEN;
+            retryLater(tokenRefused ? e.getMessage() + "; " + token.howToRenew() : e.getMessage());
         } catch (final IOException e) {
             retryLater(e.getMessage() == null ? e.toString() : e.getMessage());
         } finally {

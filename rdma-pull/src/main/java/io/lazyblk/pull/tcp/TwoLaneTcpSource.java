@@ -30,14 +30,22 @@ public final class TwoLaneTcpSource implements PageSource {
         this.background = background;
     }
 
+    /** As {@link #connect(InetSocketAddress, String, TokenSource, TcpPageSource.Options)}, with one token for good. */
+    public static TwoLaneTcpSource connect(final InetSocketAddress provider, final String image, final String token,
+                                           final TcpPageSource.Options options) throws IOException {
+        return connect(provider, image, io.lazyblk.pull.token.TokenSource.fixed(token), options);
+    }
+
     /**
-     * Opens both lanes to {@code provider}, each presenting {@code token} for {@code image}.
+     * Opens both lanes to {@code provider}, each presenting the token {@code token} holds for {@code image} when it
+     * connects, and again at each reconnect.
      *
      * @throws io.lazyblk.pull.provider.ProviderRefusedException if the provider refused, with its explanation
      * @throws IOException if either connection fails, or the two were answered with different images
      */
-    public static TwoLaneTcpSource connect(final InetSocketAddress provider, final String image, final String token,
-                                           final TcpPageSource.Options options) throws IOException {
+    public static TwoLaneTcpSource connect(final InetSocketAddress provider, final String image,
+                                           final io.lazyblk.pull.token.TokenSource token, final TcpPageSource.Options options)
+        throws IOException {
         // Both handshakes at once: each carries the manifest (4 bytes a page), so one after the other would double
         // the time to the first fetch for a large image.
         final java.util.concurrent.FutureTask<TcpPageSource> demandLane =

@@ -25,7 +25,21 @@ final class RawClient implements AutoCloseable {
     private final DataInputStream in;
 
     RawClient(final InetSocketAddress server) throws IOException {
-        channel = SocketChannel.open(server);
+        this(server, null);
+    }
+
+    /** Connects from {@code from} (a loopback address other than 127.0.0.1 makes another peer), or any if null. */
+    RawClient(final InetSocketAddress server, final java.net.InetAddress from) throws IOException {
+        channel = SocketChannel.open();
+        try {
+            if (from != null) {
+                channel.bind(new InetSocketAddress(from, 0));
+            }
+            channel.connect(server);
+        } catch (final IOException e) {
+            channel.close();
+            throw e;
+        }
         channel.socket().setSoTimeout(10_000);
         in = new DataInputStream(channel.socket().getInputStream());
     }

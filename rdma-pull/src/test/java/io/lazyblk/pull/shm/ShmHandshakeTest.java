@@ -144,4 +144,63 @@ class ShmHandshakeTest {
             assertFalse(s.connected(), "the source reports itself down, so the engine uses its next source");
         }
     }
+
+    /**
+     * A client that passes fds the protocol has no use for ({@code SCM_RIGHTS} eventfds, in its hello and in the message
+     * it may send while the server waits for it to close after the hand-over), over many connections: none of them
+     * stays open in the server's process, and a proper client is still served.
+     */
+    @Test
+    void shouldCloseEveryFdAClientPassesInItsHelloOrAfterTheHandOver() throws Exception {
+        final int rounds = 40;
+        final int[] junk = new int[4];
+        for (int i = 0; i < junk.length; i++) {
+            junk[i] = io.lazyblk.sys.LibC.eventfd(io.lazyblk.sys.LibC.EFD_CLOEXEC);
+        }
+        try (Arena a = Arena.ofConfined()) {
+            final long before = openFds();
+            for (int r = 0; r < rounds; r++) {
+                try (UnixSocket c = UnixSocket.connect(sock)) {
+                    final java.nio.ByteBuffer hello = io.lazyblk.pull.provider.ProviderProtocol.encodeHello("img", token("img", Duration.ofHours(1)));
+                    final MemorySegment out = a.allocate(hello.remaining());
+                    out.asByteBuffer().put(hello);
+                    // The hello in two pieces, each with fds attached: the server reads it with read(2).
+                    c.send(out, 8, junk, junk.length);
+                    c.send(out.asSlice(8), out.byteSize() - 8, junk, junk.length);
+                    io.lazyblk.pull.provider.ProviderProtocol.readAnswer(n -> {
+                        final MemorySegment b = a.allocate(Math.max(1, n));
+                        assertTrue(n == 0 || c.readFully(b, n), "the server answered the hello");
+                        return java.nio.ByteBuffer.wrap(b.asSlice(0, n).toArray(java.lang.foreign.ValueLayout.JAVA_BYTE))
+                            .order(java.nio.ByteOrder.LITTLE_ENDIAN);
+                    }, "unix:" + sock, "img");
+                    final int[] fds = new int[UnixSocket.MAX_FDS];
+                    final int[] n = new int[1];
+                    assertEquals(1, c.receive(a.allocate(1), 1, fds, n));
+                    assertEquals(1, n[0], "the image's fd");
+                    io.lazyblk.sys.LibC.close(fds[0]);
+                    // While the server waits for us to close: one byte with fds (the server's receive takes them).
+                    c.send(a.allocate(1), 1, junk, junk.length);
+                    assertEquals(0, c.receive(a.allocate(1), 1, fds, n), "the server ends the connection");
+                }
+            }
+            assertEquals(rounds, server.stats().handovers());
+            // Each leaked round would leave 12 fds behind (480 in all); other threads of this JVM may open a few meanwhile.
+            io.lazyblk.pagemap.Await.until("the server's fd count back near " + before + " (not growing with each client)",
+                Duration.ofSeconds(10), () -> openFds() <= before + 16);
+        } finally {
+            for (final int fd : junk) {
+                io.lazyblk.sys.LibC.close(fd);
+            }
+        }
+        try (OneSidedPageSource s = ShmPageSource.connect(sock, "img", token("img", Duration.ofHours(1)), Duration.ofSeconds(5))) {
+            assertEquals(64, s.manifest().pageCount(), "a proper client is still served");
+        }
+    }
+
+    /** Open fds of this process (the server runs in it). */
+    private static long openFds() throws IOException {
+        try (java.util.stream.Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
+            return fds.count();
+        }
+    }
 }

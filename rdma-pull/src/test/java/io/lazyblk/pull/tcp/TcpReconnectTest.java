@@ -5,6 +5,7 @@ import io.lazyblk.pull.manifest.ManifestBuilder;
 import io.lazyblk.pull.provider.ImageExport;
 import io.lazyblk.pull.provider.ImageServer;
 import io.lazyblk.pull.token.AccessToken;
+import io.lazyblk.pull.token.TokenSource;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -157,6 +158,65 @@ class TcpReconnectTest {
         server.close();
         server = serve(address, original);
         awaitCondition(source::connected, "reconnected to the original image");
+    }
+
+    /**
+     * An engine that asks for nothing loses its connections to the provider's idle timeout; both lanes of its tcp://
+     * source reconnect on their own, and the next demand fetch is served.
+     */
+    @Test
+    void shouldReconnectBothLanesAfterTheProviderClosesThemAsIdleAndServeTheNextDemandFetch() throws Exception {
+        final Path img = image("a.img", 1);
+        final byte[] content = Files.readAllBytes(img);
+        server = ImageServer.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), null,
+            List.of(new ImageExport("img", img, ManifestBuilder.build(img, PAGE, ManifestBuilder.Progress.NONE))), SECRET,
+            new ImageServer.Limits(16, 4, Duration.ofSeconds(1)));
+        try (TwoLaneTcpSource lanes = TwoLaneTcpSource.connect(server.address(), "img", token(), FAST)) {
+            awaitCondition(() -> server.stats().idleClosed() >= 2, "both lanes closed as idle");
+            awaitCondition(() -> server.stats().open() == 2 && lanes.connected(), "both lanes reconnected");
+            final MemorySegment dst = arena.allocate(2L * PAGE);
+            final CompletableFuture<Integer> ok = new CompletableFuture<>();
+            assertTrue(lanes.fetch(20, 2, dst, PageSource.DEMAND, 7, (t, f, c, st) -> ok.complete(st)));
+            assertEquals(PageSource.OK, ok.get(10, TimeUnit.SECONDS));
+            assertEquals(-1, MemorySegment.mismatch(dst, 0, 2L * PAGE, MemorySegment.ofArray(content), 20L * PAGE, 22L * PAGE));
+        }
+    }
+
+    /**
+     * Token rotation: a source whose token (in a file) expired while it was connected is refused when it reconnects,
+     * says once to rotate the file and keeps trying, reading the file at each attempt; once the file holds a fresh token
+     * (written to a new file and renamed over it) it reconnects and serves a demand fetch.
+     */
+    @Test
+    void shouldReconnectWithTheTokenRotatedIntoItsFileAfterTheOldOneExpired() throws Exception {
+        final Path img = image("a.img", 1);
+        final byte[] content = Files.readAllBytes(img);
+        server = serve(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), img);
+        final InetSocketAddress address = server.address();
+        final Path tokenFile = dir.resolve("token");
+        final Instant expiry = Instant.now().plusSeconds(2); // whole seconds: valid for 1 to 2 s from now
+        Files.writeString(tokenFile, AccessToken.mint(SECRET, "img", expiry) + "\n");
+        source = TcpPageSource.connect(address, "img", TokenSource.file(tokenFile, 0), FAST);
+        io.lazyblk.pagemap.Await.until("the token expired", Duration.ofSeconds(10),
+            () -> Instant.now().getEpochSecond() >= expiry.getEpochSecond());
+
+        server.close(); // the provider restarts: the connection drops, and the reconnect presents the expired token
+        server = serve(address, img);
+        awaitCondition(() -> String.valueOf(source.lastFailure()).contains("EXPIRED_TOKEN"), "the expired token refused");
+        assertTrue(source.lastFailure().contains("rename it over " + tokenFile), "says to rotate the file: " + source.lastFailure());
+        final long refused = server.stats().refused();
+        awaitCondition(() -> server.stats().refused() >= refused + 3, "retried with backoff, and refused each time");
+        assertFalse(source.connected(), "the old token stays refused");
+
+        final Path fresh = dir.resolve("token.new");
+        Files.writeString(fresh, AccessToken.mint(SECRET, "img", Instant.now().plus(Duration.ofHours(1))) + "\n");
+        Files.move(fresh, tokenFile, java.nio.file.StandardCopyOption.ATOMIC_MOVE, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        awaitCondition(source::connected, "reconnected with the rotated token");
+        final MemorySegment dst = arena.allocate(PAGE);
+        final CompletableFuture<Integer> ok = new CompletableFuture<>();
+        assertTrue(source.fetch(33, 1, dst, PageSource.DEMAND, 1, (t, f, c, st) -> ok.complete(st)));
+        assertEquals(PageSource.OK, ok.get(10, TimeUnit.SECONDS));
+        assertEquals(-1, MemorySegment.mismatch(dst, 0, PAGE, MemorySegment.ofArray(content), 33L * PAGE, 34L * PAGE));
     }
 
     private static void await(final CountDownLatch latch) {
