@@ -38,6 +38,13 @@ public final class PageStateFile implements AutoCloseable {
     private static final int BLOCK = 4096;
     private static final int SECTOR = 512;
     private static final long DISK_ONLY_MAGIC = 0x594c4e4f4b534944L; // "DISKONLY"
+    /**
+     * Largest image a state file describes: 1 TiB, as the manifest allows (page-map's Manifest.MAX_IMAGE_BYTES). Its
+     * guest-sector bitmap is then 256 MiB; a header claiming more is damaged or hostile and is refused before anything
+     * is allocated from it.
+     */
+    public static final long MAX_IMAGE_BYTES = 1L << 40;
+    private static final int MAX_PAGE_BYTES = 4 << 20;
 
     /** Bytes moved per native call when loading or writing (bitmaps reach 16 MiB for a 64 GiB image). */
     private static final int CHUNK = 1 << 20;
@@ -63,7 +70,14 @@ public final class PageStateFile implements AutoCloseable {
     /** The first failed write or sync (guarded by this monitor); sticky, see {@link #commit()}. */
     private String failure;
 
-    private PageStateFile(final Path path, final FileIo ch, final long imageSize, final int pageSize, final byte[] digest) {
+    private PageStateFile(final Path path, final FileIo ch, final long imageSize, final int pageSize, final byte[] digest)
+        throws IOException {
+        if (imageSize <= 0 || imageSize > MAX_IMAGE_BYTES || imageSize % SECTOR != 0 || Integer.bitCount(pageSize) != 1
+            || pageSize < 4096 || pageSize > MAX_PAGE_BYTES) {
+            throw new IOException(path + " describes an image of " + imageSize + " bytes in pages of " + pageSize
+                + " bytes; a state file describes at most " + MAX_IMAGE_BYTES + " bytes (1 TiB) in pages of 4 KiB to 4 MiB."
+                + " It is damaged: move it away (the image beside it will then be treated as empty and refetched)");
+        }
         this.path = path;
         this.ch = ch;
         this.imageSize = imageSize;
@@ -346,9 +360,6 @@ public final class PageStateFile implements AutoCloseable {
             h.getInt();
             final byte[] digest = new byte[32];
             h.get(digest);
-            if (size <= 0 || Integer.bitCount(ps) != 1 || ps < 4096) {
-                throw new IOException(path + " is damaged (image size " + size + ", page size " + ps + ")");
-            }
             final PageStateFile s = new PageStateFile(path, io, size, ps, digest);
             try {
                 s.load(); // checks the header's CRC and reads both bitmaps

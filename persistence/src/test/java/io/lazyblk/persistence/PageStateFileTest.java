@@ -122,4 +122,22 @@ class PageStateFileTest {
             }
         }
     }
+
+    @Test
+    void shouldRefuseAStateFileClaimingAnImageLargerThanOneTebibyteWithoutAllocatingForIt() throws IOException {
+        final Path p = dir.resolve("huge.lzbstate");
+        PageStateFile.openOrCreate(p, SIZE, PAGE, digest(1)).close();
+        // Rewrite the header with a claimed 64 TiB image and a valid CRC, as a hostile file would.
+        final ByteBuffer h = ByteBuffer.allocate(4096).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        h.putInt(0x53425a4c).putInt(1).putLong(64L << 40).putInt(PAGE).putInt((int) ((64L << 40) / PAGE)).put(digest(1));
+        final java.util.zip.CRC32C crc = new java.util.zip.CRC32C();
+        crc.update(h.array(), 0, h.position());
+        h.putInt((int) crc.getValue());
+        try (FileChannel ch = FileChannel.open(p, StandardOpenOption.WRITE)) {
+            ch.write(h.clear(), 0);
+        }
+        final IOException e = assertThrows(IOException.class, () -> PageStateFile.snapshot(p));
+        assertTrue(e.getMessage().contains("at most 1099511627776 bytes (1 TiB)"), e.getMessage());
+        assertTrue(PageStateFile.recordedPageSize(p).isPresent(), "the page size alone is still readable");
+    }
 }

@@ -386,6 +386,11 @@ public final class Engine implements AutoCloseable {
         return backend instanceof LazyStore l ? l : null;
     }
 
+    /** Why the engine's storage failed (sticky: every FLUSH fails since), with what to do; null while healthy. */
+    public String storageFailure() {
+        return backend.failure();
+    }
+
     public long sizeBytes() {
         return backend.sizeBytes();
     }

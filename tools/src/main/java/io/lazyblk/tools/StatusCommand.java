@@ -50,7 +50,7 @@ public final class StatusCommand implements Callable<Integer> {
     static Map<String, String> read(final Path ctl) throws IOException {
         try (SocketChannel c = SocketChannel.open(StandardProtocolFamily.UNIX)) {
             c.connect(UnixDomainSocketAddress.of(ctl));
-            final ByteBuffer b = ByteBuffer.allocate(4096);
+            final ByteBuffer b = ByteBuffer.allocate(1 << 16);
             while (b.hasRemaining() && c.read(b) >= 0) {
                 // read to end of stream (the engine closes after writing)
             }

@@ -108,6 +108,11 @@ final class StatusServer implements AutoCloseable {
         final Map<String, String> m = new LinkedHashMap<>();
         final LazyStore s = engine.lazyStore();
         m.put("mode", s == null || s.diskOnly() ? "disk-only" : "lazy");
+        final String failure = engine.storageFailure();
+        m.put("storage", failure == null ? "ok" : "failed");
+        if (failure != null) {
+            m.put("storage_error", failure.replace('\n', ' '));
+        }
         m.put("size_bytes", Long.toString(engine.sizeBytes()));
         if (s == null) {
             m.put("pages_local", "1");
@@ -147,6 +152,11 @@ final class StatusServer implements AutoCloseable {
 
     /** One line for a person: mode, progress, rate and ETA. */
     static String human(final Map<String, String> m) {
+        final String storage = m.containsKey("storage_error") ? "\nSTORAGE FAILED: " + m.get("storage_error") : "";
+        return summary(m) + storage;
+    }
+
+    private static String summary(final Map<String, String> m) {
         if (!"lazy".equals(m.get("mode"))) {
             return "disk-only: every page is local (" + mib(Long.parseLong(m.getOrDefault("size_bytes", "0"))) + ")";
         }
