@@ -4,7 +4,6 @@ import org.agrona.concurrent.ManyToManyConcurrentArrayQueue;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.nio.ByteBuffer;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -16,7 +15,6 @@ import java.util.concurrent.atomic.AtomicInteger;
 final class PageBuffers implements AutoCloseable {
     private final Arena arena = Arena.ofShared();
     final MemorySegment[] buffers;
-    final ByteBuffer[] views;
     final int[] page;
     final boolean[] demand;
     /** Each index boxed once: the queues carry these objects, so no fetch allocates a box. */
@@ -32,14 +30,12 @@ final class PageBuffers implements AutoCloseable {
 
     PageBuffers(final int count, final int pageSize) {
         buffers = new MemorySegment[count];
-        views = new ByteBuffer[count];
         page = new int[count];
         demand = new boolean[count];
         boxes = new Integer[count];
         free = new ManyToManyConcurrentArrayQueue<>(count);
         for (int i = 0; i < count; i++) {
             buffers[i] = arena.allocate(pageSize, 4096);
-            views[i] = buffers[i].asByteBuffer();
             boxes[i] = i;
             free.offer(boxes[i]);
         }
@@ -72,11 +68,6 @@ final class PageBuffers implements AutoCloseable {
     /** Free buffers, the hot one included. */
     int freeCount() {
         return free.size() + (hot.get() >= 0 ? 1 : 0);
-    }
-
-    /** The buffer's bytes as a view limited to {@code length}, for verification (the view is per buffer: owner only). */
-    ByteBuffer view(final int b, final int length) {
-        return views[b].clear().limit(length);
     }
 
     @Override

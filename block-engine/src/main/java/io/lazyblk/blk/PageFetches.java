@@ -53,6 +53,8 @@ final class PageFetches implements PageSource.Listener {
     final ManyToOneConcurrentArrayQueue<Long> toAgent;
     private final AtomicLong demandBytes = new AtomicLong();
     private final AtomicLong backgroundBytes = new AtomicLong();
+    /** The source checks every page against the manifest's hashes itself (a chain): not hashed twice. */
+    private final boolean verifiedBySource;
 
     PageFetches(final LazyStore store, final PageBuffers buffers) {
         this.store = store;
@@ -63,6 +65,7 @@ final class PageFetches implements PageSource.Listener {
         backgroundFilled = new boolean[pages];
         deferred = new ManyToManyConcurrentArrayQueue<>(buffers.count());
         toAgent = new ManyToOneConcurrentArrayQueue<>(buffers.count() * 2);
+        verifiedBySource = store.source.verifiesPages();
     }
 
     void attach(final LazyFill f) {
@@ -131,7 +134,7 @@ final class PageFetches implements PageSource.Listener {
         final int b = (int) tag;
         if (status == PageSource.OK && buffers.demand[b]) {
             final int p = buffers.page[b];
-            if (store.manifest.verify(p, buffers.view(b, store.geo.pageLength(p)))) {
+            if (verified(p, b)) {
                 // inFlight stays 1 until the merge: a reader that parks meanwhile must not start a second fetch.
                 demandBytes.addAndGet(store.geo.pageLength(p));
                 // The guest's reads first, from the verified bytes; the local write follows, off their path.
@@ -152,6 +155,11 @@ final class PageFetches implements PageSource.Listener {
         fill.wake();
     }
 
+    /** Page {@code p}'s bytes in buffer {@code b} are the image's: checked here, unless the source checked them already. */
+    private boolean verified(final int p, final int b) {
+        return verifiedBySource || store.manifest.verify(p, buffers.buffers[b], 0);
+    }
+
     /**
      * The agent's half of a completion (refused, failed, corrupt, or a background page). Releases the buffer.
      */
@@ -160,12 +168,12 @@ final class PageFetches implements PageSource.Listener {
         final boolean isDemand = buffers.demand[b];
         inFlight.set(p, 0);
         try {
-            if (status != PageSource.OK) {
-                fill.scheduleRetry(p); // stays FETCHING: waiters keep waiting until it lands or times out
+            if (status == PageSource.CORRUPT || status == PageSource.OK && !verified(p, b)) {
+                fill.checksumFailed(p);
                 return;
             }
-            if (!store.manifest.verify(p, buffers.view(b, store.geo.pageLength(p)))) {
-                fill.checksumFailed(p);
+            if (status != PageSource.OK) {
+                fill.scheduleRetry(p); // stays FETCHING: waiters keep waiting until it lands or times out
                 return;
             }
             (isDemand ? demandBytes : backgroundBytes).addAndGet(store.geo.pageLength(p));

@@ -36,6 +36,12 @@ public final class Manifest {
     /** One SHA-256 state and one output buffer per verifying thread: no allocation per page. */
     private static final ThreadLocal<MessageDigest> SHA = ThreadLocal.withInitial(Manifest::sha256);
     private static final ThreadLocal<byte[]> OUT = ThreadLocal.withInitial(() -> new byte[HASH_BYTES]);
+    /**
+     * Per verifying thread, the heap chunk native bytes are hashed from: the SHA-256 intrinsic works on arrays, and a
+     * direct buffer is copied through a 4 KiB array inside the JDK anyway; this copies in 16 KiB steps, allocating nothing.
+     */
+    private static final int CHUNK = 16 << 10;
+    private static final ThreadLocal<byte[]> CHUNKS = ThreadLocal.withInitial(() -> new byte[CHUNK]);
 
     private final PageGeometry geometry;
     /** The provider's pages: one hash each. Equal to {@link #geometry} unless {@link #coarsened}. */
@@ -202,6 +208,41 @@ public final class Manifest {
         } finally {
             data.limit(limit).position(pos);
         }
+    }
+
+    /**
+     * As {@link #verify(int, ByteBuffer)}, for the page's bytes at {@code offset} in native memory {@code data}. No
+     * allocation: for the data path.
+     */
+    public boolean verify(final int page, final java.lang.foreign.MemorySegment data, final long offset) {
+        if (offset < 0 || data.byteSize() - offset < geometry.pageLength(page)) {
+            return false;
+        }
+        final MessageDigest sha = SHA.get();
+        final byte[] chunk = CHUNKS.get();
+        final byte[] out = OUT.get();
+        final int first = firstSourcePage(page);
+        final int n = sourcePageCount(page);
+        long at = offset;
+        for (int i = 0; i < n; i++) {
+            final int len = sourceGeometry.pageLength(first + i);
+            for (int done = 0; done < len; ) {
+                final int step = Math.min(CHUNK, len - done);
+                java.lang.foreign.MemorySegment.copy(data, java.lang.foreign.ValueLayout.JAVA_BYTE, at + done, chunk, 0, step);
+                sha.update(chunk, 0, step);
+                done += step;
+            }
+            try {
+                sha.digest(out, 0, HASH_BYTES);
+            } catch (final java.security.DigestException e) {
+                throw new IllegalStateException("a 32-byte SHA-256 always fits 32 bytes", e);
+            }
+            if (!Arrays.equals(out, 0, HASH_BYTES, hashes, (first + i) * HASH_BYTES, (first + i + 1) * HASH_BYTES)) {
+                return false;
+            }
+            at += len;
+        }
+        return true;
     }
 
     /** Same image in the same pages: one digest (so the same size, provider page size and page hashes) and page size. */

@@ -8,7 +8,8 @@ import java.lang.foreign.MemorySegment;
  *
  * <p>Thread-safety: {@link #fetch} may be called from any thread; completions arrive on the transport's own
  * thread(s), except that a source whose reads are plain copies (a mapping on this host) may complete a DEMAND fetch
- * on the caller's thread before {@code fetch} returns: a listener must not hold a lock the caller holds. A source verifies nothing: the page map checks every page against the {@link Manifest}.
+ * on the caller's thread before {@code fetch} returns: a listener must not hold a lock the caller holds. A source verifies
+ * nothing unless it says so ({@link #verifiesPages()}): the page map checks every page against the {@link Manifest}.
  */
 public interface PageSource extends AutoCloseable {
     /** Fetch priorities: demand fetches (a guest request waits) always go before background ones. */
@@ -21,6 +22,11 @@ public interface PageSource extends AutoCloseable {
     int UNAVAILABLE = 1;
     /** The provider refused or failed the request. */
     int FAILED = 2;
+    /**
+     * The bytes arrived but do not match the manifest's page hashes: only from a source that checks what it delivers
+     * ({@link #verifiesPages()}), once no source it could ask had the right bytes.
+     */
+    int CORRUPT = 3;
 
     /** The image this source serves, as its provider described it when the source connected. */
     Manifest manifest();
@@ -34,6 +40,15 @@ public interface PageSource extends AutoCloseable {
      * @return false if the source cannot take another fetch now (too many in flight, or down); nothing was started
      */
     boolean fetch(int firstPage, int count, MemorySegment dst, int priority, long tag, Listener listener);
+
+    /**
+     * Whether every fetch this source completes {@link #OK} was checked against the manifest's page hashes already (a
+     * chain checks each source's pages itself, to move on to the next source): the page map then does not hash the
+     * same bytes a second time. False by default: a source verifies nothing.
+     */
+    default boolean verifiesPages() {
+        return false;
+    }
 
     /** Most pages one {@link #fetch} may ask for; a longer fetch completes {@link #FAILED}. */
     int maxPagesPerFetch();

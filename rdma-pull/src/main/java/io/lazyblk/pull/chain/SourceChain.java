@@ -7,7 +7,6 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.lang.foreign.MemorySegment;
-import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicLongArray;
 
@@ -17,9 +16,10 @@ import java.util.concurrent.atomic.AtomicLongArray;
  * bytes that do not match the manifest, the fetch moves on to the next source. A source that is down, corrupt or slow
  * is skipped for a backoff (100 ms doubling to 5 s) and tried again after it; one success resets its backoff.
  *
- * <p>Integrity: every source but the last is checked here, page by page against the manifest, so a bad peer costs a
- * refetch from the next source and never reaches the engine; the last source's pages are checked by the engine, as
- * for a single source. Thread-safety: as {@link PageSource}; completions run on the sources' transport threads.
+ * <p>Integrity: every source's pages are checked here against the manifest's SHA-256 page hashes, so a bad peer costs
+ * a refetch from the next source and never reaches the engine, and the engine need not hash them again
+ * ({@link #verifiesPages()}); bytes from the last source that fail complete {@link #CORRUPT}. Thread-safety: as
+ * {@link PageSource}; completions run on the sources' transport threads.
  */
 public final class SourceChain implements PageSource {
     private static final Logger LOG = LoggerFactory.getLogger(SourceChain.class);
@@ -105,6 +105,11 @@ public final class SourceChain implements PageSource {
     @Override
     public int maxPagesPerFetch() {
         return maxPagesPerFetch;
+    }
+
+    @Override
+    public boolean verifiesPages() {
+        return true;
     }
 
     @Override
@@ -221,9 +226,9 @@ public final class SourceChain implements PageSource {
             final int i = source;
             final long now = System.nanoTime();
             int st = status;
-            if (st == OK && i < sources.length - 1 && !verified()) {
-                penalize(i, "sent pages " + firstPage + ".." + (firstPage + count - 1) + " that fail their checksums");
-                st = FAILED;
+            if (st == OK && !verified()) {
+                penalize(i, "sent pages " + firstPage + ".." + (firstPage + count - 1) + " that fail their hashes");
+                st = CORRUPT;
             }
             if (st == OK) {
                 if (now - startedNanos > SLOW_NANOS) {
@@ -237,6 +242,8 @@ public final class SourceChain implements PageSource {
             if (st == UNAVAILABLE) {
                 penalize(i, "is unreachable");
                 worst = UNAVAILABLE;
+            } else if (st == CORRUPT) {
+                worst = CORRUPT; // if no source has the right bytes, the engine hears so (and fails after a second try)
             } else if (worst == OK) {
                 worst = FAILED; // it lacks these pages (a peer still filling) or refused: the next source may have them
             }
@@ -245,13 +252,12 @@ public final class SourceChain implements PageSource {
             }
         }
 
-        /** Checks each page against the manifest. Allocates a buffer view: only for fetches from a peer, not the seed. */
+        /** Checks each page against the manifest's hashes (the manifest's provider pages: what fetches count in). */
         private boolean verified() {
-            final ByteBuffer all = dst.asByteBuffer();
             long at = 0;
             for (int p = firstPage; p < firstPage + count; p++) {
                 final int len = manifest.geometry().pageLength(p);
-                if (!manifest.verify(p, all.slice((int) at, len))) {
+                if (!manifest.verify(p, dst, at)) {
                     return false;
                 }
                 at += len;
