@@ -92,7 +92,7 @@ public final class ImageServerCommand implements Callable<Integer> {
 
     /**
      * Checks the arguments, builds or loads every manifest (progress on {@code err}), starts the server and prints one
-     * "serving NAME (SIZE, N pages) on HOST:PORT" line per export on {@code out}. Argument errors are
+     * "serving NAME (SIZE, N pages, digest HEX...) on HOST:PORT" line per export on {@code out}. Argument errors are
      * {@link CommandLine.ParameterException}s that say what to do.
      */
     ImageServer start(final PrintStream out, final PrintStream err) throws IOException {
@@ -176,7 +176,9 @@ public final class ImageServerCommand implements Callable<Integer> {
             + (listen != null && unix != null ? " and " : "") + (unix != null ? "unix:" + unix : "");
         for (final ImageExport e : list) {
             final Manifest m = e.manifest();
-            out.println("serving " + e.name() + " (" + human(m.size()) + ", " + m.pageCount() + " pages) on " + at);
+            // The digest says which image this is: engines pin it at their first start (see README, Durability and trust).
+            out.println("serving " + e.name() + " (" + human(m.size()) + ", " + m.pageCount() + " pages, digest "
+                + m.digestHex().substring(0, 16) + "...) on " + at);
         }
         out.flush();
         return server;

@@ -132,7 +132,8 @@ class ProviderCommandsTest {
         final ByteArrayOutputStream out = new ByteArrayOutputStream();
         final ByteArrayOutputStream err = new ByteArrayOutputStream();
         try (ImageServer server = cmd.start(new PrintStream(out, true, StandardCharsets.UTF_8), new PrintStream(err, true, StandardCharsets.UTF_8))) {
-            assertEquals("serving disk (1.0 MiB, 65 pages) on 127.0.0.1:" + server.port() + System.lineSeparator(),
+            final String digest = io.lazyblk.pagemap.Manifest.of(java.nio.file.Files.readAllBytes(image), 16 << 10).digestHex().substring(0, 16);
+            assertEquals("serving disk (1.0 MiB, 65 pages, digest " + digest + "...) on 127.0.0.1:" + server.port() + System.lineSeparator(),
                 out.toString(StandardCharsets.UTF_8));
             final String token = run("token", "--secret-file", secretFile.toString(), "--image", "disk", "--ttl", "1h").out().strip();
             try (TcpPageSource source = TcpPageSource.connect(server.address(), "disk", token); Arena arena = Arena.ofShared()) {
