@@ -97,17 +97,18 @@ public final class QueueAgent implements Agent {
         try {
             drain();
         } catch (final Exception e) {
-            LOG.warn("queue {}: failed while draining in-flight requests at stop: {}", queue.index, e.toString());
+            LOG.warn("queue {}: failed while finishing in-flight requests at stop: {}", queue.index, e.toString());
         }
         handler.close();
         LibC.close(wakeFd);
         arena.close();
     }
 
+    /** Finishes what the handler has taken, without taking anything new (see {@link QueueHandler#finishInFlight}). */
     private void drain() throws Exception {
         final long deadline = System.nanoTime() + DRAIN_NANOS;
         while (handler.inFlight() > 0 && System.nanoTime() < deadline) {
-            if (handler.doWork() == 0) {
+            if (handler.finishInFlight() == 0) {
                 sleepOn(-1, 10);
             }
         }

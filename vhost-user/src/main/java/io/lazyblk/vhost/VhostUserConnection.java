@@ -309,8 +309,9 @@ public final class VhostUserConnection implements AutoCloseable {
         return q.ring.setAddresses(mem, q.descUva, q.availUva, q.usedUva);
     }
 
+    /** Starts {@code q} if it is not running and everything it needs is set (see {@link QueueState#shouldRun()}). */
     private void maybeStart(final QueueState q) throws ProtocolException {
-        if (q.running() || !q.enabled || !q.kickSet || !q.addressesSet || q.size == 0) {
+        if (q.running() || !q.shouldRun()) {
             return;
         }
         q.ring.configure(q.size, Protocol.has(ackedFeatures, Protocol.F_EVENT_IDX),
@@ -347,15 +348,10 @@ public final class VhostUserConnection implements AutoCloseable {
         q.agent = null;
     }
 
-    private List<QueueState> stopAll() {
-        final List<QueueState> stopped = new ArrayList<>();
+    private void stopAll() {
         for (final QueueState q : queues) {
-            if (q.running()) {
-                stopQueue(q);
-                stopped.add(q);
-            }
+            stopQueue(q);
         }
-        return stopped;
     }
 
     private void resetDevice() {
@@ -438,11 +434,13 @@ public final class VhostUserConnection implements AutoCloseable {
     }
 
     /**
-     * Installs {@code table}: stops running queues (each drains its in-flight requests, which may point into the
-     * old table), re-resolves ring addresses, restarts them, then unmaps regions the new table dropped.
+     * Installs {@code table}: stops running queues (each finishes its in-flight requests, which may point into the
+     * old table), unmaps regions the new table dropped, then starts every queue that should run: not only those
+     * that ran before, but also one that could not start on an earlier table (its ring was outside it, say, after a
+     * REM_MEM_REG) and can on this one.
      */
     private void swapMemory(final GuestMemory table) {
-        final List<QueueState> stopped = stopAll();
+        stopAll();
         final GuestMemory old = memory;
         memory = table;
         final Set<MemoryRegion> keep = new HashSet<>(table.regions());
@@ -451,7 +449,7 @@ public final class VhostUserConnection implements AutoCloseable {
                 r.close();
             }
         }
-        for (final QueueState q : stopped) {
+        for (final QueueState q : queues) {
             try {
                 maybeStart(q);
             } catch (final ProtocolException e) {
