@@ -1,6 +1,8 @@
 package io.lazyblk.tools;
 
 import io.lazyblk.pagemap.Await;
+import io.lazyblk.sys.EventFd;
+import io.lazyblk.sys.LibC;
 import io.lazyblk.tools.MemoryMessages.Region;
 import io.lazyblk.tools.frontend.BlkClient;
 import io.lazyblk.tools.frontend.DriverQueue;
@@ -15,16 +17,21 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_INT_UNALIGNED;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
 import static java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED;
+import static java.lang.foreign.ValueLayout.JAVA_SHORT;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -34,12 +41,16 @@ import static org.junit.jupiter.api.Assertions.fail;
 
 /**
  * The engine against a front end that misuses what it hands over rather than the protocol's framing, over a real
- * socket with real memfds and eventfds: it floods a queue while stopping it, and takes the memory under a ring away
- * and brings it back. Each test shows the engine serving first, then misbehaves, and proves the engine kept its
+ * socket with real memfds and eventfds: it floods a queue while stopping it, takes the memory under a ring away and
+ * brings it back, and gives blocking eventfds (a saturated call fd, a kick fd it reads itself). Each test shows the engine serving first, then misbehaves, and proves the engine kept its
  * threads and fds and serves a new front end that writes and reads back through it.
  */
 class EngineHostileFrontEndTest {
     private static final int IMAGE_BYTES = 4 << 20;
+    /** Writes of 4 KiB at sectors 0, 8, 16, ... while racing the engine for kicks: at most the whole image. */
+    private static final int MAX_KICK_RACE_WRITES = IMAGE_BYTES / 4096;
+    /** The largest value an eventfd counter holds: a write that would go past it blocks, or fails with EAGAIN. */
+    private static final long EVENTFD_MAX = 0xfffffffffffffffeL;
 
     @TempDir
     Path dir;
@@ -255,7 +266,130 @@ class EngineHostileFrontEndTest {
         FrontEnds.assertEngineServesNewFrontEnd(socket, image, 4000);
     }
 
+    // ---------------------------------------------------------------- item 8: blocking eventfds
+
+    @Test
+    void shouldCompleteRequestsAndLetTheNextFrontEndInWhenTheCallEventfdIsBlockingAndSaturated() throws Exception {
+        startEngine();
+        fe = FrontEnds.connect(socket);
+        final int call = LibC.eventfd(0); // blocking, as a front end may hand it over
+        cleanups.add(() -> {
+            if (readable(call)) {
+                EventFd.drain(call); // unblocks an engine stuck writing to it
+            }
+            LibC.close(call);
+        });
+        addToCounter(call, EVENTFD_MAX); // counter 0 -> max: one more signal would block a blocking writer
+        fe.setVringCall(0, call);
+        final DriverQueue q = fe.queue(0);
+        final long header = fe.ram().allocate(VirtioBlk.HEADER_SIZE, 16);
+        final long status = fe.ram().allocate(1, 1);
+        final long buf = fe.ram().allocate(4096, 4096);
+
+        for (int i = 0; i < 16; i++) {
+            final byte[] data = TestImage.pattern(4096, 100 + i);
+            fe.ram().segment(buf, 4096).copyFrom(MemorySegment.ofArray(data));
+            final MemorySegment h = fe.ram().segment(header, VirtioBlk.HEADER_SIZE);
+            h.set(JAVA_INT_UNALIGNED, VirtioBlk.HEADER_TYPE, VirtioBlk.T_OUT);
+            h.set(JAVA_INT_UNALIGNED, 4, 0);
+            h.set(JAVA_LONG_UNALIGNED, VirtioBlk.HEADER_SECTOR, 64 + i * 8L);
+            fe.ram().memory().set(JAVA_BYTE, status, (byte) RawChains.NO_STATUS);
+            q.requestSignal(); // a driver waiting for an interrupt: the engine signals the saturated call fd
+            q.add(header, VirtioBlk.HEADER_SIZE, false).add(buf, 4096, false).add(status, 1, true);
+            final int head = q.submit();
+            q.publish();
+            // Polled, not waited for on the call fd: this front end never reads it, so it stays saturated.
+            Await.until("write " + i + " completed", FrontEnds.DEADLINE, q::hasUsed);
+            assertEquals(head, q.reap());
+            assertEquals(VirtioBlk.S_OK, Byte.toUnsignedInt(fe.ram().memory().get(JAVA_BYTE, status)), "write " + i);
+            assertArrayEquals(data, TestImage.read(image, (64 + i * 8L) * VirtioBlk.SECTOR_SIZE, 4096), "write " + i + " in the image");
+        }
+        assertEquals(16, fe.stopQueue(0), "GET_VRING_BASE answers: the queue stopped");
+
+        fe.close();
+        fe = null;
+        FrontEnds.assertEngineServesNewFrontEnd(socket, image, 4000);
+    }
+
+    @Test
+    void shouldNeitherHangNorLoseRequestsWhenTheFrontEndAlsoReadsItsBlockingKickEventfd() throws Exception {
+        startEngine(0, 0); // no polling: the engine sleeps on the kick fd after every request
+        fe = VhostUserFrontend.connect(socket, GuestRam.create(FrontEnds.RAM_BYTES), FrontEnds.CONFIG.withBlockingEventFds(true));
+        final int kick = fe.queue(0).kickFd();
+        final AtomicBoolean stealing = new AtomicBoolean(true);
+        final AtomicLong stolen = new AtomicLong();
+        final Thread thief = new Thread(() -> {
+            try (Arena a = Arena.ofConfined()) {
+                final MemorySegment pfd = a.allocate(8, 4);
+                while (stealing.get()) {
+                    // Blocked in read(2) while the fd is blocking, this thread takes a kick as soon as it lands, often
+                    // between the engine's poll(2) seeing it and the engine's read(2). Once the fd is non-blocking the
+                    // read returns EAGAIN (0 here), and the thread waits in poll(2) instead of spinning.
+                    if (EventFd.drain(kick) > 0) {
+                        stolen.incrementAndGet();
+                        continue;
+                    }
+                    pfd.set(JAVA_INT, 0, kick);
+                    pfd.set(JAVA_SHORT, 4, LibC.POLLIN);
+                    pfd.set(JAVA_SHORT, 6, (short) 0);
+                    LibC.rawPoll(pfd, 1, 10);
+                }
+            }
+        }, "test-kick-thief");
+        final Runnable stopThief = () -> {
+            stealing.set(false);
+            final long end = System.nanoTime() + FrontEnds.DEADLINE.toNanos();
+            while (thief.isAlive() && System.nanoTime() < end) {
+                EventFd.signal(kick); // wakes a thief blocked in read(2) (or the engine, on the old code)
+                joinQuietly(thief, 10);
+            }
+        };
+        cleanups.add(stopThief);
+        thief.start();
+        // Each request is published and then waited for at once, without BlkClient's polling spell: the kick finds
+        // the engine asleep in poll(2) and this thread gone from the CPU, so the engine and the thief race for it.
+        final RawChains raw = new RawChains(fe, 0);
+        // At least 100 write/read pairs, and on until the front end has taken a few kicks (how often it wins the race
+        // for them varies from run to run), bounded.
+        int writes = 0;
+        for (; writes < MAX_KICK_RACE_WRITES && (writes < 100 || stolen.get() < 5); writes++) {
+            final byte[] data = TestImage.pattern(4096, 200 + writes);
+            raw.data(data);
+            assertEquals(VirtioBlk.S_OK, raw.request(VirtioBlk.T_OUT, writes * 8L, raw.dataGpa, 4096, false).status(), "write " + writes);
+            raw.data(new byte[4096]);
+            assertEquals(VirtioBlk.S_OK, raw.request(VirtioBlk.T_IN, writes * 8L, raw.dataGpa, 4096, true).status(), "read " + writes);
+            assertArrayEquals(data, raw.data(4096), "read back " + writes);
+        }
+        stopThief.run();
+        assertFalse(thief.isAlive(), "the thief stopped");
+        assertTrue(stolen.get() >= 5, "the front end took kicks from the engine: " + stolen.get() + " in " + writes + " writes");
+        for (int i = 0; i < writes; i++) {
+            assertArrayEquals(TestImage.pattern(4096, 200 + i), TestImage.read(image, i * 8L * VirtioBlk.SECTOR_SIZE, 4096));
+        }
+
+        fe.close();
+        fe = null;
+        FrontEnds.assertEngineServesNewFrontEnd(socket, image, 4000);
+    }
+
     // ---------------------------------------------------------------- helpers
+
+    private static void addToCounter(final int eventFd, final long value) {
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment w = a.allocate(JAVA_LONG);
+            w.set(JAVA_LONG, 0, value);
+            assertEquals(8, LibC.rawWrite(eventFd, w.address(), 8));
+        }
+    }
+
+    private static boolean readable(final int fd) {
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment pfd = a.allocate(8, 4);
+            pfd.set(JAVA_INT, 0, fd);
+            pfd.set(JAVA_SHORT, 4, LibC.POLLIN);
+            return LibC.rawPoll(pfd, 1, 0) > 0;
+        }
+    }
 
     private static void joinQuietly(final Thread t) {
         joinQuietly(t, FrontEnds.DEADLINE.toMillis());

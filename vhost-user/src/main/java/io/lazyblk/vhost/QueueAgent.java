@@ -53,7 +53,7 @@ public final class QueueAgent implements Agent {
     private long idleSince;
 
     /**
-     * @param kickFd the guest's kick eventfd (owned by the connection), or -1 to poll the ring without one
+     * @param kickFd the guest's kick eventfd (owned by the connection, non-blocking), or -1 to poll the ring without one
      * @param spinNanos how long to poll the ring after the last work before sleeping
      */
     public QueueAgent(final SplitVirtqueue queue, final java.util.function.Function<Runnable, QueueHandler> handlerFactory,
@@ -194,7 +194,9 @@ public final class QueueAgent implements Agent {
                 EventFd.drain(wakeFd);
             }
             if (kick >= 0 && (pollFds.get(JAVA_SHORT, 14) & LibC.POLLIN) != 0) {
-                EventFd.drain(kick); // readable, so this read does not block even on a blocking fd
+                // The connection made the kick fd non-blocking: the front end may read it too and take the count
+                // between our poll and this read, which then returns EAGAIN instead of blocking this thread.
+                EventFd.drain(kick);
             }
         }
     }

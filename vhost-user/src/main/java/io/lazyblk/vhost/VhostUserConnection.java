@@ -247,6 +247,9 @@ public final class VhostUserConnection implements AutoCloseable {
                     // A pipe or socket here could block the queue agent on a write: only eventfds are accepted.
                     throw new ProtocolException(r + " passed " + LibC.describeFd(fds[0]) + ", not an eventfd");
                 }
+                if (!noFd) {
+                    makeNonBlocking(r, fds[0]);
+                }
                 final int fd = noFd ? -1 : takeFd(0);
                 setRingFd(r, q, fd);
             }
@@ -273,6 +276,23 @@ public final class VhostUserConnection implements AutoCloseable {
             default -> throw new ProtocolException("unhandled request " + r);
         }
         return 0;
+    }
+
+    /**
+     * Queue agents must never block on a front end's eventfd: a blocking call fd whose counter the front end holds
+     * at its maximum would block the agent in write(2), and a blocking kick fd the front end also reads can be
+     * emptied between the agent's poll(2) and its read(2); either way the stop that follows waits for that thread
+     * forever. O_NONBLOCK belongs to the open file description, which the front end shares, so this changes its
+     * view too. That is safe for QEMU, whose event notifiers are created with EFD_NONBLOCK (and KVM's ioeventfd and
+     * irqfd signal and consume them in the kernel, where the flag does not apply); a front end that blocks in
+     * read(2) on its own call fd instead of polling it would now see EAGAIN, and must poll as QEMU does.
+     */
+    private static void makeNonBlocking(final Request r, final int fd) throws ProtocolException {
+        try {
+            LibC.setNonBlocking(fd);
+        } catch (final NativeException e) {
+            throw new ProtocolException(r + ": cannot make its eventfd non-blocking: " + e.getMessage());
+        }
     }
 
     private void setRingFd(final Request r, final QueueState q, final int fd) throws ProtocolException {
