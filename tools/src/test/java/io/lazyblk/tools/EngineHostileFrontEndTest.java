@@ -3,6 +3,7 @@ package io.lazyblk.tools;
 import io.lazyblk.pagemap.Await;
 import io.lazyblk.sys.EventFd;
 import io.lazyblk.sys.LibC;
+import io.lazyblk.sys.NativeException;
 import io.lazyblk.tools.MemoryMessages.Region;
 import io.lazyblk.tools.frontend.BlkClient;
 import io.lazyblk.tools.frontend.DriverQueue;
@@ -15,16 +16,20 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.stream.Stream;
 
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
@@ -36,13 +41,15 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
 /**
  * The engine against a front end that misuses what it hands over rather than the protocol's framing, over a real
  * socket with real memfds and eventfds: it floods a queue while stopping it, takes the memory under a ring away and
- * brings it back, and gives blocking eventfds (a saturated call fd, a kick fd it reads itself). Each test shows the engine serving first, then misbehaves, and proves the engine kept its
+ * brings it back, gives blocking eventfds (a saturated call fd, a kick fd it reads itself), and shrinks its guest
+ * memory under the engine. Each test shows the engine serving first, then misbehaves, and proves the engine kept its
  * threads and fds and serves a new front end that writes and reads back through it.
  */
 class EngineHostileFrontEndTest {
@@ -372,6 +379,95 @@ class EngineHostileFrontEndTest {
         FrontEnds.assertEngineServesNewFrontEnd(socket, image, 4000);
     }
 
+    // ---------------------------------------------------------------- item 14: guest memory that shrinks
+
+    /** How much of the guest memory the front end cuts away after handing it over. */
+    enum Shrink {
+        /** All of it: the engine faults reading the avail index, before taking anything. */
+        ALL,
+        /**
+         * From the used ring on, with the request's buffers in a second (sealed) region: the engine takes the request,
+         * writes it, and faults publishing its completion, with the request in flight.
+         */
+        FROM_USED_RING
+    }
+
+    @ParameterizedTest(name = "shrinking {0} of the memory")
+    @EnumSource(Shrink.class)
+    void shouldSurviveFrontEndsThatShrinkTheirGuestMemoryWithoutLosingAThreadOrAnFd(final Shrink shrink) throws Exception {
+        startEngine();
+        FrontEnds.assertEngineServesNewFrontEnd(socket, image, 4000);
+        final int baseline = fdsWithAnIdleFrontEnd();
+
+        for (int round = 0; round < 3; round++) {
+            final int errFd = LibC.eventfd(LibC.EFD_NONBLOCK);
+            try (GuestRam second = GuestRam.create(1 << 20)) {
+                fe = VhostUserFrontend.connect(socket, GuestRam.createUnsealed(FrontEnds.RAM_BYTES), FrontEnds.CONFIG);
+                fe.setVringErr(0, errFd);
+                final DriverQueue q = fe.queue(0);
+                assertEquals(VirtioBlk.S_OK, FrontEnds.client(fe, 0).write(8, TestImage.pattern(4096, round)), "the queue runs");
+                if (shrink == Shrink.ALL) {
+                    LibC.ftruncate(fe.ram().fd(), 0);
+                    EventFd.signal(q.kickFd()); // no ring access from here on: it would fault in this process too
+                } else {
+                    final long gpa = fe.ram().size();
+                    assertEquals(0, MemoryMessages.addMemReg(fe, new Region(gpa, second.size(), second.userAddress(0), 0, second.fd())));
+                    final MemorySegment h = second.segment(0, VirtioBlk.HEADER_SIZE);
+                    h.set(JAVA_INT_UNALIGNED, VirtioBlk.HEADER_TYPE, VirtioBlk.T_OUT);
+                    h.set(JAVA_INT_UNALIGNED, 4, 0);
+                    h.set(JAVA_LONG_UNALIGNED, VirtioBlk.HEADER_SECTOR, 512 + round * 8L);
+                    final byte[] data = TestImage.pattern(4096, 300 + round);
+                    second.segment(4096, 4096).copyFrom(MemorySegment.ofArray(data));
+                    second.memory().set(JAVA_BYTE, 64, (byte) RawChains.NO_STATUS);
+                    // The request goes on the ring of a disabled queue, so the engine can only take it once restarted,
+                    // in its first pass: no idle pass can touch the shrunk used ring before (and fault there instead).
+                    fe.setVringEnable(0, false);
+                    q.add(gpa, VirtioBlk.HEADER_SIZE, false).add(gpa + 4096, 4096, false).add(gpa + 64, 1, true);
+                    assertTrue(q.submit() >= 0);
+                    q.publish();
+                    LibC.ftruncate(fe.ram().fd(), q.usedGpa()); // descriptors and avail ring stay, the used ring goes
+                    fe.setVringEnable(0, true); // no ring access from here on: it would fault in this process too
+                    Await.until("the engine wrote the request", FrontEnds.DEADLINE,
+                        () -> Byte.toUnsignedInt(second.memory().get(JAVA_BYTE, 64)) == VirtioBlk.S_OK);
+                    assertArrayEquals(data, TestImage.read(image, (512 + round * 8L) * VirtioBlk.SECTOR_SIZE, 4096));
+                }
+
+                Await.until("the engine reports the fault on the queue's err eventfd, or loses the queue's thread",
+                    FrontEnds.DEADLINE, () -> readable(errFd) || !queueThreadAlive());
+                assertTrue(queueThreadAlive(), "the queue's thread survived the fault");
+                assertTrue(readable(errFd), "the engine signalled the queue's err eventfd");
+                fe.close();
+                fe = null;
+            } finally {
+                LibC.close(errFd);
+            }
+        }
+
+        FrontEnds.assertEngineServesNewFrontEnd(socket, image, 4000);
+        assertEquals(baseline, fdsWithAnIdleFrontEnd(), "the engine holds as many fds as before the shrinking front ends: "
+            + openFds());
+        assertFalse(queueThreadAlive(), "no queue thread is left once its front end is gone");
+    }
+
+    @Test
+    void shouldServeAFrontEndWhoseMemfdIsSealedWhichCannotShrinkIt() throws IOException {
+        startEngine();
+        fe = VhostUserFrontend.connect(socket, GuestRam.create(FrontEnds.RAM_BYTES), FrontEnds.CONFIG);
+        assertTrue(fe.ram().sealed());
+        final BlkClient blk = FrontEnds.client(fe, 0);
+        final byte[] data = TestImage.pattern(4096, 400);
+        assertEquals(VirtioBlk.S_OK, blk.write(24, data));
+
+        final NativeException refused = assertThrows(NativeException.class, () -> LibC.ftruncate(fe.ram().fd(), 0),
+            "F_SEAL_SHRINK keeps even the front end from shrinking its memory");
+
+        assertEquals(1, refused.errno(), "EPERM");
+        assertArrayEquals(data, blk.read(24, 4096).data());
+        fe.close();
+        fe = null;
+        FrontEnds.assertEngineServesNewFrontEnd(socket, image, 4000);
+    }
+
     // ---------------------------------------------------------------- helpers
 
     private static void addToCounter(final int eventFd, final long value) {
@@ -388,6 +484,37 @@ class EngineHostileFrontEndTest {
             pfd.set(JAVA_INT, 0, fd);
             pfd.set(JAVA_SHORT, 4, LibC.POLLIN);
             return LibC.rawPoll(pfd, 1, 0) > 0;
+        }
+    }
+
+    /** The engine runs in this process: its first queue's agent thread is named vq-0. */
+    private static boolean queueThreadAlive() {
+        return Thread.getAllStackTraces().keySet().stream().anyMatch(t -> t.getName().equals("vq-0") && t.isAlive());
+    }
+
+    /**
+     * This process's open fds while a front end is connected and has been answered once: the engine accepts a front
+     * end only after it tore the previous one down, so this is the engine's resting count (plus the probe's own).
+     */
+    private int fdsWithAnIdleFrontEnd() throws IOException {
+        try (VhostUserFrontend probe = VhostUserFrontend.open(socket, GuestRam.create(8192), FrontEnds.DEADLINE)) {
+            probe.getFeatures();
+            try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
+                return (int) fds.count();
+            }
+        }
+    }
+
+    /** This process's fds other than its class path jars, as "fd->what" (for a failure message). */
+    private static List<String> openFds() throws IOException {
+        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
+            return fds.map(fd -> {
+                try {
+                    return fd.getFileName() + "->" + Files.readSymbolicLink(fd);
+                } catch (final IOException e) {
+                    return fd.getFileName() + "->?";
+                }
+            }).filter(d -> !d.endsWith(".jar")).toList();
         }
     }
 

@@ -318,8 +318,14 @@ public final class VhostUserConnection implements AutoCloseable {
                 }
             }
             default -> {
+                // The agent signals errFd when the queue breaks: swap it with the queue stopped, as the call fd.
+                final boolean wasRunning = q.running();
+                stopQueue(q);
                 LibC.close(q.errFd);
                 q.errFd = fd;
+                if (wasRunning) {
+                    maybeStart(q);
+                }
             }
         }
     }
@@ -343,7 +349,7 @@ public final class VhostUserConnection implements AutoCloseable {
         q.ring.setBase(q.base);
         q.ring.setCallFd(q.callFd);
         try {
-            final QueueAgent agent = new QueueAgent(q.ring, waker -> device.openQueue(q.ring, waker), q.kickFd, spinNanos);
+            final QueueAgent agent = new QueueAgent(q.ring, waker -> device.openQueue(q.ring, waker), q.kickFd, q.errFd, spinNanos);
             final ErrorHandler onError = t -> LOG.error("queue " + q.ring.index + " agent failed", t);
             q.agent = agent;
             q.runner = new AgentRunner(agent.idleStrategy(), onError, null, agent);
@@ -363,6 +369,10 @@ public final class VhostUserConnection implements AutoCloseable {
         // one join, rather than Agrona's default of printing a retry line to stderr every 5 s meanwhile.
         q.runner.close(QueueAgent.CLOSE_WAIT_MILLIS, t -> LOG.warn("queue {}: its agent has not stopped {} s after the stop request; still waiting",
             q.ring.index, QueueAgent.CLOSE_WAIT_MILLIS / 1000));
+        final Thread t = q.runner.thread();
+        if (t == null || !t.isAlive()) { // alive only if this thread was interrupted while waiting: leave it be
+            q.agent.releaseAfterStop(); // a no-op unless its thread died of an Error, which skips the agent's onClose
+        }
         q.base = q.ring.base();
         q.runner = null;
         q.agent = null;

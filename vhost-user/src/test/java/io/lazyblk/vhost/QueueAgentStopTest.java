@@ -144,7 +144,7 @@ class QueueAgentStopTest {
     @Test
     void shouldFinishTheTakenRequestAtStopWithoutTakingTheOnesMadeAvailableMeanwhile() throws Exception {
         final HoldingHandler handler = new HoldingHandler(ring);
-        final QueueAgent agent = new QueueAgent(ring, waker -> handler, -1, 0);
+        final QueueAgent agent = new QueueAgent(ring, waker -> handler, -1, -1, 0);
         final IdleStrategy idle = agent.idleStrategy();
         final IdleStrategy noted = new IdleStrategy() {
             @Override
@@ -188,5 +188,67 @@ class QueueAgentStopTest {
         assertEquals(1, handler.taken, "the stop took no request made available after it began");
         assertEquals(1, ring.base(), "GET_VRING_BASE would report the first request not taken");
         assertEquals(1, Short.toUnsignedInt(g.get(JAVA_SHORT_UNALIGNED, USED + 2)), "the taken request was completed");
+    }
+
+    /** A handler with a bug: its first pass throws an Error, which Agrona rethrows (skipping the agent's onClose). */
+    private static final class FailingHandler implements QueueHandler {
+        final CountDownLatch failed = new CountDownLatch(1);
+        volatile boolean closed;
+
+        @Override
+        public int doWork() {
+            failed.countDown();
+            throw new AssertionError("a bug in the handler");
+        }
+
+        @Override
+        public int finishInFlight() {
+            return 0;
+        }
+
+        @Override
+        public int inFlight() {
+            return 0;
+        }
+
+        @Override
+        public boolean hasCompletions() {
+            return false;
+        }
+
+        @Override
+        public void close() {
+            closed = true;
+        }
+    }
+
+    private static long eventFds() throws Exception {
+        try (var fds = java.nio.file.Files.list(java.nio.file.Path.of("/proc/self/fd"))) {
+            return fds.filter(fd -> LibC.describeFd(Integer.parseInt(fd.getFileName().toString())).equals("anon_inode:[eventfd]")).count();
+        }
+    }
+
+    @Test
+    void shouldReleaseTheHandlerAndTheWakeEventfdWhenTheAgentThreadDiedOfAnError() throws Exception {
+        final long before = eventFds();
+        final FailingHandler handler = new FailingHandler();
+        final QueueAgent agent = new QueueAgent(ring, waker -> handler, -1, -1, 0);
+        final AgentRunner runner = new AgentRunner(agent.idleStrategy(), t -> { }, null, agent);
+        final Thread thread = AgentRunner.startOnThread(runner, r -> {
+            final Thread t = new Thread(r, "vq-test");
+            t.setUncaughtExceptionHandler((th, e) -> { }); // the Error is the point: keep it out of the test's output
+            return t;
+        });
+        assertTrue(handler.failed.await(WAIT_SECONDS, TimeUnit.SECONDS));
+        thread.join(TimeUnit.SECONDS.toMillis(WAIT_SECONDS));
+        assertFalse(thread.isAlive(), "the Error ended the agent's thread");
+        assertFalse(handler.closed, "without the agent's onClose, which Agrona skips after an Error");
+
+        runner.close();
+        agent.releaseAfterStop();
+
+        assertTrue(handler.closed, "the handler was closed");
+        assertEquals(before, eventFds(), "the agent's wake eventfd was closed");
+        agent.releaseAfterStop(); // idempotent: nothing is closed twice
     }
 }
