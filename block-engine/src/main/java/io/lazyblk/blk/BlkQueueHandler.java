@@ -104,8 +104,19 @@ final class BlkQueueHandler implements QueueHandler {
 
     @Override
     public int doWork() throws Exception {
+        return work(true);
+    }
+
+    @Override
+    public int finishInFlight() throws Exception {
+        return work(false);
+    }
+
+    /** One pass: completions, parked requests run again, new chains taken if {@code take}, I/O, the sources' answers. */
+    private int work(final boolean take) throws Exception {
         int work = drainCompletions();
-        final int pending = Math.min(queue.pending(), POP_BATCH);
+        // A stopping queue does not even read the avail index: what it has not taken is left for the next start.
+        final int pending = take ? Math.min(queue.pending(), POP_BATCH) : 0;
         int done = 0;
         int published = 0;
         for (int i = 0; i < pending && freeCount > 0; i++) {

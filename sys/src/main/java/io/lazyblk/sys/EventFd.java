@@ -7,7 +7,8 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
  * Signals and drains an eventfd with 8-byte reads and writes from a per-thread scratch word, so neither
- * allocates. Thread-safe (stateless).
+ * allocates. Thread-safe (stateless). On a blocking eventfd a signal blocks while the counter is saturated and a
+ * drain while it is 0: use these on non-blocking eventfds where another process can hold the counter there.
  */
 public final class EventFd {
     private static final ThreadLocal<MemorySegment> WORD = ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(8, 8));

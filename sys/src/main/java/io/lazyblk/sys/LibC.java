@@ -51,6 +51,18 @@ public final class LibC {
     public static final int EFD_NONBLOCK = 0x800;
     public static final int EFD_CLOEXEC = 0x80000;
     public static final int MFD_CLOEXEC = 1;
+    /** memfd_create: the memfd accepts seals (without it, its seal set starts as {@link #F_SEAL_SEAL}). */
+    public static final int MFD_ALLOW_SEALING = 2;
+
+    /** fcntl commands: file status flags, and memfd/shmem seals ({@code F_LINUX_SPECIFIC_BASE} 1024 + 9 and + 10). */
+    public static final int F_GETFL = 3;
+    public static final int F_SETFL = 4;
+    public static final int F_ADD_SEALS = 1033;
+    public static final int F_GET_SEALS = 1034;
+    public static final int O_NONBLOCK = 0x800;
+    public static final int F_SEAL_SEAL = 1;
+    public static final int F_SEAL_SHRINK = 2;
+    public static final int F_SEAL_GROW = 4;
 
     public static final short POLLIN = 1;
 
@@ -89,6 +101,10 @@ public final class LibC {
     private static final MethodHandle EVENTFD = fn("eventfd", JAVA_INT, JAVA_INT, JAVA_INT);
     private static final MethodHandle OPEN = LINKER.downcallHandle(LIBC.find("open").orElseThrow(),
         FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT), CAPTURE_ERRNO, Linker.Option.firstVariadicArg(2));
+    // fcntl is variadic: the handle with a third argument says so, or the call would not follow the varargs ABI.
+    private static final MethodHandle FCNTL = fn("fcntl", JAVA_INT, JAVA_INT, JAVA_INT);
+    private static final MethodHandle FCNTL_ARG = LINKER.downcallHandle(LIBC.find("fcntl").orElseThrow(),
+        FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), CAPTURE_ERRNO, Linker.Option.firstVariadicArg(2));
     private static final MethodHandle MEMFD_CREATE = fn("memfd_create", JAVA_INT, ADDRESS, JAVA_INT);
     private static final MethodHandle FTRUNCATE = fn("ftruncate", JAVA_INT, JAVA_INT, JAVA_LONG);
     private static final MethodHandle POLL = plain("poll", JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT);
@@ -387,9 +403,14 @@ public final class LibC {
     }
 
     public static int memfdCreate(final String name) throws NativeException {
+        return memfdCreate(name, 0);
+    }
+
+    /** {@code memfd_create(name, MFD_CLOEXEC | flags)}, e.g. {@link #MFD_ALLOW_SEALING}. */
+    public static int memfdCreate(final String name, final int flags) throws NativeException {
         final MemorySegment st = state();
         try (Arena a = Arena.ofConfined()) {
-            return check("memfd_create(" + name + ")", (int) MEMFD_CREATE.invokeExact(st, a.allocateFrom(name), MFD_CLOEXEC), st);
+            return check("memfd_create(" + name + ")", (int) MEMFD_CREATE.invokeExact(st, a.allocateFrom(name), MFD_CLOEXEC | flags), st);
         } catch (final NativeException e) {
             throw e;
         } catch (final Throwable t) {
@@ -401,6 +422,62 @@ public final class LibC {
         final MemorySegment st = state();
         try {
             check("ftruncate(" + length + ")", (int) FTRUNCATE.invokeExact(st, fd, length), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code fcntl(fd, F_GETFL)}: the file status flags of the open file description behind {@code fd}. */
+    public static int fileStatusFlags(final int fd) throws NativeException {
+        final MemorySegment st = state();
+        try {
+            return check("fcntl(fd " + fd + ", F_GETFL)", (int) FCNTL.invokeExact(st, fd, F_GETFL), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * Sets {@link #O_NONBLOCK} on the open file description behind {@code fd} ({@code fcntl F_GETFL}, then
+     * {@code F_SETFL}). The flag belongs to the description, so every process holding a duplicate of it sees it.
+     */
+    public static void setNonBlocking(final int fd) throws NativeException {
+        final int flags = fileStatusFlags(fd);
+        if ((flags & O_NONBLOCK) != 0) {
+            return;
+        }
+        final MemorySegment st = state();
+        try {
+            check("fcntl(fd " + fd + ", F_SETFL, O_NONBLOCK)", (int) FCNTL_ARG.invokeExact(st, fd, F_SETFL, flags | O_NONBLOCK), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code fcntl(fd, F_GET_SEALS)}: the seals of a memfd (or other shmem/hugetlbfs file); fails with EINVAL on other files. */
+    public static int seals(final int fd) throws NativeException {
+        final MemorySegment st = state();
+        try {
+            return check("fcntl(fd " + fd + ", F_GET_SEALS)", (int) FCNTL.invokeExact(st, fd, F_GET_SEALS), st);
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code fcntl(fd, F_ADD_SEALS, seals)} on a memfd created with {@link #MFD_ALLOW_SEALING}. */
+    public static void addSeals(final int fd, final int seals) throws NativeException {
+        final MemorySegment st = state();
+        try {
+            check("fcntl(fd " + fd + ", F_ADD_SEALS, 0x" + Integer.toHexString(seals) + ")",
+                (int) FCNTL_ARG.invokeExact(st, fd, F_ADD_SEALS, seals), st);
         } catch (final NativeException e) {
             throw e;
         } catch (final Throwable t) {

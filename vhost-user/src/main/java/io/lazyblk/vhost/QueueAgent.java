@@ -43,6 +43,7 @@ public final class QueueAgent implements Agent {
     private final SplitVirtqueue queue;
     private final QueueHandler handler;
     private final int kickFd;
+    private final int errFd;
     private final int wakeFd;
     private final long spinNanos;
     private final MemorySegment pollFds;
@@ -50,16 +51,23 @@ public final class QueueAgent implements Agent {
     /** Written by the agent around its sleep, read by wakers; the volatile pair forms the sleep/wake handshake. */
     private volatile boolean sleeping;
     private boolean reportedBroken;
+    /** Guest memory faulted under us (the front end shrank a region's file): the queue never touches it again. */
+    private boolean faulted;
+    /** Set once the handler and our fds are released, by the agent's thread or, after it ended, the connection's. */
+    private boolean released;
     private long idleSince;
 
     /**
-     * @param kickFd the guest's kick eventfd (owned by the connection), or -1 to poll the ring without one
+     * @param kickFd the guest's kick eventfd (owned by the connection, non-blocking), or -1 to poll the ring without one
+     * @param errFd the front end's error eventfd (owned by the connection, non-blocking), signalled when the queue
+     *     breaks; -1 for none
      * @param spinNanos how long to poll the ring after the last work before sleeping
      */
     public QueueAgent(final SplitVirtqueue queue, final java.util.function.Function<Runnable, QueueHandler> handlerFactory,
-                      final int kickFd, final long spinNanos) throws NativeException {
+                      final int kickFd, final int errFd, final long spinNanos) throws NativeException {
         this.queue = queue;
         this.kickFd = kickFd;
+        this.errFd = errFd;
         this.spinNanos = spinNanos;
         this.wakeFd = LibC.eventfd(LibC.EFD_NONBLOCK);
         this.pollFds = arena.allocate(16, 8);
@@ -82,32 +90,100 @@ public final class QueueAgent implements Agent {
 
     @Override
     public int doWork() throws Exception {
-        if (queue.isBroken()) {
+        if (broken()) {
             if (!reportedBroken) {
                 reportedBroken = true;
                 LOG.warn("queue {}: the driver's avail index is corrupt; the queue is stopped until the device is reset", queue.index);
+                signalError();
             }
             return 0;
         }
-        return handler.doWork();
+        try {
+            return handler.doWork();
+        } catch (final InternalError e) {
+            onMemoryFault(e);
+            return 0;
+        }
+    }
+
+    private boolean broken() {
+        return faulted || queue.isBroken();
+    }
+
+    /**
+     * The JVM turns a SIGBUS on a guest memory access into this {@link InternalError} (HotSpot: "a fault occurred in an
+     * unsafe memory access operation"): the front end shrank the file behind a memory region after handing it over
+     * (QEMU seals its memfds against that unless told {@code seal=off}; a plain file on tmpfs or hugetlbfs cannot be
+     * sealed). Nothing the queue holds can be trusted to be mapped any more: it stops touching guest memory, abandons
+     * what it had taken, and waits to be stopped. Any other InternalError is not ours to swallow.
+     */
+    private void onMemoryFault(final InternalError e) {
+        if (e.getMessage() == null || !e.getMessage().contains("unsafe memory access")) {
+            throw e;
+        }
+        faulted = true;
+        reportedBroken = true;
+        LOG.warn("queue {}: guest memory faulted under the queue ({}): the front end shrank the file behind a memory region it"
+            + " handed over; the queue is stopped until the front end sets it up again (with QEMU, use memory-backend-memfd with"
+            + " seal=on, its default)", queue.index, e.getMessage());
+        signalError();
+    }
+
+    /** Tells the front end the queue broke (vhost-user's error eventfd; QEMU logs "vhost vring error"). */
+    private void signalError() {
+        if (errFd >= 0) {
+            EventFd.signal(errFd);
+        }
     }
 
     @Override
     public void onClose() {
         try {
-            drain();
+            if (!faulted) {
+                drain();
+            }
         } catch (final Exception e) {
-            LOG.warn("queue {}: failed while draining in-flight requests at stop: {}", queue.index, e.toString());
+            LOG.warn("queue {}: failed while finishing in-flight requests at stop: {}", queue.index, e.toString());
+        } catch (final InternalError e) {
+            try {
+                onMemoryFault(e);
+            } finally {
+                release();
+            }
+            return;
         }
-        handler.close();
-        LibC.close(wakeFd);
-        arena.close();
+        release();
     }
 
+    /** Closes the handler and this agent's own fd and memory, whatever happened to the queue; once. */
+    private void release() {
+        if (released) {
+            return;
+        }
+        released = true;
+        try {
+            handler.close();
+        } finally {
+            LibC.close(wakeFd);
+            arena.close();
+        }
+    }
+
+    /**
+     * Called by the connection once this agent's thread has ended (its runner closed): releases what
+     * {@link #onClose()} would have. Agrona's AgentRunner does not call onClose when the work loop ends with an
+     * Error (it rethrows it after the error handler), and the thread then dies with the handler, the wake eventfd
+     * and the handler's I/O threads still held; this is the safety net for an Error we do not expect.
+     */
+    public void releaseAfterStop() {
+        release(); // the runner joined the agent's thread before returning: its writes to `released` are visible
+    }
+
+    /** Finishes what the handler has taken, without taking anything new (see {@link QueueHandler#finishInFlight}). */
     private void drain() throws Exception {
         final long deadline = System.nanoTime() + DRAIN_NANOS;
         while (handler.inFlight() > 0 && System.nanoTime() < deadline) {
-            if (handler.doWork() == 0) {
+            if (handler.finishInFlight() == 0) {
                 sleepOn(-1, 10);
             }
         }
@@ -158,26 +234,31 @@ public final class QueueAgent implements Agent {
     }
 
     private void prepareAndSleep() {
-        if (queue.isBroken()) {
+        if (broken()) {
             sleepOn(-1, SLEEP_MILLIS);
             return;
         }
-        if (queue.enableNotifications()) {
-            queue.disableNotifications();
-            return;
-        }
-        sleeping = true;
-        // Full fence: the sleeping=true store must be visible before we look for completions, pairing with the
-        // waker's publish-then-read-sleeping in wake(); one of the two sides always sees the other.
-        VarHandle.fullFence();
-        if (handler.hasCompletions()) {
+        try {
+            if (queue.enableNotifications()) {
+                queue.disableNotifications();
+                return;
+            }
+            sleeping = true;
+            // Full fence: the sleeping=true store must be visible before we look for completions, pairing with the
+            // waker's publish-then-read-sleeping in wake(); one of the two sides always sees the other.
+            VarHandle.fullFence();
+            if (handler.hasCompletions()) {
+                sleeping = false;
+                queue.disableNotifications();
+                return;
+            }
+            sleepOn(kickFd, kickFd >= 0 ? SLEEP_MILLIS : 1);
             sleeping = false;
             queue.disableNotifications();
-            return;
+        } catch (final InternalError e) {
+            sleeping = false;
+            onMemoryFault(e); // the notification flags live in the used ring, in guest memory
         }
-        sleepOn(kickFd, kickFd >= 0 ? SLEEP_MILLIS : 1);
-        sleeping = false;
-        queue.disableNotifications();
     }
 
     private void sleepOn(final int kick, final int timeoutMillis) {
@@ -193,7 +274,9 @@ public final class QueueAgent implements Agent {
                 EventFd.drain(wakeFd);
             }
             if (kick >= 0 && (pollFds.get(JAVA_SHORT, 14) & LibC.POLLIN) != 0) {
-                EventFd.drain(kick); // readable, so this read does not block even on a blocking fd
+                // The connection made the kick fd non-blocking: the front end may read it too and take the count
+                // between our poll and this read, which then returns EAGAIN instead of blocking this thread.
+                EventFd.drain(kick);
             }
         }
     }

@@ -29,6 +29,15 @@ final class QueueState {
         return runner != null;
     }
 
+    /**
+     * Whether the front end has set the queue up to run: enabled, a kick fd, ring addresses and a size. A queue
+     * that should run but does not (its ring lies outside the current memory table) is started again whenever the
+     * table changes.
+     */
+    boolean shouldRun() {
+        return enabled && kickSet && addressesSet && size != 0;
+    }
+
     /** Forgets everything and closes the fds the front end gave for this queue; the queue must be stopped. */
     void reset() {
         LibC.close(kickFd);

@@ -247,6 +247,9 @@ public final class VhostUserConnection implements AutoCloseable {
                     // A pipe or socket here could block the queue agent on a write: only eventfds are accepted.
                     throw new ProtocolException(r + " passed " + LibC.describeFd(fds[0]) + ", not an eventfd");
                 }
+                if (!noFd) {
+                    makeNonBlocking(r, fds[0]);
+                }
                 final int fd = noFd ? -1 : takeFd(0);
                 setRingFd(r, q, fd);
             }
@@ -275,6 +278,23 @@ public final class VhostUserConnection implements AutoCloseable {
         return 0;
     }
 
+    /**
+     * Queue agents must never block on a front end's eventfd: a blocking call fd whose counter the front end holds
+     * at its maximum would block the agent in write(2), and a blocking kick fd the front end also reads can be
+     * emptied between the agent's poll(2) and its read(2); either way the stop that follows waits for that thread
+     * forever. O_NONBLOCK belongs to the open file description, which the front end shares, so this changes its
+     * view too. That is safe for QEMU, whose event notifiers are created with EFD_NONBLOCK (and KVM's ioeventfd and
+     * irqfd signal and consume them in the kernel, where the flag does not apply); a front end that blocks in
+     * read(2) on its own call fd instead of polling it would now see EAGAIN, and must poll as QEMU does.
+     */
+    private static void makeNonBlocking(final Request r, final int fd) throws ProtocolException {
+        try {
+            LibC.setNonBlocking(fd);
+        } catch (final NativeException e) {
+            throw new ProtocolException(r + ": cannot make its eventfd non-blocking: " + e.getMessage());
+        }
+    }
+
     private void setRingFd(final Request r, final QueueState q, final int fd) throws ProtocolException {
         switch (r) {
             case SET_VRING_KICK -> {
@@ -298,8 +318,14 @@ public final class VhostUserConnection implements AutoCloseable {
                 }
             }
             default -> {
+                // The agent signals errFd when the queue breaks: swap it with the queue stopped, as the call fd.
+                final boolean wasRunning = q.running();
+                stopQueue(q);
                 LibC.close(q.errFd);
                 q.errFd = fd;
+                if (wasRunning) {
+                    maybeStart(q);
+                }
             }
         }
     }
@@ -309,8 +335,9 @@ public final class VhostUserConnection implements AutoCloseable {
         return q.ring.setAddresses(mem, q.descUva, q.availUva, q.usedUva);
     }
 
+    /** Starts {@code q} if it is not running and everything it needs is set (see {@link QueueState#shouldRun()}). */
     private void maybeStart(final QueueState q) throws ProtocolException {
-        if (q.running() || !q.enabled || !q.kickSet || !q.addressesSet || q.size == 0) {
+        if (q.running() || !q.shouldRun()) {
             return;
         }
         q.ring.configure(q.size, Protocol.has(ackedFeatures, Protocol.F_EVENT_IDX),
@@ -322,7 +349,7 @@ public final class VhostUserConnection implements AutoCloseable {
         q.ring.setBase(q.base);
         q.ring.setCallFd(q.callFd);
         try {
-            final QueueAgent agent = new QueueAgent(q.ring, waker -> device.openQueue(q.ring, waker), q.kickFd, spinNanos);
+            final QueueAgent agent = new QueueAgent(q.ring, waker -> device.openQueue(q.ring, waker), q.kickFd, q.errFd, spinNanos);
             final ErrorHandler onError = t -> LOG.error("queue " + q.ring.index + " agent failed", t);
             q.agent = agent;
             q.runner = new AgentRunner(agent.idleStrategy(), onError, null, agent);
@@ -342,20 +369,19 @@ public final class VhostUserConnection implements AutoCloseable {
         // one join, rather than Agrona's default of printing a retry line to stderr every 5 s meanwhile.
         q.runner.close(QueueAgent.CLOSE_WAIT_MILLIS, t -> LOG.warn("queue {}: its agent has not stopped {} s after the stop request; still waiting",
             q.ring.index, QueueAgent.CLOSE_WAIT_MILLIS / 1000));
+        final Thread t = q.runner.thread();
+        if (t == null || !t.isAlive()) { // alive only if this thread was interrupted while waiting: leave it be
+            q.agent.releaseAfterStop(); // a no-op unless its thread died of an Error, which skips the agent's onClose
+        }
         q.base = q.ring.base();
         q.runner = null;
         q.agent = null;
     }
 
-    private List<QueueState> stopAll() {
-        final List<QueueState> stopped = new ArrayList<>();
+    private void stopAll() {
         for (final QueueState q : queues) {
-            if (q.running()) {
-                stopQueue(q);
-                stopped.add(q);
-            }
+            stopQueue(q);
         }
-        return stopped;
     }
 
     private void resetDevice() {
@@ -438,11 +464,13 @@ public final class VhostUserConnection implements AutoCloseable {
     }
 
     /**
-     * Installs {@code table}: stops running queues (each drains its in-flight requests, which may point into the
-     * old table), re-resolves ring addresses, restarts them, then unmaps regions the new table dropped.
+     * Installs {@code table}: stops running queues (each finishes its in-flight requests, which may point into the
+     * old table), unmaps regions the new table dropped, then starts every queue that should run: not only those
+     * that ran before, but also one that could not start on an earlier table (its ring was outside it, say, after a
+     * REM_MEM_REG) and can on this one.
      */
     private void swapMemory(final GuestMemory table) {
-        final List<QueueState> stopped = stopAll();
+        stopAll();
         final GuestMemory old = memory;
         memory = table;
         final Set<MemoryRegion> keep = new HashSet<>(table.regions());
@@ -451,7 +479,7 @@ public final class VhostUserConnection implements AutoCloseable {
                 r.close();
             }
         }
-        for (final QueueState q : stopped) {
+        for (final QueueState q : queues) {
             try {
                 maybeStart(q);
             } catch (final ProtocolException e) {

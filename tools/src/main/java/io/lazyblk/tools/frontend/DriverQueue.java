@@ -96,7 +96,7 @@ public final class DriverQueue implements AutoCloseable {
     private boolean closed;
 
     private DriverQueue(final GuestRam ram, final int index, final int size, final boolean eventIdx,
-                        final int indirectEntries, final int base) throws NativeException {
+                        final int indirectEntries, final int base, final boolean blockingEventFds) throws NativeException {
         if (!VringLayout.validSize(size)) {
             throw new IllegalArgumentException("queue size " + size + " is not a power of two in 1..32768");
         }
@@ -140,10 +140,12 @@ public final class DriverQueue implements AutoCloseable {
         used.set(U16, availEventOffset, (short) availShadow);
         this.pollFd = arena.allocate(8, 4);
         int kick = -1;
+        // Non-blocking like QEMU's event notifiers, unless a test asks for blocking ones; the back end shares the flag.
+        final int eventFdFlags = blockingEventFds ? 0 : LibC.EFD_NONBLOCK;
         try {
-            kick = LibC.eventfd(LibC.EFD_NONBLOCK); // non-blocking like QEMU's event notifiers; the back end shares the flag
+            kick = LibC.eventfd(eventFdFlags);
             this.kickFd = kick;
-            this.callFd = LibC.eventfd(LibC.EFD_NONBLOCK);
+            this.callFd = LibC.eventfd(eventFdFlags);
         } catch (final NativeException e) {
             LibC.close(kick);
             arena.close();
@@ -161,7 +163,14 @@ public final class DriverQueue implements AutoCloseable {
      */
     public static DriverQueue create(final GuestRam ram, final int index, final int size, final boolean eventIdx,
                                      final int indirectEntries, final int base) throws NativeException {
-        return new DriverQueue(ram, index, size, eventIdx, indirectEntries, base);
+        return new DriverQueue(ram, index, size, eventIdx, indirectEntries, base, false);
+    }
+
+    /** Like {@link #create(GuestRam, int, int, boolean, int, int)}; {@code blockingEventFds} leaves out {@code EFD_NONBLOCK}. */
+    public static DriverQueue create(final GuestRam ram, final int index, final int size, final boolean eventIdx,
+                                     final int indirectEntries, final int base, final boolean blockingEventFds)
+        throws NativeException {
+        return new DriverQueue(ram, index, size, eventIdx, indirectEntries, base, blockingEventFds);
     }
 
     // ---------------------------------------------------------------- building and submitting chains
@@ -376,15 +385,7 @@ public final class DriverQueue implements AutoCloseable {
             return true;
         }
         final long deadline = System.nanoTime() + timeoutNanos;
-        if (eventIdx) {
-            avail.set(U16, usedEventOffset, (short) lastUsed); // signal when the entry at lastUsed is published
-        } else {
-            avail.set(U16, AVAIL_FLAGS, (short) 0);
-        }
-        // Full fence: the used_event / flags store must be visible before we re-load used->idx. Pairs with the
-        // device's fence between publishing used->idx and loading used_event: either it sees our request for a
-        // signal, or we see its new entry here.
-        VarHandle.fullFence();
+        requestSignal();
         try {
             while (true) {
                 if (lastUsed != cachedUsedIdx || peekUsedIdx() != lastUsed) {
@@ -405,6 +406,22 @@ public final class DriverQueue implements AutoCloseable {
         } finally {
             suppressSignals();
         }
+    }
+
+    /**
+     * Asks the device to signal the call eventfd when it publishes the used entry we reap next (as a driver about to
+     * wait for an interrupt does). Polling ({@link #hasUsed()} seeing a new index) suppresses signals again.
+     */
+    public void requestSignal() {
+        if (eventIdx) {
+            avail.set(U16, usedEventOffset, (short) lastUsed); // signal when the entry at lastUsed is published
+        } else {
+            avail.set(U16, AVAIL_FLAGS, (short) 0);
+        }
+        // Full fence: the used_event / flags store must be visible before we re-load used->idx. Pairs with the
+        // device's fence between publishing used->idx and loading used_event: either it sees our request for a
+        // signal, or we see its new entry.
+        VarHandle.fullFence();
     }
 
     /** used->idx with acquire semantics, without caching it or checking it. */

@@ -9,6 +9,9 @@ import java.lang.foreign.MemorySegment;
 /**
  * "Guest memory" for a test front end: one memfd mapped {@code MAP_SHARED}, offered to the back end as a single
  * region at guest physical address 0 whose user address is our own mapping address (as QEMU offers its HVA).
+ * {@link #create} seals the memfd against shrinking and growing, as QEMU's {@code memory-backend-memfd} does by
+ * default ({@code seal=on}); {@link #createUnsealed} leaves it unsealable, as QEMU's {@code memory-backend-ram,share=on}
+ * and {@code memory-backend-memfd,seal=off} do, so a hostile test can shrink it under the back end.
  * Buffers come from a bump allocator that never frees; page 0 is never handed out, so a zero address in a
  * descriptor is always a bug.
  *
@@ -21,31 +24,52 @@ public final class GuestRam implements AutoCloseable {
 
     private final int fd;
     private final long size;
+    private final boolean sealed;
     private final Arena arena;
     private final MemorySegment memory;
     private long next = PAGE;
     private boolean closed;
 
-    private GuestRam(final int fd, final long size, final Arena arena, final MemorySegment memory) {
+    private GuestRam(final int fd, final long size, final boolean sealed, final Arena arena, final MemorySegment memory) {
         this.fd = fd;
         this.size = size;
+        this.sealed = sealed;
         this.arena = arena;
         this.memory = memory;
     }
 
-    /** Creates {@code size} bytes of zeroed guest memory; {@code size} must be a positive multiple of 4096. */
-    @SuppressWarnings("restricted") // reinterpret: the length is exactly what we just mapped
+    /**
+     * Creates {@code size} bytes of zeroed guest memory in a memfd sealed with {@code F_SEAL_SHRINK | F_SEAL_GROW}
+     * (QEMU's default); {@code size} must be a positive multiple of 4096.
+     */
     public static GuestRam create(final long size) throws NativeException {
+        return create(size, true);
+    }
+
+    /**
+     * Like {@link #create}, but the memfd is created without {@code MFD_ALLOW_SEALING}: nothing can ever seal it, and
+     * whoever holds it may {@code ftruncate} it (the back end's mapping of the lost pages then faults).
+     */
+    public static GuestRam createUnsealed(final long size) throws NativeException {
+        return create(size, false);
+    }
+
+    @SuppressWarnings("restricted") // reinterpret: the length is exactly what we just mapped
+    private static GuestRam create(final long size, final boolean seal) throws NativeException {
         if (size < 2 * PAGE || size % PAGE != 0) {
             throw new IllegalArgumentException("guest RAM size must be a multiple of 4096 and at least 8192, got " + size);
         }
-        final int fd = LibC.memfdCreate("lazyblk-frontend-ram");
+        final int fd = LibC.memfdCreate("lazyblk-frontend-ram", seal ? LibC.MFD_ALLOW_SEALING : 0);
         try {
             LibC.ftruncate(fd, size);
+            if (seal) {
+                // What QEMU adds (it also adds F_SEAL_SEAL): the size is fixed from here, for us and the back end.
+                LibC.addSeals(fd, LibC.F_SEAL_SHRINK | LibC.F_SEAL_GROW);
+            }
             final long addr = LibC.mmapShared(fd, size, 0);
             final Arena arena = Arena.ofShared();
             final MemorySegment mem = MemorySegment.ofAddress(addr).reinterpret(size, arena, s -> LibC.munmap(addr, size));
-            return new GuestRam(fd, size, arena, mem);
+            return new GuestRam(fd, size, seal, arena, mem);
         } catch (final NativeException | RuntimeException e) {
             LibC.close(fd);
             throw e;
@@ -95,6 +119,11 @@ public final class GuestRam implements AutoCloseable {
 
     public long size() {
         return size;
+    }
+
+    /** Whether the memfd is sealed against shrinking and growing ({@link #create}) or unsealable ({@link #createUnsealed}). */
+    public boolean sealed() {
+        return sealed;
     }
 
     /** Bytes handed out so far, including alignment padding and the reserved page 0. */

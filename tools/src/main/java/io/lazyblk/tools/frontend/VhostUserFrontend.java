@@ -112,7 +112,7 @@ public final class VhostUserFrontend implements AutoCloseable {
         queues = new DriverQueue[cfg.queues()];
         for (int i = 0; i < queues.length; i++) {
             queues[i] = DriverQueue.create(ram, i, cfg.queueSize(), Protocol.has(features, Protocol.F_EVENT_IDX),
-                indirect ? cfg.indirectEntries() : 0, cfg.ringBase());
+                indirect ? cfg.indirectEntries() : 0, cfg.ringBase(), cfg.blockingEventFds());
         }
         for (int i = 0; i < queues.length; i++) {
             configureQueue(i, cfg.ringBase());
@@ -260,6 +260,11 @@ public final class VhostUserFrontend implements AutoCloseable {
 
     public void setVringCall(final int queue, final int fd) throws IOException {
         vringFd(Request.SET_VRING_CALL, queue, fd);
+    }
+
+    /** SET_VRING_ERR with {@code fd}, or with the "no fd" bit when {@code fd < 0}: the back end signals it on a queue error. */
+    public void setVringErr(final int queue, final int fd) throws IOException {
+        vringFd(Request.SET_VRING_ERR, queue, fd);
     }
 
     public void setVringEnable(final int queue, final boolean enable) throws IOException {

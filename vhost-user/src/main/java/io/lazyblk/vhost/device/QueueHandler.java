@@ -11,6 +11,15 @@ public interface QueueHandler {
      */
     int doWork() throws Exception;
 
+    /**
+     * The queue is stopping: finishes the requests already taken from the ring (publishes their completions, runs
+     * parked ones again, reads their sources' answers) and takes no new one, so the ring's {@code base()} stays the
+     * first request not taken and whoever restarts the queue there resumes exactly where this left off.
+     *
+     * @return the amount of work done (0 lets the agent wait a little before asking again)
+     */
+    int finishInFlight() throws Exception;
+
     /** Requests taken from the ring and not yet put on the used ring. */
     int inFlight();
 
