@@ -112,7 +112,7 @@ final class BlkQueueHandler implements QueueHandler {
         return work(false);
     }
 
-    /** One pass: completions, parked requests run again, new chains taken if {@code take}, I/O, the sources' answers. */
+    /** One pass: completions, new chains taken if {@code take}, I/O, the sources' answers. */
     private int work(final boolean take) throws Exception {
         int work = drainCompletions();
         // A stopping queue does not even read the avail index: what it has not taken is left for the next start.

@@ -315,8 +315,24 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
                 status = rc == 0 ? VirtioBlk.S_OK : VirtioBlk.S_IOERR;
             }
             r.completeParked(status);
+        } catch (final InternalError e) {
+            // The front end shrank the guest memory it shared (a memfd without seals, truncated): the copy into it
+            // faulted. This thread is a source's or the fill's: it must live on. The request's queue faults on its next
+            // access too and stops as broken (QueueAgent); this request is dropped with it.
+            guestMemoryFaulted();
         } finally {
             r.exit();
+        }
+    }
+
+    private volatile long lastFaultLog;
+
+    private void guestMemoryFaulted() {
+        final long now = System.nanoTime();
+        if (now - lastFaultLog > 1_000_000_000L) {
+            lastFaultLog = now;
+            LOG.warn("a parked read could not be answered: the front end's guest memory faulted (shrunk under the engine);"
+                + " its queue stops as broken (at most one such line per second)");
         }
     }
 
