@@ -20,7 +20,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -62,13 +61,22 @@ class VhostUserConnectionFuzzTest {
         final Map<Integer, String> fdsBefore = OpenFds.snapshot(null);
         final int threadsBefore = THREADS.getThreadCount();
         final FuzzBytes in = new FuzzBytes(input);
-        final Set<Integer> sent = new HashSet<>();
-        final List<String> replies = new ArrayList<>();
+        final Set<Integer> sent = java.util.concurrent.ConcurrentHashMap.newKeySet(); // the reader checks replies against it
+        final List<String> replies = java.util.Collections.synchronizedList(new ArrayList<>());
         final UnixSocket[] pair = UnixSocket.pair();
         final UnixSocket front = pair[0];
         final VirtioBlkDevice device = new VirtioBlkDevice(new NullBackend(1 << 20), 2, 0, "fuzz");
         final VhostUserConnection conn = new VhostUserConnection(pair[1], device, 0);
         final Thread served = Thread.ofPlatform().name("fuzz-vhost-connection").start(conn::run);
+        // Replies are read while messages go out, as QEMU does: a front end that never reads would block the back end.
+        final Throwable[] readFailure = new Throwable[1];
+        final Thread reader = Thread.ofPlatform().name("fuzz-vhost-replies").start(() -> {
+            try (Arena arena = Arena.ofConfined()) {
+                readReplies(front, arena, sent, replies);
+            } catch (final Throwable t) {
+                readFailure[0] = t;
+            }
+        });
         try (Arena arena = Arena.ofConfined()) {
             final MemorySegment msg = arena.allocate(Protocol.HEADER_SIZE + MAX_SENT_PAYLOAD, 8);
             boolean open = true;
@@ -76,8 +84,8 @@ class VhostUserConnectionFuzzTest {
                 open = sendOne(in, front, msg, sent);
             }
             if (open) {
-                sendRaw(front, msg, Request.GET_QUEUE_NUM.code, Protocol.VERSION, 0, new int[0], 0); // still serving?
                 sent.add(Request.GET_QUEUE_NUM.code);
+                sendRaw(front, msg, Request.GET_QUEUE_NUM.code, Protocol.VERSION, 0, new int[0], 0); // still serving?
             }
             front.shutdownOutput();
             served.join(END_MILLIS);
@@ -85,12 +93,23 @@ class VhostUserConnectionFuzzTest {
                 fail("the connection did not end within " + END_MILLIS + " ms of the front end's half-close:\n"
                     + stack(served));
             }
-            readReplies(front, arena, sent, replies);
+            reader.join(END_MILLIS);
+            if (reader.isAlive()) {
+                fail("the back end ended but its socket did not reach end of stream");
+            }
+            if (readFailure[0] instanceof AssertionError a) {
+                throw a;
+            }
+            if (readFailure[0] != null) {
+                throw new AssertionError("reading the replies failed", readFailure[0]);
+            }
         } finally {
             if (served.isAlive()) {
                 conn.close();
                 served.join();
             }
+            front.shutdown(); // wakes the reader if it still waits
+            reader.join();
             front.close();
         }
         final List<String> errors = RecordingLogs.drainErrors();
