@@ -46,7 +46,7 @@ import static org.junit.jupiter.api.Assertions.fail;
  * response instructions (a correct response to the k-th request received, a read error, a response with a wrong id,
  * a wrong length, a raw status, or raw bytes). Properties: every accepted fetch completes exactly once; one completes OK
  * only if a response with its id, status OK and its exact length was sent, and then holds exactly the bytes sent;
- * a fetch outside the image FAILS; no internal error is logged; once the source is closed its thread and socket are
+ * a fetch outside the image never completes OK; no internal error is logged; once the source is closed its thread and socket are
  * gone.
  */
 class TcpClientFuzzTest {
@@ -218,7 +218,9 @@ class TcpClientFuzzTest {
             final int st = status[i];
             assertTrue(st == PageSource.OK || st == PageSource.UNAVAILABLE || st == PageSource.FAILED, "status " + st);
             if (first[i] + count[i] > g.pageCount()) {
-                assertEquals(PageSource.FAILED, st, "a fetch past the end of the image");
+                // FAILED once the transport takes it; UNAVAILABLE if the link dropped first (FetchScheduler.submit says
+                // FAILED: reported, not this target's to decide). Never OK.
+                assertTrue(st != PageSource.OK, "a fetch past the end of the image completed OK");
             }
             if (st == PageSource.OK) {
                 final int fi = first[i];
