@@ -5,6 +5,7 @@ import io.lazyblk.sys.LibC;
 import io.lazyblk.sys.NativeException;
 import io.lazyblk.sys.UnixSocket;
 import io.lazyblk.sys.fuzz.FuzzBytes;
+import io.lazyblk.sys.fuzz.LiveThreads;
 import io.lazyblk.sys.fuzz.OpenFds;
 import io.lazyblk.sys.fuzz.RecordingLogs;
 import io.lazyblk.vhost.VhostUserConnection;
@@ -14,8 +15,6 @@ import io.lazyblk.vhost.proto.Request;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.lang.management.ManagementFactory;
-import java.lang.management.ThreadMXBean;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -49,7 +48,6 @@ class VhostUserConnectionFuzzTest {
     private static final Request[] KNOWN = Request.values();
     private static final int MAX_SENT_PAYLOAD = 4200;
     private static final long END_MILLIS = 20_000;
-    private static final ThreadMXBean THREADS = ManagementFactory.getThreadMXBean();
     private static final int FD_EVENT = 0;
     private static final int FD_MEMFD = 1;
     private static final int ECONNRESET = 104;
@@ -59,7 +57,7 @@ class VhostUserConnectionFuzzTest {
         RecordingLogs.requireActive();
         RecordingLogs.drainErrors();
         final Map<Integer, String> fdsBefore = OpenFds.snapshot(null);
-        final int threadsBefore = THREADS.getThreadCount();
+        final Set<Long> threadsBefore = LiveThreads.ids();
         final FuzzBytes in = new FuzzBytes(input);
         final Set<Integer> sent = java.util.concurrent.ConcurrentHashMap.newKeySet(); // the reader checks replies against it
         final List<String> replies = java.util.Collections.synchronizedList(new ArrayList<>());
@@ -118,7 +116,7 @@ class VhostUserConnectionFuzzTest {
         }
         final Map<Integer, String> leaked = OpenFds.added(fdsBefore, OpenFds.snapshot(null));
         assertTrue(leaked.isEmpty(), "fds left open after the connection ended: " + leaked);
-        assertEquals(threadsBefore, THREADS.getThreadCount(), "threads left after the connection ended");
+        assertEquals(List.of(), LiveThreads.added(threadsBefore), "threads left after the connection ended");
     }
 
     /** Sends one message the input describes; false once the back end has closed the connection. */

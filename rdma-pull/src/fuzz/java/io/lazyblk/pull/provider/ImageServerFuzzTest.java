@@ -9,6 +9,7 @@ import io.lazyblk.pull.token.AccessToken;
 import io.lazyblk.sys.LibC;
 import io.lazyblk.sys.UnixSocket;
 import io.lazyblk.sys.fuzz.FuzzBytes;
+import io.lazyblk.sys.fuzz.LiveThreads;
 import io.lazyblk.sys.fuzz.OpenFds;
 import io.lazyblk.sys.fuzz.RecordingLogs;
 
@@ -18,8 +19,6 @@ import java.io.InputStream;
 import java.io.UncheckedIOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.lang.management.ManagementFactory;
-import java.lang.management.ThreadMXBean;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.SocketException;
@@ -35,6 +34,7 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
+import java.util.Set;
 import java.util.concurrent.ConcurrentLinkedQueue;
 
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
@@ -59,7 +59,6 @@ class ImageServerFuzzTest {
     private static final byte[] SECRET = "image-server-fuzz-secret-0123456".getBytes(StandardCharsets.US_ASCII);
     private static final String NAME = "disk";
     private static final int PAGE = 4096;
-    private static final ThreadMXBean THREADS = ManagementFactory.getThreadMXBean();
     private static final ConcurrentLinkedQueue<String> UNCAUGHT = new ConcurrentLinkedQueue<>();
     private static final long SETTLE_MILLIS = 10_000;
 
@@ -127,7 +126,7 @@ class ImageServerFuzzTest {
         };
         final byte[] sent = concat(hello, in.rest());
         final Map<Integer, String> fdsBefore = OpenFds.snapshot(DIR);
-        final int threadsBefore = THREADS.getThreadCount();
+        final Set<Long> threadsBefore = LiveThreads.ids();
         final Received got = unix ? overUnix(sent) : overTcp(sent);
         try {
             expect(sent, got, unix);
@@ -399,18 +398,18 @@ class ImageServerFuzzTest {
     }
 
     /** Waits until the connection's thread and fds are gone (it ends just after its last byte); fails if they stay. */
-    private static void settle(final Map<Integer, String> fdsBefore, final int threadsBefore) throws InterruptedException {
+    private static void settle(final Map<Integer, String> fdsBefore, final Set<Long> threadsBefore) throws InterruptedException {
         final long deadline = System.nanoTime() + SETTLE_MILLIS * 1_000_000;
         Map<Integer, String> added;
         while (true) {
             added = OpenFds.added(fdsBefore, OpenFds.snapshot(DIR));
-            final int threads = THREADS.getThreadCount();
-            if (added.isEmpty() && threads <= threadsBefore) {
+            final List<String> threads = LiveThreads.added(threadsBefore);
+            if (added.isEmpty() && threads.isEmpty()) {
                 return;
             }
             if (System.nanoTime() > deadline) {
-                fail("the connection left " + added + " open and " + (threads - threadsBefore) + " threads running "
-                    + SETTLE_MILLIS + " ms after it ended");
+                fail("the connection left " + added + " open and threads " + threads + " running " + SETTLE_MILLIS
+                    + " ms after it ended");
             }
             Thread.sleep(1); // the server's connection thread is finishing its close: a deadline bounds this wait
         }

@@ -7,14 +7,13 @@ import io.lazyblk.pagemap.PageGeometry;
 import io.lazyblk.pagemap.PageSource;
 import io.lazyblk.pull.provider.ProviderProtocol;
 import io.lazyblk.sys.fuzz.FuzzBytes;
+import io.lazyblk.sys.fuzz.LiveThreads;
 import io.lazyblk.sys.fuzz.OpenFds;
 import io.lazyblk.sys.fuzz.RecordingLogs;
 
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.lang.management.ManagementFactory;
-import java.lang.management.ThreadMXBean;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.SocketTimeoutException;
@@ -30,6 +29,7 @@ import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.atomic.AtomicIntegerArray;
 
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
@@ -53,7 +53,6 @@ class TcpClientFuzzTest {
     private static final int PAGE = 4096;
     private static final byte[] CONTENT = new byte[5 * PAGE - 1024];
     private static final Manifest MANIFEST;
-    private static final ThreadMXBean THREADS = ManagementFactory.getThreadMXBean();
     private static final TcpPageSource.Options OPTIONS = new TcpPageSource.Options(16, 16, 1 << 20, Duration.ofSeconds(5),
         Duration.ofSeconds(30), Duration.ofSeconds(30)); // no reconnect within an input
     private static final long WAIT_MILLIS = 5_000;
@@ -88,13 +87,13 @@ class TcpClientFuzzTest {
         }
         RecordingLogs.drainErrors();
         final Map<Integer, String> fdsBefore = OpenFds.snapshot(null);
-        final int threadsBefore = THREADS.getThreadCount();
+        final Set<Long> threadsBefore = LiveThreads.ids();
         session(new FuzzBytes(input));
         final List<String> errors = RecordingLogs.drainErrors();
         assertTrue(errors.isEmpty(), "the transport logged an internal error:\n" + String.join("\n", errors));
         final Map<Integer, String> leaked = OpenFds.added(fdsBefore, OpenFds.snapshot(null));
         assertTrue(leaked.isEmpty(), "fds left open after close: " + leaked);
-        assertEquals(threadsBefore, THREADS.getThreadCount(), "threads left after close");
+        assertEquals(List.of(), LiveThreads.added(threadsBefore), "threads left after close");
     }
 
     private static void session(final FuzzBytes in) throws Exception {
