@@ -116,7 +116,7 @@ class VhostUserConnectionFuzzTest {
         }
         final Map<Integer, String> leaked = OpenFds.added(fdsBefore, OpenFds.snapshot(null));
         assertTrue(leaked.isEmpty(), "fds left open after the connection ended: " + leaked);
-        assertEquals(List.of(), LiveThreads.added(threadsBefore), "threads left after the connection ended");
+        assertEquals(List.of(), LiveThreads.addedAfter(threadsBefore, 5_000), "threads left after the connection ended");
     }
 
     /** Sends one message the input describes; false once the back end has closed the connection. */

@@ -93,7 +93,7 @@ class TcpClientFuzzTest {
         assertTrue(errors.isEmpty(), "the transport logged an internal error:\n" + String.join("\n", errors));
         final Map<Integer, String> leaked = OpenFds.added(fdsBefore, OpenFds.snapshot(null));
         assertTrue(leaked.isEmpty(), "fds left open after close: " + leaked);
-        assertEquals(List.of(), LiveThreads.added(threadsBefore), "threads left after close");
+        assertEquals(List.of(), LiveThreads.addedAfter(threadsBefore, 5_000), "threads left after close");
     }
 
     private static void session(final FuzzBytes in) throws Exception {

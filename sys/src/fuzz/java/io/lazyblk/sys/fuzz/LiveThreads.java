@@ -24,6 +24,21 @@ public final class LiveThreads {
         return Arrays.stream(THREADS.getAllThreadIds()).boxed().collect(Collectors.toSet());
     }
 
+    /**
+     * Names of the threads not in {@code before} that are still alive after up to {@code millis}: a thread whose owner
+     * has closed it may still be on its way out (Agrona's AgentRunner.close returns once the agent has closed, and its
+     * thread exits just after), which is not a leak; one that stays is.
+     */
+    public static List<String> addedAfter(final Set<Long> before, final long millis) throws InterruptedException {
+        final long deadline = System.nanoTime() + millis * 1_000_000;
+        List<String> added = added(before);
+        while (!added.isEmpty() && System.nanoTime() < deadline) {
+            Thread.sleep(1); // waiting for threads to finish exiting: bounded by the deadline
+            added = added(before);
+        }
+        return added;
+    }
+
     /** Names of the live threads not in {@code before}: empty when the input left none behind. */
     public static List<String> added(final Set<Long> before) {
         final List<String> names = new ArrayList<>();
