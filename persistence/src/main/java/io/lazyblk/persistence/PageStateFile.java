@@ -51,9 +51,12 @@ public final class PageStateFile implements AutoCloseable {
 
     private final Path path;
     private final FileIo ch;
-    /** Native scratch for every transfer ({@link #CHUNK} bytes) and its one-entry iovec; guarded by this monitor. */
+    /**
+     * Native scratch for every transfer (at most {@link #CHUNK} bytes: less for a small file) and its one-entry iovec;
+     * guarded by this monitor.
+     */
     private final Arena arena = Arena.ofShared();
-    private final MemorySegment scratch = arena.allocate(CHUNK, 4096);
+    private final MemorySegment scratch;
     private final MemorySegment iov = arena.allocate(16, 8);
     private final long imageSize;
     private final int pageSize;
@@ -80,6 +83,7 @@ public final class PageStateFile implements AutoCloseable {
         }
         this.path = path;
         this.ch = ch;
+        this.scratch = arena.allocate(Math.min(CHUNK, roundUp(layoutBytes(imageSize, pageSize))), 4096);
         this.imageSize = imageSize;
         this.pageSize = pageSize;
         this.pageCount = (int) ((imageSize + pageSize - 1) / pageSize);
@@ -201,19 +205,34 @@ public final class PageStateFile implements AutoCloseable {
         }
     }
 
+    /** Reads a bitmap in {@link #CHUNK}-byte steps: no second copy of a bitmap of up to 256 MiB on the heap. */
     private void readBits(final long[] bits, final long offset) throws IOException {
-        final ByteBuffer b = ByteBuffer.allocate(bits.length * 8).order(ByteOrder.LITTLE_ENDIAN);
-        readFully(b, offset);
-        b.flip();
-        for (int i = 0; i < bits.length; i++) {
-            bits[i] = b.getLong();
+        final ByteBuffer b = ByteBuffer.allocate((int) scratch.byteSize()).order(ByteOrder.LITTLE_ENDIAN);
+        for (int i = 0; i < bits.length; ) {
+            final int words = Math.min(b.capacity() / 8, bits.length - i);
+            b.clear().limit(words * 8);
+            readFully(b, offset + i * 8L);
+            b.flip();
+            for (int k = 0; k < words; k++) {
+                bits[i++] = b.getLong();
+            }
         }
+    }
+
+    /**
+     * The fewest bytes a state file for this image holds: header and flag blocks, the page bitmap's blocks, and the
+     * guest-sector bitmap's words (what {@link #load()} reads).
+     */
+    static long layoutBytes(final long imageSize, final int pageSize) {
+        final long pageWords = ((imageSize + pageSize - 1) / pageSize + 63) / 64;
+        final long sectorWords = (imageSize / SECTOR + 63) / 64;
+        return 2L * BLOCK + roundUp(pageWords * 8) + sectorWords * 8;
     }
 
     /** Reads {@code b}'s remaining bytes from {@code off} (through the native scratch); position moves to the limit. */
     private void readFully(final ByteBuffer b, final long off) throws IOException {
         while (b.hasRemaining()) {
-            final int want = Math.min(CHUNK, b.remaining());
+            final int want = (int) Math.min(scratch.byteSize(), b.remaining());
             iov.set(JAVA_LONG, 0, scratch.address());
             iov.set(JAVA_LONG, 8, want);
             final long n = ch.preadv(iov.address(), 1, off + b.position());
@@ -234,7 +253,7 @@ public final class PageStateFile implements AutoCloseable {
     /** Writes {@code b}'s remaining bytes at {@code off} (through the native scratch); position moves to the limit. */
     private void writeFully(final ByteBuffer b, final long off) throws IOException {
         while (b.hasRemaining()) {
-            final int want = Math.min(CHUNK, b.remaining());
+            final int want = (int) Math.min(scratch.byteSize(), b.remaining());
             MemorySegment.copy(b.array(), b.arrayOffset() + b.position(), scratch, JAVA_BYTE, 0, want);
             iov.set(JAVA_LONG, 0, scratch.address());
             iov.set(JAVA_LONG, 8, want);
@@ -360,6 +379,12 @@ public final class PageStateFile implements AutoCloseable {
             h.getInt();
             final byte[] digest = new byte[32];
             h.get(digest);
+            // Before anything is sized from the header: a file shorter than the bitmaps its header claims is damaged (or
+            // hostile), and is refused without allocating what it claims.
+            if (size > 0 && size <= MAX_IMAGE_BYTES && Integer.bitCount(ps) == 1 && ps >= 4096 && io.size() < layoutBytes(size, ps)) {
+                throw new IOException(path + " is truncated (" + io.size() + " bytes, its header needs " + layoutBytes(size, ps)
+                    + "); move it away to start the image over");
+            }
             final PageStateFile s = new PageStateFile(path, io, size, ps, digest);
             try {
                 s.load(); // checks the header's CRC and reads both bitmaps

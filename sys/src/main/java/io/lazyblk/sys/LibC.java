@@ -80,6 +80,7 @@ public final class LibC {
         ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(CAPTURE_LAYOUT));
 
     private static final MethodHandle SOCKET = fn("socket", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT);
+    private static final MethodHandle SOCKETPAIR = fn("socketpair", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS);
     private static final MethodHandle BIND = fn("bind", JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT);
     private static final MethodHandle LISTEN = fn("listen", JAVA_INT, JAVA_INT, JAVA_INT);
     private static final MethodHandle ACCEPT4 = fn("accept4", JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT);
@@ -187,6 +188,25 @@ public final class LibC {
         }
     }
 
+    /**
+     * A connected pair of {@code AF_UNIX} stream sockets ({@code socketpair(2)}, close-on-exec): a front end and a back
+     * end in one process, as a test drives a protocol over a real socket without a path in the file system.
+     *
+     * @return the two fds; the caller owns both
+     */
+    public static int[] socketPairUnix() throws NativeException {
+        final MemorySegment st = state();
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment sv = a.allocate(JAVA_INT, 2);
+            check("socketpair(AF_UNIX, SOCK_STREAM)", (int) SOCKETPAIR.invokeExact(st, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), st);
+            return new int[] {sv.getAtIndex(JAVA_INT, 0), sv.getAtIndex(JAVA_INT, 1)};
+        } catch (final NativeException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
     /** Fills a {@code struct sockaddr_un} for {@code path}; rejects paths longer than 107 bytes. */
     public static MemorySegment sockaddrUn(final Arena arena, final String path) {
         final byte[] bytes = path.getBytes(java.nio.charset.StandardCharsets.UTF_8);
@@ -265,6 +285,15 @@ public final class LibC {
     public static void shutdown(final int fd) {
         try {
             final int ignored = (int) SHUTDOWN.invokeExact(state(), fd, 2);
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code shutdown(fd, SHUT_WR)}: the peer reads end of stream after what was sent; this end can still read. Errors are ignored. */
+    public static void shutdownWrite(final int fd) {
+        try {
+            final int ignored = (int) SHUTDOWN.invokeExact(state(), fd, 1);
         } catch (final Throwable t) {
             throw rethrow(t);
         }

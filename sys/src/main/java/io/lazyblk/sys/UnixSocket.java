@@ -69,6 +69,12 @@ public final class UnixSocket implements AutoCloseable {
         }
     }
 
+    /** Two connected sockets ({@code socketpair(2)}), e.g. a front end and the back end it talks to, in one process. */
+    public static UnixSocket[] pair() throws NativeException {
+        final int[] fds = LibC.socketPairUnix();
+        return new UnixSocket[] {new UnixSocket(fds[0]), new UnixSocket(fds[1])};
+    }
+
     /** Blocks for the next connection on a listening socket. */
     public UnixSocket accept() throws IOException {
         return new UnixSocket(LibC.accept(fd));
@@ -212,6 +218,13 @@ public final class UnixSocket implements AutoCloseable {
     public void shutdown() {
         if (!closed) {
             LibC.shutdown(fd);
+        }
+    }
+
+    /** Half-closes: the peer reads end of stream after what was sent, and this end can still read its answers. */
+    public void shutdownOutput() {
+        if (!closed) {
+            LibC.shutdownWrite(fd);
         }
     }
 
