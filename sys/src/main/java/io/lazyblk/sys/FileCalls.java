@@ -2,16 +2,16 @@ package io.lazyblk.sys;
 
 import java.io.IOException;
 import java.lang.foreign.Arena;
-import java.lang.foreign.FunctionDescriptor;
-import java.lang.foreign.Linker;
-import java.lang.foreign.MemoryLayout;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.StructLayout;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
-import java.lang.invoke.VarHandle;
 
-import static java.lang.foreign.ValueLayout.ADDRESS;
+import static io.lazyblk.sys.Downcalls.errno;
+import static io.lazyblk.sys.Downcalls.fn;
+import static io.lazyblk.sys.Downcalls.lastErrno;
+import static io.lazyblk.sys.Downcalls.plain;
+import static io.lazyblk.sys.Downcalls.rethrow;
+import static io.lazyblk.sys.Downcalls.state;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
@@ -35,14 +35,7 @@ public final class FileCalls {
     public static final int PROT_READ = 1;
     public static final int MAP_SHARED = 1;
 
-    private static final Linker LINKER = Linker.nativeLinker();
-    private static final StructLayout CAPTURE = Linker.Option.captureStateLayout();
-    private static final VarHandle ERRNO = CAPTURE.varHandle(MemoryLayout.PathElement.groupElement("errno"));
-    private static final ThreadLocal<MemorySegment> STATE = ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(CAPTURE));
-
-    private static final MethodHandle OPEN = LINKER.downcallHandle(LINKER.defaultLookup().find("open").orElseThrow(),
-        FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT),
-        Linker.Option.captureCallState("errno"), Linker.Option.firstVariadicArg(2));
+    private static final MethodHandle OPEN = Downcalls.open();
     private static final MethodHandle CLOSE = fn("close", JAVA_INT, JAVA_INT);
     private static final MethodHandle LSEEK = fn("lseek", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT);
     // Data-path calls do not capture errno (the JDK may allocate a capture segment per call); on failure they
@@ -57,41 +50,12 @@ public final class FileCalls {
     private static final MethodHandle MMAP = plain("mmap", JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG);
     private static final MethodHandle MINCORE = plain("mincore", JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG);
     private static final MethodHandle MUNMAP = plain("munmap", JAVA_INT, JAVA_LONG, JAVA_LONG);
-    private static final MethodHandle ERRNO_LOCATION = plain("__errno_location", JAVA_LONG);
-    private static final MemorySegment ALL = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
-    private static final MethodHandle STRERROR = LINKER.downcallHandle(LINKER.defaultLookup().find("strerror").orElseThrow(),
-        FunctionDescriptor.of(ADDRESS, JAVA_INT));
 
     private FileCalls() {
     }
 
-    private static MethodHandle fn(final String name, final ValueLayout ret, final ValueLayout... args) {
-        return LINKER.downcallHandle(LINKER.defaultLookup().find(name).orElseThrow(),
-            FunctionDescriptor.of(ret, args), Linker.Option.captureCallState("errno"));
-    }
-
-    private static MethodHandle plain(final String name, final ValueLayout ret, final ValueLayout... args) {
-        return LINKER.downcallHandle(LINKER.defaultLookup().find(name).orElseThrow(), FunctionDescriptor.of(ret, args));
-    }
-
-    private static int lastErrno() {
-        try {
-            return ALL.get(JAVA_INT, (long) ERRNO_LOCATION.invokeExact());
-        } catch (final Throwable t) {
-            throw rethrow(t);
-        }
-    }
-
-    private static int errno(final MemorySegment st) {
-        return (int) ERRNO.get(st, 0L);
-    }
-
     public static String strerror(final int errno) {
-        try {
-            return ((MemorySegment) STRERROR.invokeExact(errno)).reinterpret(256).getString(0);
-        } catch (final Throwable t) {
-            return "errno " + errno;
-        }
+        return Downcalls.strerror(errno);
     }
 
     /** An IOException naming {@code call} and {@code strerror(errno)}. */
@@ -99,18 +63,8 @@ public final class FileCalls {
         return new IOException(call + " failed: " + strerror(errno) + " (errno " + errno + ")");
     }
 
-    private static RuntimeException rethrow(final Throwable t) {
-        if (t instanceof RuntimeException r) {
-            return r;
-        }
-        if (t instanceof Error e) {
-            throw e;
-        }
-        return new IllegalStateException(t);
-    }
-
     public static int open(final String path, final int flags, final int mode) throws IOException {
-        final MemorySegment st = STATE.get();
+        final MemorySegment st = state();
         try (Arena a = Arena.ofConfined()) {
             final int fd = (int) OPEN.invokeExact(st, a.allocateFrom(path), flags | O_CLOEXEC, mode);
             if (fd < 0) {
@@ -126,14 +80,14 @@ public final class FileCalls {
 
     public static void close(final int fd) {
         try {
-            final int ignored = (int) CLOSE.invokeExact(STATE.get(), fd);
+            final int ignored = (int) CLOSE.invokeExact(state(), fd);
         } catch (final Throwable t) {
             throw rethrow(t);
         }
     }
 
     public static long size(final int fd) throws IOException {
-        final MemorySegment st = STATE.get();
+        final MemorySegment st = state();
         try {
             final long n = (long) LSEEK.invokeExact(st, fd, 0L, SEEK_END);
             if (n < 0) {

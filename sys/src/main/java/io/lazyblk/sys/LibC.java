@@ -1,16 +1,16 @@
 package io.lazyblk.sys;
 
 import java.lang.foreign.Arena;
-import java.lang.foreign.FunctionDescriptor;
-import java.lang.foreign.Linker;
-import java.lang.foreign.MemoryLayout;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.StructLayout;
-import java.lang.foreign.SymbolLookup;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
-import java.lang.invoke.VarHandle;
 
+import static io.lazyblk.sys.Downcalls.errno;
+import static io.lazyblk.sys.Downcalls.fn;
+import static io.lazyblk.sys.Downcalls.lastErrno;
+import static io.lazyblk.sys.Downcalls.plain;
+import static io.lazyblk.sys.Downcalls.rethrow;
+import static io.lazyblk.sys.Downcalls.state;
 import static java.lang.foreign.ValueLayout.ADDRESS;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
@@ -70,15 +70,6 @@ public final class LibC {
     public static final int FALLOC_FL_PUNCH_HOLE = 2;
     public static final int FALLOC_FL_ZERO_RANGE = 0x10;
 
-    private static final Linker LINKER = Linker.nativeLinker();
-    private static final SymbolLookup LIBC = LINKER.defaultLookup();
-    private static final StructLayout CAPTURE_LAYOUT = Linker.Option.captureStateLayout();
-    private static final VarHandle ERRNO = CAPTURE_LAYOUT.varHandle(MemoryLayout.PathElement.groupElement("errno"));
-    private static final Linker.Option CAPTURE_ERRNO = Linker.Option.captureCallState("errno");
-    /** One errno capture segment per thread, so a call never allocates. */
-    private static final ThreadLocal<MemorySegment> STATE =
-        ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(CAPTURE_LAYOUT));
-
     private static final MethodHandle SOCKET = fn("socket", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT);
     private static final MethodHandle SOCKETPAIR = fn("socketpair", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS);
     private static final MethodHandle BIND = fn("bind", JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT);
@@ -88,79 +79,28 @@ public final class LibC {
     private static final MethodHandle GETSOCKOPT = fn("getsockopt", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS);
     private static final MethodHandle SHUTDOWN = fn("shutdown", JAVA_INT, JAVA_INT, JAVA_INT);
     private static final MethodHandle CLOSE = fn("close", JAVA_INT, JAVA_INT);
-    // Hot-path calls do not capture errno: the JDK may allocate a capture segment per call. On failure they read
-    // errno through __errno_location() right away, before this thread makes any other native call.
     private static final MethodHandle READ = plain("read", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG);
     private static final MethodHandle PREAD = plain("pread", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG);
     private static final MethodHandle WRITE = plain("write", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG);
-    private static final MethodHandle ERRNO_LOCATION = plain("__errno_location", JAVA_LONG);
-    private static final MemorySegment ALL = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
     private static final MethodHandle SENDMSG = fn("sendmsg", JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT);
     private static final MethodHandle RECVMSG = fn("recvmsg", JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT);
     private static final MethodHandle MMAP = fn("mmap", JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG);
     private static final MethodHandle MUNMAP = fn("munmap", JAVA_INT, JAVA_LONG, JAVA_LONG);
     private static final MethodHandle EVENTFD = fn("eventfd", JAVA_INT, JAVA_INT, JAVA_INT);
-    private static final MethodHandle OPEN = LINKER.downcallHandle(LIBC.find("open").orElseThrow(),
-        FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT), CAPTURE_ERRNO, Linker.Option.firstVariadicArg(2));
+    private static final MethodHandle OPEN = Downcalls.open();
     // fcntl is variadic: the handle with a third argument says so, or the call would not follow the varargs ABI.
     private static final MethodHandle FCNTL = fn("fcntl", JAVA_INT, JAVA_INT, JAVA_INT);
-    private static final MethodHandle FCNTL_ARG = LINKER.downcallHandle(LIBC.find("fcntl").orElseThrow(),
-        FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), CAPTURE_ERRNO, Linker.Option.firstVariadicArg(2));
+    private static final MethodHandle FCNTL_ARG = Downcalls.variadic("fcntl", 2, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT);
     private static final MethodHandle MEMFD_CREATE = fn("memfd_create", JAVA_INT, ADDRESS, JAVA_INT);
     private static final MethodHandle FTRUNCATE = fn("ftruncate", JAVA_INT, JAVA_INT, JAVA_LONG);
     private static final MethodHandle POLL = plain("poll", JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT);
     private static final MethodHandle LSEEK = fn("lseek", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT);
-    private static final MethodHandle STRERROR = LINKER.downcallHandle(
-        LIBC.find("strerror").orElseThrow(), FunctionDescriptor.of(ADDRESS, JAVA_INT));
 
     private LibC() {
     }
 
-    private static MethodHandle fn(final String name, final ValueLayout ret, final ValueLayout... args) {
-        final MemorySegment symbol = LIBC.find(name).orElseThrow(() -> new UnsatisfiedLinkError("libc has no " + name));
-        return LINKER.downcallHandle(symbol, FunctionDescriptor.of(ret, args), CAPTURE_ERRNO);
-    }
-
-    private static MethodHandle plain(final String name, final ValueLayout ret, final ValueLayout... args) {
-        final MemorySegment symbol = LIBC.find(name).orElseThrow(() -> new UnsatisfiedLinkError("libc has no " + name));
-        return LINKER.downcallHandle(symbol, FunctionDescriptor.of(ret, args));
-    }
-
-    /** errno of the last failed native call on this thread; call it right after that call. */
-    private static int lastErrno() {
-        try {
-            return ALL.get(JAVA_INT, (long) ERRNO_LOCATION.invokeExact());
-        } catch (final Throwable t) {
-            throw rethrow(t);
-        }
-    }
-
-    private static int errno(final MemorySegment state) {
-        return (int) ERRNO.get(state, 0L);
-    }
-
-    /** The per-thread errno capture segment; pass it as the first argument of a capturing handle. */
-    private static MemorySegment state() {
-        return STATE.get();
-    }
-
     public static String strerror(final int errno) {
-        try {
-            final MemorySegment s = (MemorySegment) STRERROR.invokeExact(errno);
-            return s.reinterpret(256).getString(0);
-        } catch (final Throwable t) {
-            return "errno " + errno;
-        }
-    }
-
-    private static RuntimeException rethrow(final Throwable t) {
-        if (t instanceof RuntimeException r) {
-            return r;
-        }
-        if (t instanceof Error e) {
-            throw e;
-        }
-        return new IllegalStateException(t);
+        return Downcalls.strerror(errno);
     }
 
     private static int check(final String call, final int rc, final MemorySegment st) throws NativeException {
