@@ -428,9 +428,7 @@ class ImageServerFuzzTest {
     }
 
     private static byte[] bytes(final ByteBuffer b) {
-        final byte[] out = new byte[b.remaining()];
-        b.duplicate().get(out);
-        return out;
+        return io.lazyblk.sys.fuzz.FuzzBytes.toArray(b);
     }
 
     /** Writes the seed corpus into directory {@code args[0]} (tools/fuzz image-server --write-seeds). */

@@ -95,4 +95,11 @@ public final class FuzzBytes {
             return out.toByteArray();
         }
     }
+
+    /** The remaining bytes of {@code b}, copied (its position unchanged): what a target compares encodings with. */
+    public static byte[] toArray(final java.nio.ByteBuffer b) {
+        final byte[] out = new byte[b.remaining()];
+        b.duplicate().get(out);
+        return out;
+    }
 }
