@@ -153,7 +153,9 @@ final class BlkQueueHandler implements QueueHandler {
             work += backend.poll();
         }
         if (inline != null) {
-            if (work + pending + published > 0) {
+            if (work + pending + published > 0 || inFlight > 0) {
+                // Not idle while a request waits on a fetch either: this thread polls for its answer, and a deferred
+                // merge here (hashing the rest of a page, ~35 us per 64 KiB, and writing it) would hold the answer up.
                 idleSince = 0;
             } else if (idleSince == 0) {
                 idleSince = System.nanoTime();

@@ -227,19 +227,30 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         }
     }
 
+    /** Checks the fetched bytes a read needs, before it is answered from them ({@link PageFetches}: by provider page). */
+    interface Checked {
+        /** Whether bytes {@code [offset, offset + length)} of the image, in the fetched page, are the image's. */
+        boolean verify(long offset, long length);
+    }
+
+    /** {@link #serveWaiters}: the fetched bytes a waiter needed failed their hash; nobody was answered from the rest since. */
+    static final int CORRUPT = -2;
+
     /**
-     * The fetch of page {@code p} was verified in {@code bytes} and is not merged yet: answers its parked reads that lie
-     * wholly in the page and cover no sector the guest wrote straight from those bytes, so the guest does not wait for
-     * the local write; the rest are parked again and run once the page is merged. On the fetch's completing thread.
-     * Returns how many were answered if that was all of them (0 if none waited), else -1 (someone waits for the merge).
+     * The fetch of page {@code p} is in {@code bytes} and is not merged yet: answers its parked reads that lie wholly in
+     * the page and cover no sector the guest wrote straight from those bytes, once {@code checked} vouches for the bytes
+     * each one needs, so the guest waits neither for the local write nor for the hashing of the rest of the page; the
+     * rest are parked again and run once the page is merged. On the fetch's completing thread. Returns how many were
+     * answered if that was all of them (0 if none waited), -1 if someone waits for the merge, or {@link #CORRUPT}.
      */
-    int serveWaiters(final int p, final MemorySegment bytes) {
+    int serveWaiters(final int p, final MemorySegment bytes, final Checked checked) {
         int answered = 0;
         boolean reparked = false;
+        boolean corrupt = false;
         PageWaiter w = table.takeWaiters(p);
         while (w != null) {
             final PageWaiter next = PageTable.detachNext(w);
-            if (w instanceof IoRequest r && answerable(p, r)) {
+            if (!corrupt && w instanceof IoRequest r && answerable(p, r) && !(corrupt = !checked.verify(r.offset, r.dataBytes))) {
                 finish(r, bytes, r.offset - geo.pageStart(p), true);
                 answered++;
             } else {
@@ -248,7 +259,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
             }
             w = next;
         }
-        return reparked ? -1 : answered;
+        return corrupt ? CORRUPT : reparked ? -1 : answered;
     }
 
     /** Whether the fetched bytes of page {@code p} are the right answer to {@code r}: a read inside it, no guest sector. */

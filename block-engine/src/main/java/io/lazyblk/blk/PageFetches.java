@@ -29,6 +29,10 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 final class PageFetches implements PageSource.Listener {
     private static final Logger LOG = LoggerFactory.getLogger(PageFetches.class);
     private static final int SECTOR = GuestSectors.SECTOR;
+    /** A completion's status for the agent: OK, and hashed already by the thread that completed it. */
+    private static final int VERIFIED = 0x7f;
+    /** Completions queued for the agent beyond which the completing thread hashes a background page itself. */
+    private static final int AGENT_BACKLOG = 2;
 
     private final LazyStore store;
     private final PageBuffers buffers;
@@ -55,6 +59,14 @@ final class PageFetches implements PageSource.Listener {
     private final AtomicLong backgroundBytes = new AtomicLong();
     /** The source checks every page against the manifest's hashes itself (a chain): not hashed twice. */
     private final boolean verifiedBySource;
+    /**
+     * Per buffer, which of its provider pages were checked against their hashes (a bit each): a demand read is answered
+     * once the provider pages it covers are checked, the rest are checked before the page is merged. Owned by whoever
+     * holds the buffer; cleared when a fetch into it starts.
+     */
+    private final long[][] checkedParts;
+    /** The {@link LazyStore.Checked} of each buffer, made once (serveWaiters takes one per call: no allocation). */
+    private final LazyStore.Checked[] checkers;
 
     PageFetches(final LazyStore store, final PageBuffers buffers) {
         this.store = store;
@@ -66,6 +78,13 @@ final class PageFetches implements PageSource.Listener {
         deferred = new ManyToManyConcurrentArrayQueue<>(buffers.count());
         toAgent = new ManyToOneConcurrentArrayQueue<>(buffers.count() * 2);
         verifiedBySource = store.source.verifiesPages();
+        final int parts = store.manifest.sourcePagesPerPage();
+        checkedParts = new long[buffers.count()][(parts + 63) / 64];
+        checkers = new LazyStore.Checked[buffers.count()];
+        for (int i = 0; i < checkers.length; i++) {
+            final int b = i;
+            checkers[i] = (offset, length) -> checkRange(b, offset, length);
+        }
     }
 
     void attach(final LazyFill f) {
@@ -120,6 +139,7 @@ final class PageFetches implements PageSource.Listener {
         // Plain writes, published to the completing thread by the source's submit (a queue offer, a release).
         buffers.page[b] = p;
         buffers.demand[b] = isDemand;
+        java.util.Arrays.fill(checkedParts[b], verifiedBySource ? -1L : 0L);
         if (!store.source.fetch(store.manifest.firstSourcePage(p), store.manifest.sourcePageCount(p), buffers.buffers[b],
             isDemand ? PageSource.DEMAND : PageSource.BACKGROUND, b, this)) {
             inFlight.set(p, 0);
@@ -134,30 +154,78 @@ final class PageFetches implements PageSource.Listener {
         final int b = (int) tag;
         if (status == PageSource.OK && buffers.demand[b]) {
             final int p = buffers.page[b];
-            if (verified(p, b)) {
-                // inFlight stays 1 until the merge: a reader that parks meanwhile must not start a second fetch.
-                demandBytes.addAndGet(store.geo.pageLength(p));
-                // The guest's reads first, from the verified bytes; the local write follows, off their path.
-                if (store.serveWaiters(p, buffers.buffers[b]) > 0 && deferred.offer(buffers.boxes[b])) {
-                    // Every waiter was answered: the local write waits for a request thread with nothing to do (or the
-                    // agent). Done here, it would hold up the next request on a host with no idle core: measured on 2
-                    // cores, the queue agent then waits out the write (~12 µs) before it sees the guest's next request.
-                    // The offer (ordered store) publishes page[b] and the bytes to the merger.
-                    return;
-                }
-                mergeOrFail(p, b);
-                buffers.release(b); // ordered store: the buffer's next user sees it free only after we are done with it
+            // inFlight stays 1 until the merge: a reader that parks meanwhile must not start a second fetch.
+            // The guest's reads first, from the bytes each one needs, checked; the rest of the page is checked before
+            // the local write, which follows off their path.
+            final int served = store.serveWaiters(p, buffers.buffers[b], checkers[b]);
+            if (served == LazyStore.CORRUPT) {
+                toAgent.offer(((long) b << 8) | PageSource.CORRUPT); // the agent fetches it again, or fails it
+                fill.wake();
                 return;
             }
+            demandBytes.addAndGet(store.geo.pageLength(p));
+            if (served > 0 && deferred.offer(buffers.boxes[b])) {
+                // Every waiter was answered: the local write waits for a request thread with nothing to do (or the
+                // agent). Done here, it would hold up the next request on a host with no idle core: measured on 2
+                // cores, the queue agent then waits out the write (~12 µs) before it sees the guest's next request.
+                // The offer (ordered store) publishes page[b], its checked parts and the bytes to the merger.
+                if (deferred.size() > buffers.count() / 4) {
+                    fill.wake(); // a guest that keeps its queue busy leaves them to the agent: before buffers run short
+                }
+                return;
+            }
+            checkAndMerge(p, b);
+            return;
+        }
+        int st = status;
+        if (st == PageSource.OK && !verifiedBySource && toAgent.size() >= AGENT_BACKLOG) {
+            // The agent is behind (it hashes and writes every background page): hash this one here, on the completing
+            // thread, so both cores hash when the source outruns one (a same-host source reads at several GB/s, a
+            // SHA-256 core does ~1.8). A source slower than the agent (TCP, here) never builds the backlog.
+            st = verified(buffers.page[b], b) ? VERIFIED : PageSource.CORRUPT;
         }
         // Hand over to the agent; the queue's CAS publishes the buffer's bytes with it.
-        toAgent.offer((tag << 8) | status);
+        toAgent.offer((tag << 8) | st);
         fill.wake();
     }
 
-    /** Page {@code p}'s bytes in buffer {@code b} are the image's: checked here, unless the source checked them already. */
+    /** Page {@code p}'s bytes in buffer {@code b} are the image's: every provider page not checked yet is checked now. */
     private boolean verified(final int p, final int b) {
-        return verifiedBySource || store.manifest.verify(p, buffers.buffers[b], 0);
+        return checkRange(b, store.geo.pageStart(p), store.geo.pageLength(p));
+    }
+
+    /**
+     * Checks the provider pages of buffer {@code b}'s page that hold image bytes {@code [offset, offset + length)} and
+     * were not checked yet; false if one fails its hash. Whoever holds the buffer.
+     */
+    private boolean checkRange(final int b, final long offset, final long length) {
+        final int p = buffers.page[b];
+        final long pageStart = store.geo.pageStart(p);
+        final int part = store.manifest.sourcePageSize();
+        final int first = (int) ((offset - pageStart) / part);
+        final int last = (int) ((offset + length - 1 - pageStart) / part);
+        final long[] checked = checkedParts[b];
+        for (int i = first; i <= last; i++) {
+            if ((checked[i >>> 6] & (1L << i)) != 0) {
+                continue;
+            }
+            if (!store.manifest.verifyPart(p, i, buffers.buffers[b], (long) i * part)) {
+                return false;
+            }
+            checked[i >>> 6] |= 1L << i;
+        }
+        return true;
+    }
+
+    /** Checks the rest of page {@code p} in buffer {@code b} and merges it; if it fails, the agent takes the buffer. */
+    private void checkAndMerge(final int p, final int b) {
+        if (!verified(p, b)) {
+            toAgent.offer(((long) b << 8) | PageSource.CORRUPT); // the agent fetches it again, or fails it; it releases b
+            fill.wake();
+            return;
+        }
+        mergeOrFail(p, b);
+        buffers.release(b); // ordered store: the buffer's next user sees it free only after we are done with it
     }
 
     /**
@@ -172,7 +240,7 @@ final class PageFetches implements PageSource.Listener {
                 fill.checksumFailed(p);
                 return;
             }
-            if (status != PageSource.OK) {
+            if (status != PageSource.OK && status != VERIFIED) {
                 fill.scheduleRetry(p); // stays FETCHING: waiters keep waiting until it lands or times out
                 return;
             }
@@ -197,9 +265,12 @@ final class PageFetches implements PageSource.Listener {
                 return;
             }
             final int p = buffers.page[b];
-            if (store.serveWaiters(p, buffers.buffers[b]) < 0 || !deferred.offer(b)) {
-                mergeOrFail(p, b);
-                buffers.release(b);
+            final int served = store.serveWaiters(p, buffers.buffers[b], checkers[b]);
+            if (served == LazyStore.CORRUPT) {
+                toAgent.offer(((long) b << 8) | PageSource.CORRUPT);
+                fill.wake();
+            } else if (served < 0 || !deferred.offer(b)) {
+                checkAndMerge(p, b);
             }
         }
     }
@@ -208,8 +279,7 @@ final class PageFetches implements PageSource.Listener {
     void runDeferredMerges() {
         Integer b;
         while ((b = deferred.poll()) != null) { // poll acquires what the offering thread wrote
-            mergeOrFail(buffers.page[b], b);
-            buffers.release(b);
+            checkAndMerge(buffers.page[b], b);
         }
     }
 

@@ -27,6 +27,8 @@ final class MemorySource implements PageSource {
     private volatile boolean down;
     private volatile boolean held;
     private volatile double failShare;
+    /** Provider pages served with their first byte flipped, as a damaged network or a forger would. */
+    private final java.util.Set<Integer> corrupt = java.util.concurrent.ConcurrentHashMap.newKeySet();
     private volatile boolean closed;
     private volatile int inFlight;
 
@@ -60,6 +62,11 @@ final class MemorySource implements PageSource {
                 notifyAll();
             }
         }
+    }
+
+    /** From now on provider page {@code page} arrives with its first byte flipped. */
+    void corrupt(final int page) {
+        corrupt.add(page);
     }
 
     int fetchesOf(final int page) {
@@ -116,6 +123,10 @@ final class MemorySource implements PageSource {
                 MemorySegment.copy(golden, (int) from, f.dst, JAVA_BYTE, 0, len);
                 for (int p = f.first; p < f.first + f.count; p++) {
                     fetches.incrementAndGet(p);
+                    if (corrupt.contains(p)) {
+                        final long at = (long) (p - f.first) * ps;
+                        f.dst.set(JAVA_BYTE, at, (byte) ~f.dst.get(JAVA_BYTE, at));
+                    }
                 }
             }
             synchronized (this) {

@@ -218,31 +218,45 @@ public final class Manifest {
         if (offset < 0 || data.byteSize() - offset < geometry.pageLength(page)) {
             return false;
         }
+        long at = offset;
+        for (int i = 0; i < sourcePageCount(page); i++) {
+            if (!verifyPart(page, i, data, at)) {
+                return false;
+            }
+            at += sourceGeometry.pageLength(firstSourcePage(page) + i);
+        }
+        return true;
+    }
+
+    /**
+     * Checks one provider page of page {@code page}: its {@code part}-th ({@code 0 <= part < }{@link #sourcePageCount}),
+     * whose bytes are at {@code offset} in {@code data}. No allocation. Lets a reader be answered once the provider pages
+     * it needs are checked, before the rest of a coarse page is.
+     */
+    public boolean verifyPart(final int page, final int part, final java.lang.foreign.MemorySegment data, final long offset) {
+        final int sp = firstSourcePage(page) + part;
+        if (part < 0 || part >= sourcePageCount(page)) {
+            return false;
+        }
+        final int len = sourceGeometry.pageLength(sp);
+        if (offset < 0 || data.byteSize() - offset < len) {
+            return false;
+        }
         final MessageDigest sha = SHA.get();
         final byte[] chunk = CHUNKS.get();
         final byte[] out = OUT.get();
-        final int first = firstSourcePage(page);
-        final int n = sourcePageCount(page);
-        long at = offset;
-        for (int i = 0; i < n; i++) {
-            final int len = sourceGeometry.pageLength(first + i);
-            for (int done = 0; done < len; ) {
-                final int step = Math.min(CHUNK, len - done);
-                java.lang.foreign.MemorySegment.copy(data, java.lang.foreign.ValueLayout.JAVA_BYTE, at + done, chunk, 0, step);
-                sha.update(chunk, 0, step);
-                done += step;
-            }
-            try {
-                sha.digest(out, 0, HASH_BYTES);
-            } catch (final java.security.DigestException e) {
-                throw new IllegalStateException("a 32-byte SHA-256 always fits 32 bytes", e);
-            }
-            if (!Arrays.equals(out, 0, HASH_BYTES, hashes, (first + i) * HASH_BYTES, (first + i + 1) * HASH_BYTES)) {
-                return false;
-            }
-            at += len;
+        for (int done = 0; done < len; ) {
+            final int step = Math.min(CHUNK, len - done);
+            java.lang.foreign.MemorySegment.copy(data, java.lang.foreign.ValueLayout.JAVA_BYTE, offset + done, chunk, 0, step);
+            sha.update(chunk, 0, step);
+            done += step;
         }
-        return true;
+        try {
+            sha.digest(out, 0, HASH_BYTES);
+        } catch (final java.security.DigestException e) {
+            throw new IllegalStateException("a 32-byte SHA-256 always fits 32 bytes", e);
+        }
+        return Arrays.equals(out, 0, HASH_BYTES, hashes, sp * HASH_BYTES, (sp + 1) * HASH_BYTES);
     }
 
     /** Same image in the same pages: one digest (so the same size, provider page size and page hashes) and page size. */

@@ -62,8 +62,9 @@ public final class ServeCommand implements Callable<Integer> {
     Function<String, String> environment = System::getenv;
 
     @Option(names = "--page-size", converter = SizeConverter.class, defaultValue = "0",
-        description = "page size of the page map, a power of two from the provider's page size (the smallest unit its checksums"
-            + " cover) to 4M, e.g. 1M for fewer, larger fetches; default: what --local was filled in, else the provider's")
+        description = "page size of the page map (the unit fetched), a power of two from the provider's page size (the unit its"
+            + " SHA-256 hashes cover) to 4M, e.g. 1M for fewer, larger fetches; default: what --local was filled in, else"
+            + " 64k or the provider's if larger")
     long pageSize;
 
     @Option(names = "--memory-budget", converter = SizeConverter.class, defaultValue = "256M",

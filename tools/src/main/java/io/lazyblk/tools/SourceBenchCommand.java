@@ -59,6 +59,12 @@ public final class SourceBenchCommand implements Callable<Integer> {
         + " weighs on both sides of an overhead; the table gives the medians (default ${DEFAULT-VALUE})")
     int rounds;
 
+    @Option(names = "--provider-page-size", defaultValue = "64k", converter = SizeConverter.class,
+        description = "the provider's page size, the unit its SHA-256 hashes cover (default ${DEFAULT-VALUE}); the engine "
+            + "still fetches 64 KiB pages (or the provider's, if larger), and answers a miss once the provider pages it "
+            + "needs are checked: smaller provider pages mean less to hash per miss and a larger manifest")
+    long providerPageSize;
+
     @Override
     public Integer call() throws Exception {
         if (rounds < 1 || rounds > 100) {
@@ -73,11 +79,17 @@ public final class SourceBenchCommand implements Callable<Integer> {
             writeRandom(image, size);
         }
         warm(image);
-        final int page = ManifestBuilder.DEFAULT_PAGE_SIZE;
+        if (providerPageSize < io.lazyblk.pagemap.PageGeometry.MIN_PAGE || providerPageSize > io.lazyblk.pagemap.PageGeometry.MAX_PAGE
+            || Long.bitCount(providerPageSize) != 1) {
+            System.err.println("bench-sources: --provider-page-size must be a power of two from 4k to 4M, got " + providerPageSize);
+            return 2;
+        }
+        final int page = (int) Math.max(ManifestBuilder.DEFAULT_PAGE_SIZE, providerPageSize);
+        enginePage = page;
         final byte[] secret = new byte[32];
         new SecureRandom().nextBytes(secret);
         final Path sock = workDir.resolve("cache.sock");
-        final ImageExport export = ImageExport.of("golden", image, page, new ManifestBuilder(workDir.resolve("manifests")),
+        final ImageExport export = ImageExport.of("golden", image, (int) providerPageSize, new ManifestBuilder(workDir.resolve("manifests")),
             ManifestBuilder.Progress.NONE);
         try (ImageServer server = ImageServer.start(new InetSocketAddress("127.0.0.1", 0), sock, List.of(export), secret)) {
             final InetSocketAddress addr = new InetSocketAddress("127.0.0.1", server.port());
@@ -160,7 +172,8 @@ public final class SourceBenchCommand implements Callable<Integer> {
             final double[] shmCopy = medians(mapped);
             final double[] tcpOverhead = overheads(miss[0], raw[0]);
             final double[] shmOverhead = overheads(miss[1], raw[1]);
-            System.out.printf("%nimage %d MiB of random bytes, %d KiB pages; engine local files in %s%n", size >> 20, page >> 10, local);
+            System.out.printf("%nimage %d MiB of random bytes, %d KiB pages (the provider's, each with its SHA-256: %d KiB); engine local"
+                + " files in %s%n", size >> 20, page >> 10, providerPageSize >> 10, local);
             System.out.printf("%-10s %-44s %10s %10s%n", "source", "4 KiB read at QD1 through the engine (median of "
                 + rounds + " rounds)", "p50 us", "p99 us");
             System.out.printf("%-10s %-44s %10.1f %10.1f   (%.0f misses a round)%n", "tcp://", "demand miss", tcpMiss[0], tcpMiss[1], tcpMiss[2]);
@@ -567,7 +580,11 @@ public final class SourceBenchCommand implements Callable<Integer> {
         Files.deleteIfExists(PeerExport.manifestBeside(file));
     }
 
-    private static Engine.LazySource source(final SourceUri uri, final String token, final long fillRate) {
-        return new Engine.LazySource(List.of(uri), List.of(io.lazyblk.pull.token.TokenSource.fixed(token)), 256L << 20, fillRate, Duration.ofSeconds(30), 0);
+    /** The engine's page size: 64 KiB, or the provider's if larger. */
+    private int enginePage = ManifestBuilder.DEFAULT_PAGE_SIZE;
+
+    private Engine.LazySource source(final SourceUri uri, final String token, final long fillRate) {
+        return new Engine.LazySource(List.of(uri), List.of(io.lazyblk.pull.token.TokenSource.fixed(token)), 256L << 20, fillRate,
+            Duration.ofSeconds(30), enginePage);
     }
 }
