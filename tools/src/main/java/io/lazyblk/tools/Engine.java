@@ -265,6 +265,11 @@ public final class Engine implements AutoCloseable {
             }
             return open[seed].manifest();
         }
+        if (open[seed] != null && !java.util.Arrays.equals(open[seed].manifest().digest(), pinned)) {
+            // The seed serves something else now: the image changed upstream, and this copy cannot be completed from
+            // it. The state file refuses it below, with the message that says what to do.
+            return open[seed].manifest();
+        }
         for (final PageSource s : open) {
             if (s != null && java.util.Arrays.equals(s.manifest().digest(), pinned)) {
                 return s.manifest();
@@ -272,11 +277,6 @@ public final class Engine implements AutoCloseable {
         }
         if (saved != null && java.util.Arrays.equals(saved.digest(), pinned)) {
             return saved; // nothing that serves this image is up now: late sources will be, and are checked against it
-        }
-        if (open[seed] != null) {
-            // The seed is up but serves something else: the image changed upstream. The state file refuses it below,
-            // with the message that says what to do.
-            return open[seed].manifest();
         }
         throw new IOException("no source serving the image this local file holds could be reached: " + failures);
     }
