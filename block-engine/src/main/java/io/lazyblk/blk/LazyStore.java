@@ -44,7 +44,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     final PageStateFile state;
     final PageSource source;
     final GuestSectors guest;
-    /** Guest writes in progress per not-yet-readable page; a merge waits for zero. */
+    /** Guest writes in progress per page; a merge waits for zero ({@link LazyWrites}). */
     final AtomicIntegerArray writers;
     final Durability durability;
     private final Options options;
@@ -52,6 +52,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     private final PageFetches fetches;
     private final PageCacheLimit cacheLimit;
     private final LazyFill fill;
+    private final LazyWrites writes;
     private final AgentRunner fillRunner;
     private final Durability.Committed onCommitted;
     private volatile boolean diskOnly;
@@ -92,6 +93,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         this.fetches = new PageFetches(this, buffers);
         this.fill = new LazyFill(this, options, buffers, fetches, persistPages, cacheLimit);
         fetches.attach(fill);
+        this.writes = new LazyWrites(this, fill);
         this.onCommitted = p -> {
             table.transition(p, PageTable.RESIDENT, PageTable.LOCAL);
             if (fetches.backgroundFilled[p]) {
@@ -367,103 +369,12 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     /** Writes guest data; never waits for a fetch (see the class comment). */
     @Override
     public int write(final IoRequest r) {
-        return guestWrite(r.offset, r.dataBytes, r, false, 0, 0);
+        return writes.write(r.offset, r.dataBytes, r, false, 0, 0, diskOnly);
     }
 
     @Override
     public int writeZeroes(final IoRequest r, final long scratchIov, final long scratchLen) {
-        return guestWrite(r.dwzOffset, r.dwzLength, r, true, scratchIov, scratchLen);
-    }
-
-    private int guestWrite(final long offset, final long length, final IoRequest r, final boolean zeroes,
-                           final long scratchIov, final long scratchLen) {
-        if (diskOnly) {
-            // No fetch can land any more; the marks only keep a peer export from serving what the guest wrote.
-            final int rc = zeroes
-                ? image.writeZeroes(offset, length, false, scratchIov, scratchLen)
-                : image.write(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
-            if (rc == 0) {
-                guest.markDone(offset / SECTOR, length / SECTOR);
-            }
-            return rc;
-        }
-        final int first = geo.pageOf(offset);
-        final int last = geo.lastPageOf(offset, length);
-        for (int p = first; p <= last; p++) {
-            enter(p);
-        }
-        try {
-            // Claim before writing: a merge that starts after we leave sees the claims and skips these sectors.
-            guest.claim(offset / SECTOR, length / SECTOR);
-            final int rc = zeroes
-                ? image.writeZeroes(offset, length, false, scratchIov, scratchLen) // never unmap: the page map owns holes
-                : image.write(r.iov.address(), r.iovCount, r.offset, r.dataBytes);
-            if (rc == 0) {
-                guest.markDone(offset / SECTOR, length / SECTOR);
-                for (int p = first; p <= last; p++) {
-                    if (!table.readable(p) && wholePageGuestWritten(p)) {
-                        fill.wholePageWritten(p);
-                    }
-                }
-            } else {
-                unclaimFailedWrite(first, last, offset / SECTOR, length / SECTOR);
-            }
-            return rc;
-        } finally {
-            for (int p = first; p <= last; p++) {
-                writers.decrementAndGet(p);
-            }
-        }
-    }
-
-    /** Registers a writer on a page; waits out a merge in progress (a few µs). */
-    private void enter(final int p) {
-        while (true) {
-            if (table.readable(p)) {
-                writers.incrementAndGet(p); // harmless on a readable page; keeps the decrement symmetric
-                return;
-            }
-            writers.incrementAndGet(p);
-            // Volatile increment, then volatile read of the state: pairs with the merge's CAS to MERGING followed by its
-            // read of writers; at least one of us sees the other, so no merge runs while we write.
-            if (table.state(p) != PageTable.MERGING) {
-                return;
-            }
-            writers.decrementAndGet(p);
-            while (table.state(p) == PageTable.MERGING) {
-                Thread.onSpinWait();
-            }
-        }
-    }
-
-    /**
-     * A guest write failed: its sectors hold neither its bytes nor (maybe) the image's, so they must not stay claimed,
-     * or the merge would skip them and a read would return whatever is there. Unclaims the sectors no completed write
-     * owns, in pages we are the only writer of (the merge waits for us, so none runs meanwhile); with a concurrent
-     * writer on the same page the claims stay, as its write may need them.
-     */
-    private void unclaimFailedWrite(final int first, final int last, final long firstSector, final long count) {
-        for (int p = first; p <= last; p++) {
-            if (table.readable(p) || writers.get(p) != 1) {
-                continue;
-            }
-            final long from = Math.max(firstSector, geo.pageStart(p) / SECTOR);
-            final long to = Math.min(firstSector + count, (geo.pageStart(p) + geo.pageLength(p)) / SECTOR);
-            for (long s = from; s < to; s++) {
-                guest.unclaimUnlessDone(s);
-            }
-        }
-    }
-
-    private boolean wholePageGuestWritten(final int p) {
-        final long start = geo.pageStart(p) / SECTOR;
-        final long n = geo.pageLength(p) / SECTOR;
-        for (long s = start; s < start + n; s++) {
-            if (!guest.wrote(s)) {
-                return false;
-            }
-        }
-        return true;
+        return writes.write(r.dwzOffset, r.dwzLength, r, true, scratchIov, scratchLen, diskOnly);
     }
 
     @Override

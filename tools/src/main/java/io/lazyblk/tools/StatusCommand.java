@@ -24,7 +24,7 @@ public final class StatusCommand implements Callable<Integer> {
     @Option(names = "--socket", required = true, description = "the engine's vhost-user socket (as given to serve)")
     Path socket;
 
-    @Option(names = "--format", defaultValue = "human", description = "human or kv (key=value lines: mode=lazy|disk-only, pages_local=N, pages_total=N, ...)")
+    @Option(names = "--format", defaultValue = "human", description = "human or kv (key=value lines: mode=lazy|disk-only, storage=ok|failed, storage_error=WHY, pages_local=N, pages_total=N, ...)")
     Format format;
 
     @Override
