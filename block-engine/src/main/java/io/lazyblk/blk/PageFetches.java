@@ -157,13 +157,15 @@ final class PageFetches implements PageSource.Listener {
             // inFlight stays 1 until the merge: a reader that parks meanwhile must not start a second fetch.
             // The guest's reads first, from the bytes each one needs, checked; the rest of the page is checked before
             // the local write, which follows off their path.
+            // Counted before any answer goes out: whoever has its answer sees the fetch counted (taken back if corrupt).
+            demandBytes.addAndGet(store.geo.pageLength(p));
             final int served = store.serveWaiters(p, buffers.buffers[b], checkers[b]);
             if (served == LazyStore.CORRUPT) {
+                demandBytes.addAndGet(-store.geo.pageLength(p));
                 toAgent.offer(((long) b << 8) | PageSource.CORRUPT); // the agent fetches it again, or fails it
                 fill.wake();
                 return;
             }
-            demandBytes.addAndGet(store.geo.pageLength(p));
             if (served > 0 && deferred.offer(buffers.boxes[b])) {
                 // Every waiter was answered: the local write waits for a request thread with nothing to do (or the
                 // agent). Done here, it would hold up the next request on a host with no idle core: measured on 2

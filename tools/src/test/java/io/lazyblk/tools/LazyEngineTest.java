@@ -358,8 +358,15 @@ class LazyEngineTest {
             assertEquals(0, blk.flush());
             r = blk.read(20 * big / 512, big);
             assertArrayEquals(range(expected, 20 * big, big), r.data(), "a partial write merged into a 256 KiB page");
+            // Page 9 holds provider pages 36..39, and 37 is always corrupt: a read of 37 gets IOERR, never its bytes; a
+            // read of 36 is answered once 36 itself passed its hash (but page 9 never becomes local).
+            r = blk.read((9 * big + PAGE) / 512, 4096);
+            assertTrue(!r.ok(), "a read of the provider page that is always corrupt: IOERR, never its bytes");
             r = blk.read(9 * big / 512, 4096);
-            assertTrue(!r.ok(), "page 9 holds a provider page that is always corrupt: IOERR, never its bytes");
+            assertTrue(r.ok(), "a read of a provider page of the same big page that passes its hash");
+            assertArrayEquals(range(golden, 9 * big, 4096), r.data());
+            assertTrue(store.localPages() < store.pageCount() && !java.util.Arrays.equals(range(golden, 9 * big + PAGE, PAGE),
+                range(Files.readAllBytes(local), 9 * big + PAGE, PAGE)), "the corrupt page never reached the local file");
         }
         // Restarted without --page-size, it resumes in 256 KiB pages (its state file says so)...
         final Exception e = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
