@@ -108,8 +108,7 @@ final class Durability {
         try {
             state.commit();
         } catch (final IOException e) {
-            throw new IOException(fail("the page-state file " + PageStateFile.class.getSimpleName() + " beside " + image.path()
-                + ": " + e.getMessage()), e);
+            throw new IOException(fail("the page-state file " + PageStateFile.beside(image.path()) + ": " + e.getMessage()), e);
         }
         lastPersistNanos = System.nanoTime();
         for (int i = 0; i < covered.size(); i++) {

@@ -11,7 +11,7 @@ import java.util.concurrent.atomic.AtomicLongArray;
  * of fetched bytes skips those sectors), {@link #done} once it completed (what may be recorded durably: a crash must
  * never leave a sector marked guest-owned that holds neither the image's bytes nor the guest's). Words of
  * {@link #done} changed since they were last recorded are tracked, so recording them costs what changed, not the
- * whole bitmap. Thread-safe: bits only go from 0 to 1 except {@link #unclaim}, which its caller serializes.
+ * whole bitmap. Thread-safe: bits only go from 0 to 1 except {@link #unclaimUnlessDone}, which its caller serializes.
  */
 final class GuestSectors {
     static final int SECTOR = 512;
@@ -23,8 +23,8 @@ final class GuestSectors {
     /** Set after any {@link #markDone}; cleared by {@link #takeChanged}. Lets the persister skip the scan when idle. */
     private volatile boolean changed;
     /** {@link #takeChanged}'s output: word index and bits, reused (callers serialize it). */
-    final IntArrayList takenWords = new IntArrayList();
-    final LongArrayList takenBits = new LongArrayList();
+    private final IntArrayList takenWords = new IntArrayList();
+    private final LongArrayList takenBits = new LongArrayList();
 
     GuestSectors(final PageStateFile state) {
         final int words = state.guestWordCount();

@@ -43,18 +43,6 @@ public abstract class IoRequest extends PageWaiter {
         this.iov = iov;
     }
 
-    public int type() {
-        return type;
-    }
-
-    public long offset() {
-        return offset;
-    }
-
-    public long dataBytes() {
-        return dataBytes;
-    }
-
     /**
      * The owner still wants this parked request and will keep its buffers mapped until {@link #exit()}; false once it
      * gave up on it (a stopped queue), and then the backend drops the request without touching its buffers.
@@ -102,11 +90,6 @@ public abstract class IoRequest extends PageWaiter {
         this.dwzUnmap = unmap;
         this.iovCount = 0;
         this.dataBytes = 0;
-    }
-
-    /** The iovec array, for drivers that fill it. */
-    public final MemorySegment iov() {
-        return iov;
     }
 
     /** What a backend that parks reads implements: finishing a parked read when its page arrives. */

@@ -185,29 +185,9 @@ public final class Manifest {
      * matches its hash. Leaves {@code data}'s position and limit as they were. No allocation.
      */
     public boolean verify(final int page, final ByteBuffer data) {
-        if (data.remaining() != geometry.pageLength(page)) {
-            return false;
-        }
-        final int pos = data.position();
-        final int limit = data.limit();
-        final byte[] out = OUT.get();
-        try {
-            final int first = firstSourcePage(page);
-            final int n = sourcePageCount(page);
-            int at = pos;
-            for (int i = 0; i < n; i++) {
-                final int len = sourceGeometry.pageLength(first + i);
-                data.limit(at + len).position(at);
-                hashPage(data, out, 0);
-                if (!Arrays.equals(out, 0, HASH_BYTES, hashes, (first + i) * HASH_BYTES, (first + i + 1) * HASH_BYTES)) {
-                    return false;
-                }
-                at += len;
-            }
-            return true;
-        } finally {
-            data.limit(limit).position(pos);
-        }
+        // A segment over the buffer's bytes (heap or direct) leaves the buffer's position and limit alone.
+        return data.remaining() == geometry.pageLength(page)
+            && verify(page, java.lang.foreign.MemorySegment.ofBuffer(data), 0);
     }
 
     /**

@@ -45,6 +45,8 @@ public final class PageStateFile implements AutoCloseable {
      */
     public static final long MAX_IMAGE_BYTES = 1L << 40;
     private static final int MAX_PAGE_BYTES = 4 << 20;
+    /** The identity header: magic, version, image size, page size, page count, digest, CRC32C of what precedes it. */
+    private static final int HEADER_BYTES = 4 + 4 + 8 + 4 + 4 + 32 + 4;
 
     /** Bytes moved per native call when loading or writing (bitmaps reach 16 MiB for a 64 GiB image). */
     private static final int CHUNK = 1 << 20;
@@ -364,35 +366,64 @@ public final class PageStateFile implements AutoCloseable {
      * @throws IOException if it is not a lazyblk state file or is damaged
      */
     public static Snapshot snapshot(final Path path) throws IOException {
-        try (FileChannel c = FileChannel.open(path, StandardOpenOption.READ); FileIo io = FileIo.NATIVE.open(path, true, false)) {
-            final ByteBuffer h = ByteBuffer.allocate(4 + 4 + 8 + 4 + 4 + 32).order(ByteOrder.LITTLE_ENDIAN);
-            while (h.hasRemaining() && c.read(h, h.position()) > 0) {
-                // read the identity header
-            }
-            h.flip();
-            if (h.remaining() < h.capacity() || h.getInt() != MAGIC) {
-                throw new IOException(path + " is not a lazyblk state file");
-            }
-            h.getInt();
-            final long size = h.getLong();
-            final int ps = h.getInt();
-            h.getInt();
-            final byte[] digest = new byte[32];
-            h.get(digest);
+        final Identity id = identity(path);
+        try (FileIo io = FileIo.NATIVE.open(path, true, false)) {
             // Before anything is sized from the header: a file shorter than the bitmaps its header claims is damaged (or
             // hostile), and is refused without allocating what it claims.
-            if (size > 0 && size <= MAX_IMAGE_BYTES && Integer.bitCount(ps) == 1 && ps >= 4096 && io.size() < layoutBytes(size, ps)) {
-                throw new IOException(path + " is truncated (" + io.size() + " bytes, its header needs " + layoutBytes(size, ps)
-                    + "); move it away to start the image over");
+            if (io.size() < layoutBytes(id.imageSize(), id.pageSize())) {
+                throw new IOException(path + " is truncated (" + io.size() + " bytes, its header needs "
+                    + layoutBytes(id.imageSize(), id.pageSize()) + "); move it away to start the image over");
             }
-            final PageStateFile s = new PageStateFile(path, io, size, ps, digest);
+            final PageStateFile s = new PageStateFile(path, io, id.imageSize(), id.pageSize(), id.digest());
             try {
-                s.load(); // checks the header's CRC and reads both bitmaps
-                return new Snapshot(size, ps, s.pageCount, digest, s.local.clone(), s.guestSectors.clone(), s.diskOnly);
+                s.load(); // reads both bitmaps
+                return new Snapshot(id.imageSize(), id.pageSize(), s.pageCount, id.digest(), s.local.clone(), s.guestSectors.clone(),
+                    s.diskOnly);
             } finally {
                 s.arena.close();
             }
         }
+    }
+
+    /** What a state file says it describes, from its header alone: a restart that needs only this reads no bitmap. */
+    public record Identity(long imageSize, int pageSize, byte[] digest) {
+    }
+
+    /**
+     * Reads the identity header of the state file at {@code path}, checked (magic, version, CRC, bounds).
+     *
+     * @throws IOException if it is not a lazyblk state file or is damaged, saying what to do
+     */
+    public static Identity identity(final Path path) throws IOException {
+        final ByteBuffer h = ByteBuffer.allocate(HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        try (FileChannel c = FileChannel.open(path, StandardOpenOption.READ)) {
+            while (h.hasRemaining() && c.read(h, h.position()) > 0) {
+                // read the identity header
+            }
+        }
+        h.flip();
+        final int magic = h.remaining() == HEADER_BYTES ? h.getInt() : 0;
+        final int version = magic == MAGIC ? h.getInt() : 0;
+        final long size = magic == MAGIC ? h.getLong() : 0;
+        final int ps = magic == MAGIC ? h.getInt() : 0;
+        final int pages = magic == MAGIC ? h.getInt() : 0;
+        final byte[] digest = new byte[32];
+        if (magic == MAGIC) {
+            h.get(digest);
+        }
+        final CRC32C crc = new CRC32C();
+        crc.update(h.array(), 0, HEADER_BYTES - 4);
+        if (magic != MAGIC || version != VERSION || h.getInt(HEADER_BYTES - 4) != (int) crc.getValue()) {
+            throw new IOException(path + " is not a lazyblk state file or is damaged; move it away (the image beside it "
+                + "will then be treated as empty and refetched)");
+        }
+        if (size <= 0 || size > MAX_IMAGE_BYTES || size % SECTOR != 0 || Integer.bitCount(ps) != 1 || ps < 4096
+            || ps > MAX_PAGE_BYTES || pages != (size + ps - 1) / ps) {
+            throw new IOException(path + " describes an image of " + size + " bytes in " + pages + " pages of " + ps
+                + " bytes; a state file describes at most " + MAX_IMAGE_BYTES + " bytes (1 TiB) in pages of 4 KiB to 4 MiB."
+                + " It is damaged: move it away (the image beside it will then be treated as empty and refetched)");
+        }
+        return new Identity(size, ps, digest);
     }
 
     /**

@@ -140,7 +140,7 @@ public final class Engine implements AutoCloseable {
         byte[] pinned = null;
         Manifest saved = null;
         if (Files.exists(local) && Files.exists(stateFile)) {
-            pinned = PageStateFile.snapshot(stateFile).digest(); // what the seed vouched for when this fill began
+            pinned = PageStateFile.identity(stateFile).digest(); // what the seed vouched for when this fill began
             saved = PeerExport.savedManifest(local);
         }
         final PageSource source = openSources(src, pinned, saved);
@@ -342,7 +342,7 @@ public final class Engine implements AutoCloseable {
      * whose size is not the one its state file records (resized or replaced since the fill).
      */
     private static BlockBackend completeCopy(final Path local, final Path stateFile, final boolean readOnly) throws IOException {
-        final PageStateFile.Snapshot recorded = PageStateFile.snapshot(stateFile);
+        final PageStateFile.Identity recorded = PageStateFile.identity(stateFile);
         final long size = Files.size(local);
         if (size != recorded.imageSize()) {
             throw new IOException(local + " is " + size + " bytes but " + stateFile.getFileName() + " records a complete copy of "

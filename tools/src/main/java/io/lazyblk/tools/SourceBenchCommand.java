@@ -84,7 +84,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
             System.err.println("bench-sources: --provider-page-size must be a power of two from 4k to 4M, got " + providerPageSize);
             return 2;
         }
-        final int page = (int) Math.max(ManifestBuilder.DEFAULT_PAGE_SIZE, providerPageSize);
+        final int page = (int) Math.max(Engine.DEFAULT_PAGE_SIZE, providerPageSize);
         enginePage = page;
         final byte[] secret = new byte[32];
         new SecureRandom().nextBytes(secret);
@@ -581,7 +581,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
     }
 
     /** The engine's page size: 64 KiB, or the provider's if larger. */
-    private int enginePage = ManifestBuilder.DEFAULT_PAGE_SIZE;
+    private int enginePage = Engine.DEFAULT_PAGE_SIZE;
 
     private Engine.LazySource source(final SourceUri uri, final String token, final long fillRate) {
         return new Engine.LazySource(List.of(uri), List.of(io.lazyblk.pull.token.TokenSource.fixed(token)), 256L << 20, fillRate,

@@ -57,6 +57,8 @@ final class ProviderConnection implements Runnable {
     private String imageName = "?";
     /** Where a verified export's pages are read and checked before they are sent (allocated on first use). */
     private ByteBuffer verifyBuffer;
+    /** {@link #verifyBuffer} as a segment, for the page checks. */
+    private MemorySegment verifySegment;
     /** This client's RDMA access, if it asked for one; revoked when the connection ends. Only this thread touches it. */
     private RdmaExporter.Grant rdma;
 
@@ -412,6 +414,7 @@ final class ProviderConnection implements Runnable {
                                final long position, final int length) throws IOException {
         if (verifyBuffer == null || verifyBuffer.capacity() < length) {
             verifyBuffer = ByteBuffer.allocateDirect(Math.max(length, image.manifest.pageSize())); // once per connection and size
+            verifySegment = MemorySegment.ofBuffer(verifyBuffer);
         }
         final ByteBuffer data = verifyBuffer.clear().limit(length);
         while (data.hasRemaining()) {
@@ -422,8 +425,7 @@ final class ProviderConnection implements Runnable {
         final PageGeometry g = image.manifest.geometry();
         boolean intact = true;
         for (int p = first; p < first + count && intact; p++) {
-            final int at = (int) (g.pageStart(p) - position);
-            intact = image.manifest.verify(p, data.duplicate().limit(at + g.pageLength(p)).position(at));
+            intact = image.manifest.verify(p, verifySegment, g.pageStart(p) - position); // no view per page
         }
         if (!intact) {
             header.clear();
