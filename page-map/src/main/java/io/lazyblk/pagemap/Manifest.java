@@ -17,6 +17,11 @@ import java.util.HexFormat;
  * one digest describe the same bytes. The engine pins the digest of the image it fills (from the seed, its last
  * source) and refuses any other source whose manifest has another. Immutable; thread-safe.
  *
+ * <p>Zero pages: a provider page whose hash is the SHA-256 of that many zero bytes holds only zeros (no other bytes have
+ * that hash within reach of a forger), so the manifest marks zero pages without a flag anyone could get wrong:
+ * {@link #isZeroSourcePage} and {@link #isZeroPage} are derived here from the hashes. An engine never fetches such a
+ * page, leaves it a hole in its local file and answers reads of it with zeros.
+ *
  * <p>Wire form (little endian): magic "LZBM", version u32 = 2, size u64, page size u32, page count u32, then page count
  * x 32-byte SHA-256. {@link #decode} checks all of it: it comes from the network.
  */
@@ -51,6 +56,12 @@ public final class Manifest {
     /** Page hashes, {@link #HASH_BYTES} each, in page order. */
     private final byte[] hashes;
     private final byte[] digest;
+    /** A bit per provider page: its hash is that of zeros. Shared by coarsened views (immutable after construction). */
+    private final long[] zeroSource;
+    private final int zeroSourceCount;
+    /** A bit per page of {@link #geometry}: every provider page in it is zero. */
+    private final long[] zeroPages;
+    private final int zeroPageCount;
 
     /**
      * @param pageHashes the SHA-256 of each provider page, concatenated (see {@link #hashPage})
@@ -69,6 +80,10 @@ public final class Manifest {
         sha.update(header(size, pageSize, geometry.pageCount()));
         sha.update(hashes);
         this.digest = sha.digest();
+        this.zeroSource = zeroBits(geometry, hashes);
+        this.zeroSourceCount = cardinality(zeroSource);
+        this.zeroPages = zeroSource;
+        this.zeroPageCount = zeroSourceCount;
     }
 
     private Manifest(final Manifest source, final int pageSize) {
@@ -77,6 +92,54 @@ public final class Manifest {
         this.sourcePagesPerPage = pageSize / source.sourceGeometry.pageSize();
         this.hashes = source.hashes; // immutable: shared
         this.digest = source.digest;
+        this.zeroSource = source.zeroSource;
+        this.zeroSourceCount = source.zeroSourceCount;
+        this.zeroPages = new long[(geometry.pageCount() + 63) >>> 6];
+        int zeros = 0;
+        for (int p = 0; p < geometry.pageCount(); p++) {
+            boolean all = true;
+            for (int i = 0, sp = firstSourcePage(p); i < sourcePageCount(p) && all; i++, sp++) {
+                all = (zeroSource[sp >>> 6] & (1L << sp)) != 0;
+            }
+            if (all) {
+                zeroPages[p >>> 6] |= 1L << p;
+                zeros++;
+            }
+        }
+        this.zeroPageCount = zeros;
+    }
+
+    /** Which pages of {@code g} carry the hash of zeros: two hashes to compare against (full pages and the last one). */
+    private static long[] zeroBits(final PageGeometry g, final byte[] hashes) {
+        final long[] bits = new long[(g.pageCount() + 63) >>> 6];
+        final byte[] full = zeroHash(g.pageSize());
+        final int last = g.pageCount() - 1;
+        final byte[] tail = g.pageLength(last) == g.pageSize() ? full : zeroHash(g.pageLength(last));
+        for (int p = 0; p < g.pageCount(); p++) {
+            final byte[] z = p == last ? tail : full;
+            if (Arrays.equals(hashes, p * HASH_BYTES, (p + 1) * HASH_BYTES, z, 0, HASH_BYTES)) {
+                bits[p >>> 6] |= 1L << p;
+            }
+        }
+        return bits;
+    }
+
+    private static int cardinality(final long[] bits) {
+        int n = 0;
+        for (final long w : bits) {
+            n += Long.bitCount(w);
+        }
+        return n;
+    }
+
+    /** The SHA-256 of {@code length} zero bytes: the hash a zero page carries. */
+    public static byte[] zeroHash(final int length) {
+        final MessageDigest sha = sha256();
+        final byte[] zeros = new byte[Math.min(length, 1 << 16)];
+        for (int done = 0; done < length; done += zeros.length) {
+            sha.update(zeros, 0, Math.min(zeros.length, length - done));
+        }
+        return sha.digest();
     }
 
     /** The manifest of {@code image} in pages of {@code pageSize} (tests, tools; providers build theirs from files). */
@@ -164,6 +227,26 @@ public final class Manifest {
 
     public int pageCount() {
         return geometry.pageCount();
+    }
+
+    /** Whether provider page {@code sourcePage} holds only zeros (its hash is that of zeros). */
+    public boolean isZeroSourcePage(final int sourcePage) {
+        return (zeroSource[sourcePage >>> 6] & (1L << sourcePage)) != 0;
+    }
+
+    /** Whether page {@code page} holds only zeros: every provider page in it does. Never fetched by an engine. */
+    public boolean isZeroPage(final int page) {
+        return (zeroPages[page >>> 6] & (1L << page)) != 0;
+    }
+
+    /** Pages ({@link #pageSize()}) that hold only zeros. */
+    public int zeroPageCount() {
+        return zeroPageCount;
+    }
+
+    /** Provider pages that hold only zeros. */
+    public int zeroSourcePageCount() {
+        return zeroSourceCount;
     }
 
     /** The SHA-256 of provider page {@code sourcePage} (a page of {@link #sourcePageSize()}); a copy. */

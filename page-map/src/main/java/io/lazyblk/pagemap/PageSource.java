@@ -50,6 +50,19 @@ public interface PageSource extends AutoCloseable {
         return false;
     }
 
+    /**
+     * The boot profile the source's provider learned for this image: provider pages (of {@link Manifest#sourcePageSize()})
+     * that earlier boots read on demand, in the order to fetch them. Checked before it is returned (hostile input, like
+     * a manifest): every page within the image, none twice, at most {@link #MAX_PROFILE_PAGES}. Empty if the source
+     * has none or cannot say. May block for a round trip: call it once, at start, off the data path.
+     */
+    default int[] bootProfile() {
+        return new int[0];
+    }
+
+    /** Most pages a boot profile lists: 64 K provider pages (4 GiB at 64 KiB pages) bound what a profile makes an engine fetch ahead. */
+    int MAX_PROFILE_PAGES = 1 << 16;
+
     /** Most pages one {@link #fetch} may ask for; a longer fetch completes {@link #FAILED}. */
     int maxPagesPerFetch();
 

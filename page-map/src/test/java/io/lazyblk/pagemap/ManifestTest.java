@@ -26,6 +26,30 @@ class ManifestTest {
     }
 
     @Test
+    void shouldMarkZeroPagesFromTheirHashesIncludingAShortLastPageAndCoarsePages() {
+        final byte[] img = image.clone();
+        java.util.Arrays.fill(img, 0, 4 * BASE, (byte) 0);          // provider pages 0..3: a coarse page of 4 is zero
+        java.util.Arrays.fill(img, 5 * BASE, 6 * BASE, (byte) 0);   // page 5 alone: its coarse page (4..7) is not
+        java.util.Arrays.fill(img, 8 * BASE, SIZE, (byte) 0);       // 8, 9 and the short last page 10
+        img[5 * BASE + 77] = 0;
+        final Manifest m = Manifest.of(img, BASE);
+        for (int p = 0; p < m.pageCount(); p++) {
+            assertEquals(p < 4 || p == 5 || p >= 8, m.isZeroSourcePage(p), "provider page " + p);
+        }
+        assertEquals(8, m.zeroSourcePageCount());
+        final Manifest coarse = m.coarsened(4 * BASE);
+        assertTrue(coarse.isZeroPage(0));
+        assertFalse(coarse.isZeroPage(1), "one zero provider page of four does not make the page zero");
+        assertTrue(coarse.isZeroPage(2), "the last coarse page (8, 9 and the short 10) is zero");
+        assertEquals(2, coarse.zeroPageCount());
+        assertEquals(0, manifest.zeroPageCount(), "random bytes have no zero page");
+        final byte[] oneByte = img.clone();
+        oneByte[2 * BASE + 9] = 1;
+        assertFalse(Manifest.of(oneByte, BASE).isZeroSourcePage(2), "a single non-zero byte is not a zero page");
+        assertTrue(Manifest.decode(m.encode()).isZeroSourcePage(10), "the receiver derives the marks from the hashes it got");
+    }
+
+    @Test
     void shouldVerifyCoarserPagesAgainstEveryProviderHashInThem() {
         final Manifest m = manifest.coarsened(4 * BASE);
         assertEquals(3, m.pageCount(), "16 KiB pages: two whole and a short one");
