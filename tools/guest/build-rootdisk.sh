@@ -6,7 +6,7 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: build-rootdisk.sh [--size SIZE] [--ballast SIZE|auto] [--scratch SIZE] [--force] OUT.img
+Usage: build-rootdisk.sh [--size SIZE] [--ballast SIZE|auto] [--scratch SIZE] [--rootfs DIR] [--force] OUT.img
        build-rootdisk.sh --help
 
 Builds OUT.img, a raw disk image the lazyblk test guest can boot from
@@ -33,6 +33,12 @@ Options:
                    K, M, G or T suffix (powers of 1024), a multiple of 1 MiB
   --ballast SIZE   ballast bytes (default auto: 3/4 of the filesystem; 0 for none)
   --scratch SIZE   scratch area at the end of the image (default 16M, >= 1M)
+  --rootfs DIR     start the filesystem from the tree in DIR (e.g. a Debian
+                   system from debootstrap --variant=minbase; build-realboot.sh
+                   does this) instead of busybox alone; busybox-static, disk-init
+                   and the ballast are added to it. The realboot test then reads
+                   what a real userland's first commands read (dash, libc, dpkg,
+                   perl, apt). Needs root (the tree's files are owned by root).
   --force          rebuild even if OUT.img is up to date
 
 OUT.img is rebuilt only when it is missing, has another size, or was built by
@@ -71,6 +77,7 @@ size_arg=1G
 ballast_arg=auto
 scratch_arg=16M
 force=0
+rootfs=""
 out=""
 while (($#)); do
     case $1 in
@@ -81,6 +88,8 @@ while (($#)); do
         --ballast=*) ballast_arg=${1#*=}; shift ;;
         --scratch) (($# >= 2)) || die "--scratch needs a value"; scratch_arg=$2; shift 2 ;;
         --scratch=*) scratch_arg=${1#*=}; shift ;;
+        --rootfs) (($# >= 2)) || die "--rootfs needs a value"; rootfs=$2; shift 2 ;;
+        --rootfs=*) rootfs=${1#*=}; shift ;;
         --force) force=1; shift ;;
         --) shift; break ;;
         -*) echo "build-rootdisk.sh: unknown option: $1" >&2; usage >&2; exit 2 ;;
@@ -109,8 +118,16 @@ if [[ $ballast_arg == auto ]]; then
 else
     ballast=$(parse_size "$ballast_arg")
 fi
+rootfs_bytes=0
+rootfs_sum=none
+if [[ -n $rootfs ]]; then
+    [[ -d $rootfs && -x $rootfs/bin/sh ]] || die "--rootfs $rootfs is not a directory with a /bin/sh (build one with build-realboot.sh)"
+    rootfs=$(cd "$rootfs" && pwd)
+    rootfs_bytes=$(($(du -sb "$rootfs" | cut -f1) + 0))
+    rootfs_sum=$(cd "$rootfs" && find . -printf '%P %s %T@ %m\n' | LC_ALL=C sort | sha256sum | cut -c1-16)
+fi
 # Filesystem overhead (inode tables, journal, bitmaps) stays below 1/8 here.
-((ballast <= fs_bytes - fs_bytes / 8 - 8 * MiB)) \
+((ballast + rootfs_bytes <= fs_bytes - fs_bytes / 8 - 8 * MiB)) \
     || die "--ballast $ballast_arg does not fit a $((fs_bytes / MiB)) MiB filesystem with room to spare"
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -133,7 +150,7 @@ if command -v openssl >/dev/null; then ballast_source=openssl-aes-128-ctr; else 
 
 stamp="$out.stamp"
 stamp_text=$(
-    echo "size=$size scratch=$scratch ballast=$ballast source=$ballast_source mke2fs=$mke2fs_version"
+    echo "size=$size scratch=$scratch ballast=$ballast source=$ballast_source mke2fs=$mke2fs_version rootfs=$rootfs_sum"
     sha256sum "$script" "$disk_init" "$busybox" | awk '{ print $1 }'
 )
 if ((!force)) && [[ -f $out && -f $stamp ]] \
@@ -148,6 +165,12 @@ mkdir -p "$out_dir"
 work=$(mktemp -d "$out_dir/.rootdisk.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
+if [[ -n $rootfs ]]; then
+    # First, so that the tree's own /bin -> usr/bin links stay links (mkdir -p below leaves them alone).
+    echo "build-rootdisk.sh: staging the tree in $rootfs ($((rootfs_bytes / MiB)) MiB)"
+    mkdir -p "$root"
+    cp -a "$rootfs/." "$root/"
+fi
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,root,mnt,etc/lazyblk,var/lib/lazyblk} \
     "$root/usr/share/lazyblk-ballast"
 chmod 1777 "$root/tmp"
@@ -155,6 +178,7 @@ chmod 0700 "$root/root"
 
 cp "$busybox" "$root/bin/busybox"
 chmod 0755 "$root/bin/busybox"
+# A tree of its own keeps its commands; busybox fills in only what it lacks (poweroff, for one).
 while read -r applet; do
     case $applet in
         sbin/init|linuxrc|bin/busybox|"") continue ;;
@@ -165,8 +189,10 @@ done < <("$busybox" --list-full)
 install -m 0755 "$disk_init" "$root/sbin/init"
 
 echo "lazyblk-guest" >"$root/etc/hostname"
-echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
-echo "root:x:0:" >"$root/etc/group"
+if [[ -z $rootfs ]]; then
+    echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
+    echo "root:x:0:" >"$root/etc/group"
+fi
 cat >"$root/etc/lazyblk/layout" <<EOF
 # Written by build-rootdisk.sh; sourced by /sbin/init. Bytes.
 image_bytes=$size

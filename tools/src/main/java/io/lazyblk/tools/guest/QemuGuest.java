@@ -96,12 +96,14 @@ public final class QemuGuest {
      *     disk: printed by the disk's {@code /sbin/init}), or -1 if never seen
      * @param millisToInitramfsMarker milliseconds from QEMU's start to the {@code LAZYBLK-INITRAMFS} line (booting
      *     from the disk only), or -1 if never seen
+     * @param millisToResultMarker milliseconds from QEMU's start to the {@code LAZYBLK-RESULT} line, or -1 if never
+     *     seen: for the {@code realboot} test, "ready" (its userland's first commands have run)
      * @param consoleLines everything QEMU printed (serial console, stdout and stderr), without line terminators
      * @param logFile the same output, preceded by the command line and followed by the exit status
      */
     public record Result(int exitCode, boolean ok, String writeMd5, String diskMd5, long diskSize,
-                         long millisToInitMarker, long millisToInitramfsMarker, List<String> consoleLines,
-                         Path logFile) {
+                         long millisToInitMarker, long millisToInitramfsMarker, long millisToResultMarker,
+                         List<String> consoleLines, Path logFile) {
         public Result {
             consoleLines = List.copyOf(consoleLines);
         }
@@ -257,7 +259,7 @@ public final class QemuGuest {
      */
     public Result boot(final Path socket, final String test, final int queues, final Duration timeout,
                        final String... extraKernelArgs) throws IOException, InterruptedException {
-        return run(socket, test, queues, timeout, null, extraKernelArgs);
+        return run(socket, test, queues, timeout, null, null, extraKernelArgs);
     }
 
     /**
@@ -281,14 +283,24 @@ public final class QemuGuest {
     public Result bootFromDisk(final Path socket, final String test, final int queues, final Duration timeout,
                                final Runnable atInitMarker, final String... extraKernelArgs)
             throws IOException, InterruptedException {
+        return bootFromDisk(socket, test, queues, timeout, atInitMarker, null, extraKernelArgs);
+    }
+
+    /**
+     * As {@link #bootFromDisk(Path, String, int, Duration, Runnable, String...)}, also running {@code atResultMarker}
+     * (if not null) when the {@code LAZYBLK-RESULT} line arrives: for {@code realboot}, the moment the guest is ready.
+     */
+    public Result bootFromDisk(final Path socket, final String test, final int queues, final Duration timeout,
+                               final Runnable atInitMarker, final Runnable atResultMarker, final String... extraKernelArgs)
+            throws IOException, InterruptedException {
         final String[] args = new String[extraKernelArgs.length + 1];
         args[0] = ROOT_KERNEL_ARG;
         System.arraycopy(extraKernelArgs, 0, args, 1, extraKernelArgs.length);
-        return run(socket, test, queues, timeout, atInitMarker, args);
+        return run(socket, test, queues, timeout, atInitMarker, atResultMarker, args);
     }
 
     private Result run(final Path socket, final String test, final int queues, final Duration timeout,
-                       final Runnable atInitMarker, final String... extraKernelArgs)
+                       final Runnable atInitMarker, final Runnable atResultMarker, final String... extraKernelArgs)
             throws IOException, InterruptedException {
         if (queues < 1) {
             throw new IllegalArgumentException("queues must be >= 1: " + queues);
@@ -299,6 +311,7 @@ public final class QemuGuest {
         final List<String> lines = Collections.synchronizedList(new ArrayList<>());
         final long[] initNanos = {-1};
         final long[] initramfsNanos = {-1};
+        final long[] resultNanos = {-1};
         final RuntimeException[] callbackFailure = {null};
 
         try (BufferedWriter log = Files.newBufferedWriter(logFile)) {
@@ -319,6 +332,16 @@ public final class QemuGuest {
                             if (atInitMarker != null) {
                                 try {
                                     atInitMarker.run();
+                                } catch (RuntimeException e) {
+                                    callbackFailure[0] = e;
+                                }
+                            }
+                        }
+                        if (resultNanos[0] < 0 && hasMarker(line, RESULT_MARKER)) {
+                            resultNanos[0] = System.nanoTime() - start;
+                            if (atResultMarker != null) {
+                                try {
+                                    atResultMarker.run();
                                 } catch (RuntimeException e) {
                                     callbackFailure[0] = e;
                                 }
@@ -358,7 +381,7 @@ public final class QemuGuest {
             if (callbackFailure[0] != null) {
                 throw callbackFailure[0];
             }
-            return result(exitCode, lines, initNanos[0], initramfsNanos[0], logFile);
+            return result(exitCode, lines, initNanos[0], initramfsNanos[0], resultNanos[0], logFile);
         }
     }
 
@@ -382,7 +405,7 @@ public final class QemuGuest {
     }
 
     private static Result result(final int exitCode, final List<String> lines, final long initNanos,
-                                 final long initramfsNanos, final Path logFile) {
+                                 final long initramfsNanos, final long resultNanos, final Path logFile) {
         final List<String> console;
         synchronized (lines) {
             console = List.copyOf(lines);
@@ -406,7 +429,8 @@ public final class QemuGuest {
         }
         final long initMillis = initNanos < 0 ? -1 : TimeUnit.NANOSECONDS.toMillis(initNanos);
         final long initramfsMillis = initramfsNanos < 0 ? -1 : TimeUnit.NANOSECONDS.toMillis(initramfsNanos);
-        return new Result(exitCode, ok, writeMd5, diskMd5, diskSize, initMillis, initramfsMillis, console, logFile);
+        final long resultMillis = resultNanos < 0 ? -1 : TimeUnit.NANOSECONDS.toMillis(resultNanos);
+        return new Result(exitCode, ok, writeMd5, diskMd5, diskSize, initMillis, initramfsMillis, resultMillis, console, logFile);
     }
 
     /**
