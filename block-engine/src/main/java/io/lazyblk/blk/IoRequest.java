@@ -74,6 +74,22 @@ public abstract class IoRequest extends PageWaiter {
         }
     }
 
+    /** Native zeros the size of a large request's piece, copied into buffers a read answers with zeros (no allocation). */
+    private static final MemorySegment ZEROS = java.lang.foreign.Arena.global().allocate(64 << 10, 4096);
+
+    /** Fills the request's buffers with {@code dataBytes} of zeros (a read of pages that hold only zeros). */
+    final void zeroFill() {
+        for (int i = 0; i < iovCount; i++) {
+            final long base = iov.get(JAVA_LONG, 16L * i);
+            final long len = iov.get(JAVA_LONG, 16L * i + 8);
+            for (long done = 0; done < len; ) {
+                final long n = Math.min(ZEROS.byteSize(), len - done);
+                MemorySegment.copy(ZEROS, 0, ALL, base + done, n);
+                done += n;
+            }
+        }
+    }
+
     /** Sets up a read or write over an iovec the caller filled; for drivers other than a virtqueue (tests, benchmarks). */
     public final void set(final int type, final long offset, final long dataBytes, final int iovCount) {
         this.type = type;

@@ -46,6 +46,8 @@ final class LazyFill implements Agent {
     /** Whether a page is in {@link #retryLater}: each page is in it at most once, however often its fetch is refused. */
     private final boolean[] retrying;
     private int cursor;
+    /** The next page of the boot profile to issue ({@link #issueProfile}); background pages wait until all are issued. */
+    private int profileNext;
     private long lastRetry;
     private long lastTimeoutLog;
     private long fillTokens;
@@ -115,8 +117,9 @@ final class LazyFill implements Agent {
             work++;
         }
         work += issueDemands();
+        work += issueProfile();
         work += retry();
-        if (store.durability.failure() == null) {
+        if (store.durability.failure() == null && profileIssued()) {
             // After a storage failure nothing more is recorded durable: a background page could never become local.
             work += issueBackground();
         }
@@ -179,6 +182,42 @@ final class LazyFill implements Agent {
             n++;
         }
         return n;
+    }
+
+    /**
+     * Issues the boot profile's pages, in its order, ahead of every background page and without the fill rate's tokens
+     * (the profile is small and bounded: {@link io.lazyblk.pagemap.PageSource#MAX_PROFILE_PAGES}). On the wire they are
+     * background fetches: the provider does not learn them as the guest's demand, and a two-lane source carries them on
+     * its background connection, so a guest's miss never queues behind them. At most the buffers above the demand
+     * reserve are in flight, so a miss always finds a buffer and goes out first.
+     */
+    private int issueProfile() {
+        final int[] pages = store.profile.pages;
+        if (profileNext >= pages.length || store.durability.failure() != null) {
+            return 0;
+        }
+        final int reserve = buffers.count() / DEMAND_RESERVE_DIVISOR;
+        int n = 0;
+        while (profileNext < pages.length && buffers.freeCount() > reserve) {
+            final int p = pages[profileNext];
+            if (store.table.state(p) != PageTable.ABSENT || !store.table.transition(p, PageTable.ABSENT, PageTable.FETCHING)) {
+                profileNext++; // the guest asked first, or it is here
+                continue;
+            }
+            if (!start(p, false)) {
+                fetches.firstAttempt[p] = 0; // back to ABSENT with nobody waiting, as a refused background page
+                store.table.transition(p, PageTable.FETCHING, PageTable.ABSENT);
+                break; // the source is full or down: again on the next turn
+            }
+            profileNext++;
+            n++;
+        }
+        return n;
+    }
+
+    /** Whether every page of the boot profile was issued (or there is none): background pages may start. */
+    private boolean profileIssued() {
+        return profileNext >= store.profile.pages.length;
     }
 
     private int issueBackground() {

@@ -47,6 +47,10 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     /** Guest writes in progress per page; a merge waits for zero ({@link LazyWrites}). */
     final AtomicIntegerArray writers;
     final Durability durability;
+    /** Pages that read as zeros without I/O (never fetched); guest writes clear them ({@link LazyWrites}). */
+    final ZeroPages zeros;
+    /** The learned boot set, fetched ahead of the guest before any background page ({@link LazyFill}). */
+    final BootProfile profile;
     private final Options options;
     private final PageBuffers buffers;
     private final PageFetches fetches;
@@ -68,6 +72,18 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
 
     public LazyStore(final Manifest manifest, final LocalImage image, final PageStateFile state, final PageSource source,
                      final Options options) {
+        this(manifest, image, state, source, options, new int[0]);
+    }
+
+    /**
+     * A store that fetches a learned boot set first.
+     *
+     * @param bootProfile provider pages (of {@link Manifest#sourcePageSize()}) in the order to fetch them ahead of the
+     *     guest, as {@link PageSource#bootProfile()} returned them (get it once, before: it may block a round trip); the
+     *     store keeps the engine pages they fall in, each once, less zero pages and pages already local. Empty: none.
+     */
+    public LazyStore(final Manifest manifest, final LocalImage image, final PageStateFile state, final PageSource source,
+                     final Options options, final int[] bootProfile) {
         this.manifest = manifest;
         this.geo = manifest.geometry();
         this.image = image;
@@ -78,10 +94,21 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         this.guest = new GuestSectors(state);
         this.writers = new AtomicIntegerArray(geo.pageCount());
         this.durability = new Durability(image, state, guest);
+        this.zeros = new ZeroPages(manifest, guest, image);
         for (int p = 0; p < geo.pageCount(); p++) {
             if (state.isLocal(p)) {
                 table.initialize(p, PageTable.LOCAL);
+            } else if (manifest.isZeroPage(p)) {
+                // Never fetched: the local file's hole reads as zeros (and sectors the guest wrote there hold its bytes).
+                // Readable now; the first durability round records it local, with nothing of ours to sync.
+                table.initialize(p, PageTable.RESIDENT);
+                durability.addResident(p);
             }
+        }
+        this.profile = new BootProfile(bootProfile, manifest, state, table);
+        if (bootProfile.length > 0) {
+            LOG.info("boot profile: {} provider pages, {} pages of {} KiB to fetch ahead of the guest", bootProfile.length,
+                profile.pageCount(), geo.pageSize() >> 10);
         }
         // The budget: a quarter for page buffers in flight, a quarter for pages written but not yet durable, half for
         // durable background-filled pages left in the page cache.
@@ -98,7 +125,9 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
             table.transition(p, PageTable.RESIDENT, PageTable.LOCAL);
             if (fetches.backgroundFilled[p]) {
                 fetches.backgroundFilled[p] = false;
-                cacheLimit.durable(p);
+                if (!profile.listed(p)) {
+                    cacheLimit.durable(p); // a page of the boot set stays in the page cache: the guest is about to read it
+                }
             }
         };
         this.fillRunner = new AgentRunner(new BackoffIdleStrategy(100, 100, 10_000, 1_000_000),
@@ -144,8 +173,34 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         return fetches.demandBytes();
     }
 
+    /** Bytes fetched by the fill (the boot profile's pages included). */
     public long bytesFetchedInBackground() {
         return fetches.backgroundBytes();
+    }
+
+    /** Pages of the image that hold only zeros: never fetched, holes in the local file, local from the first round. */
+    public int zeroPages() {
+        return zeros.imageZeroPages();
+    }
+
+    /** Pages in the boot profile, fetched ahead of the guest (zero pages and pages local at start left out). */
+    public int profilePages() {
+        return profile.pageCount();
+    }
+
+    /** Bytes of profile pages that were here before the guest first read them: {@link #profileUsedBytes} plus {@link #profileWastedBytes}. */
+    public long profileAheadBytes() {
+        return profile.aheadBytes();
+    }
+
+    /** Bytes of profile pages the guest read after they had been fetched ahead. */
+    public long profileUsedBytes() {
+        return profile.usedBytes();
+    }
+
+    /** Bytes of profile pages here that the guest has not read (yet): fetched ahead for nothing so far. */
+    public long profileWastedBytes() {
+        return profile.wastedBytes();
     }
 
     @Override
@@ -171,9 +226,14 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
      */
     @Override
     public int read(final IoRequest r) {
+        final int first = geo.pageOf(r.offset);
+        final int last = geo.lastPageOf(r.offset, r.dataBytes);
+        profile.read(first, last);
+        if (zeros.allKnown(first, last)) {
+            r.zeroFill(); // pages of zeros the guest has not written: no I/O (the file holds holes there)
+            return 0;
+        }
         if (!diskOnly) {
-            final int first = geo.pageOf(r.offset);
-            final int last = geo.lastPageOf(r.offset, r.dataBytes);
             for (int p = first; p <= last; p++) {
                 if (!table.readable(p)) {
                     // Ask for every missing page of the request now, so their fetches overlap; then wait for this one.

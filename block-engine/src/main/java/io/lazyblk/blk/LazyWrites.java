@@ -22,8 +22,10 @@ final class LazyWrites {
     private final GuestSectors guest;
     private final AtomicIntegerArray writers;
     private final LazyFill fill;
+    private final ZeroPages zeros;
 
     LazyWrites(final LazyStore store, final LazyFill fill) {
+        this.zeros = store.zeros;
         this.geo = store.geo;
         this.table = store.table;
         this.image = store.image;
@@ -39,6 +41,7 @@ final class LazyWrites {
      */
     int write(final long offset, final long length, final IoRequest r, final boolean zeroes, final long scratchIov,
               final long scratchLen, final boolean diskOnly) {
+        zeros.written(offset, length, zeroes); // before the write: no read may answer zeros once its bytes can be seen
         if (diskOnly) {
             final int rc = zeroes
                 ? image.writeZeroes(offset, length, false, scratchIov, scratchLen)

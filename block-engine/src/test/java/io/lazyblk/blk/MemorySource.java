@@ -16,6 +16,7 @@ import static java.lang.foreign.ValueLayout.JAVA_BYTE;
  * fetch on its own thread (out of order when {@code jitter} is on), and counts the fetches of every page. It can be
  * taken down ({@link #down}: fetches refused, as a provider that is unreachable), made to fail a share of fetches
  * (transient errors the store retries) and held ({@link #hold}: fetches accepted but not answered until released).
+ * It records every fetch it accepts, in order, with its priority ({@link #asked}), and can offer a boot profile.
  */
 final class MemorySource implements PageSource {
     private final byte[] golden;
@@ -31,6 +32,9 @@ final class MemorySource implements PageSource {
     private final java.util.Set<Integer> corrupt = java.util.concurrent.ConcurrentHashMap.newKeySet();
     private volatile boolean closed;
     private volatile int inFlight;
+    /** Every fetch accepted, in the order it was asked: first provider page and priority. */
+    final java.util.concurrent.ConcurrentLinkedQueue<int[]> asked = new java.util.concurrent.ConcurrentLinkedQueue<>();
+    private volatile int[] profile = new int[0];
 
     private record Fetch(int first, int count, MemorySegment dst, long tag, Listener listener) {
     }
@@ -69,6 +73,21 @@ final class MemorySource implements PageSource {
         corrupt.add(page);
     }
 
+    /** The boot profile {@link #bootProfile()} offers: provider pages in fetch order. */
+    void profile(final int... providerPages) {
+        profile = providerPages.clone();
+    }
+
+    @Override
+    public int[] bootProfile() {
+        return profile.clone();
+    }
+
+    /** The first provider page of each fetch accepted so far, in order. */
+    java.util.List<Integer> askedPages() {
+        return asked.stream().map(a -> a[0]).toList();
+    }
+
     int fetchesOf(final int page) {
         return fetches.get(page);
     }
@@ -87,6 +106,7 @@ final class MemorySource implements PageSource {
         synchronized (this) {
             inFlight++;
         }
+        asked.add(new int[] {firstPage, priority});
         queue.add(new Fetch(firstPage, count, dst, tag, listener));
         return true;
     }

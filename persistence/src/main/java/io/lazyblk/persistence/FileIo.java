@@ -46,6 +46,11 @@ public interface FileIo extends AutoCloseable {
     /** How many of the first {@code size} bytes' 4 KiB pages are in the page cache; -1 if unknown. */
     long residentPages(long size);
 
+    /** Bytes the file system allocated to the file ({@code st_blocks}); -1 if unknown (a simulated disk). */
+    default long allocatedBytes() {
+        return -1;
+    }
+
     @Override
     void close();
 }

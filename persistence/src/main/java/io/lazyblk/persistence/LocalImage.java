@@ -217,6 +217,11 @@ public final class LocalImage implements AutoCloseable {
         }
     }
 
+    /** Bytes the file system allocated to the image ({@code st_blocks}: holes take none); -1 if unknown. Not for the data path. */
+    public long allocatedBytes() {
+        return file.allocatedBytes();
+    }
+
     /**
      * Creates (or truncates) an image of {@code size} bytes and reserves its blocks ({@code fallocate}): a disk too
      * small is found now, not when a guest write or a fetched page fails half-way through a fill, and writes into
@@ -231,6 +236,25 @@ public final class LocalImage implements AutoCloseable {
 
     /** As {@link #createReserved(Path, long)}, through {@code files}. */
     public static void createReserved(final Path path, final long size, final FileIo.Opener files) throws IOException {
+        createReserved(path, size, (int) Math.min(1 << 30, Math.max(512, size)), p -> true, files);
+    }
+
+    /**
+     * As {@link #createReserved(Path, long)}, reserving only the pages of {@code pageSize} bytes that will hold data
+     * ({@code dataPage}): the others stay holes, so the file is as sparse as the image it copies (a page of zeros is
+     * never written: a hole reads as zeros). Consecutive data pages are reserved with one call each run.
+     */
+    public static void createReserved(final Path path, final long size, final int pageSize, final java.util.function.IntPredicate dataPage)
+        throws IOException {
+        createReserved(path, size, pageSize, dataPage, FileIo.NATIVE);
+    }
+
+    /** As {@link #createReserved(Path, long, int, java.util.function.IntPredicate)}, through {@code files}. */
+    public static void createReserved(final Path path, final long size, final int pageSize, final java.util.function.IntPredicate dataPage,
+                                      final FileIo.Opener files) throws IOException {
+        if (pageSize <= 0) {
+            throw new IllegalArgumentException("page size " + pageSize);
+        }
         try (FileIo file = files.open(path, false, true)) {
             int rc = file.truncate(0);
             if (rc == 0) {
@@ -239,13 +263,35 @@ public final class LocalImage implements AutoCloseable {
             if (rc != 0) {
                 throw FileCalls.failure("ftruncate(" + path + ", " + size + ")", -rc);
             }
-            if (size > 0) {
-                rc = file.fallocate(0, 0, size);
-                if (rc == -28) { // ENOSPC
-                    throw new IOException("not enough free space for the " + size + "-byte image at " + path
-                        + ": free some, or give --local a path on a larger file system");
+            final long pages = (size + pageSize - 1) / pageSize;
+            boolean enospc = false;
+            for (long p = 0; p < pages && !enospc; ) {
+                if (!dataPage.test((int) p)) {
+                    p++;
+                    continue;
                 }
+                long end = p + 1;
+                while (end < pages && dataPage.test((int) end)) {
+                    end++;
+                }
+                final long from = p * pageSize;
+                final long length = Math.min(size, end * pageSize) - from;
+                rc = file.fallocate(0, from, length);
+                enospc = rc == -28; // ENOSPC
                 // Any other failure (EOPNOTSUPP on file systems without fallocate): the sparse file works, only slower.
+                if (rc != 0 && !enospc) {
+                    break;
+                }
+                p = end;
+            }
+            if (enospc) {
+                long needed = 0;
+                for (long p = 0; p < pages; p++) {
+                    needed += dataPage.test((int) p) ? Math.min(size, (p + 1) * pageSize) - p * pageSize : 0;
+                }
+                throw new IOException("not enough free space for the " + size + "-byte image at " + path
+                    + (needed < size ? " (" + needed + " bytes of it hold data; the rest stays sparse)" : "")
+                    + ": free some, or give --local a path on a larger file system");
             }
             // The new length must be durable before anything records pages in it: a crash would otherwise leave a state
             // file beside an empty image.

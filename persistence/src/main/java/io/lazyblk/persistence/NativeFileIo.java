@@ -59,6 +59,15 @@ final class NativeFileIo implements FileIo {
     }
 
     @Override
+    public long allocatedBytes() {
+        try {
+            return FileCalls.allocatedBytes(fd);
+        } catch (final IOException e) {
+            return -1;
+        }
+    }
+
+    @Override
     public void close() {
         FileCalls.close(fd);
     }

@@ -83,6 +83,81 @@ class LocalImageTest {
             "and reads zeros");
     }
 
+    @Test
+    void shouldReserveOnlyTheDataPagesSoTheNewImageIsAsSparseAsItsSource() throws Exception {
+        final Path p = dir.resolve("partly");
+        final int page = 64 << 10;
+        // 32 pages; data in 0..3, 10 and 31 (the last): six pages reserved, in three runs; the rest stays holes.
+        final java.util.Set<Integer> data = java.util.Set.of(0, 1, 2, 3, 10, 31);
+        LocalImage.createReserved(p, 32L * page, page, data::contains);
+        assertEquals(32L * page, Files.size(p));
+        final long allocated = allocatedBytes(p);
+        assertTrue(allocated >= 6L * page && allocated <= 6L * page + (64 << 10),
+            "only the six data pages are reserved: " + allocated + " bytes allocated");
+        try (LocalImage img = LocalImage.open(p, true)) {
+            assertEquals(allocated, img.allocatedBytes(), "fstat's st_blocks, as stat(1) reports it");
+        }
+        LocalImage.createReserved(p, 32L * page, page, x -> false);
+        assertTrue(allocatedBytes(p) < 64 << 10, "an image of zeros reserves nothing: " + allocatedBytes(p));
+    }
+
+    @Test
+    void shouldSayHowMuchOfASparseImageNeedsSpaceWhenTheDiskIsFull() {
+        final SimulatedDisk disk = new SimulatedDisk(1);
+        final IOException e = assertThrows(IOException.class, () -> LocalImage.createReserved(Path.of("/sim/x"), 8L << 20, 1 << 20,
+            x -> x < 2, (path, ro, create) -> new FullDisk(disk.open(path, ro, create))));
+        assertTrue(e.getMessage().contains("2097152 bytes of it hold data") && e.getMessage().contains("larger file system"),
+            e.getMessage());
+    }
+
+    /** A file on a full disk: every reservation fails with ENOSPC. */
+    private record FullDisk(FileIo f) implements FileIo {
+        @Override
+        public long size() throws IOException {
+            return f.size();
+        }
+
+        @Override
+        public long preadv(final long iov, final int cnt, final long offset) {
+            return f.preadv(iov, cnt, offset);
+        }
+
+        @Override
+        public long pwritev(final long iov, final int cnt, final long offset) {
+            return f.pwritev(iov, cnt, offset);
+        }
+
+        @Override
+        public int fdatasync() {
+            return f.fdatasync();
+        }
+
+        @Override
+        public int truncate(final long length) {
+            return f.truncate(length);
+        }
+
+        @Override
+        public int fallocate(final int mode, final long offset, final long length) {
+            return -SimulatedDisk.ENOSPC;
+        }
+
+        @Override
+        public int fadviseDontNeed(final long offset, final long length) {
+            return 0;
+        }
+
+        @Override
+        public long residentPages(final long size) {
+            return -1;
+        }
+
+        @Override
+        public void close() {
+            f.close();
+        }
+    }
+
     /** Bytes the file system allocated to {@code p} ({@code stat %b * %B}). */
     private static long allocatedBytes(final Path p) throws Exception {
         final Process st = new ProcessBuilder("stat", "--format=%b %B", p.toString()).start();

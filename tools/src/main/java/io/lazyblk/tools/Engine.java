@@ -152,7 +152,8 @@ public final class Engine implements AutoCloseable {
                 // crash between the two leaves a pair the next start accepts.
                 Files.deleteIfExists(stateFile);
                 PageStateFile.openOrCreate(stateFile, m.size(), m.pageSize(), m.digest()).close();
-                LocalImage.createReserved(local, m.size());
+                // Only the pages that hold data are reserved: zero pages are never written and stay holes.
+                LocalImage.createReserved(local, m.size(), m.pageSize(), p -> !m.isZeroPage(p));
             } else if (Files.size(local) != m.size()) {
                 throw new IOException(local + " is " + Files.size(local) + " bytes but image " + src.image() + " is " + m.size()
                     + " bytes: it belongs to another image. Use another --local path, or delete it (and " + stateFile.getFileName()
@@ -166,7 +167,8 @@ public final class Engine implements AutoCloseable {
             // Only now that the state file proved the local file is this image's: lets image-server export it as a peer later.
             PeerExport.saveManifest(local, source.manifest());
             final LazyStore store = new LazyStore(m, LocalImage.open(local, false), state, source,
-                new LazyStore.Options(src.image(), src.memoryBudget(), src.fillRateBytesPerSecond(), src.demandTimeout().toNanos()));
+                new LazyStore.Options(src.image(), src.memoryBudget(), src.fillRateBytesPerSecond(), src.demandTimeout().toNanos()),
+                bootProfile(source, state));
             LOG.info("lazy fill of {} ({} pages of {} KiB, {} local already) from {}", local, m.pageCount(), m.pageSize() >> 10,
                 state.localCount(), src.sources().size() == 1 ? src.sources().get(0) : src.sources());
             final Engine e = start(o, store);
@@ -175,6 +177,24 @@ public final class Engine implements AutoCloseable {
         } catch (final IOException | RuntimeException e) {
             source.close();
             throw e;
+        }
+    }
+
+    /**
+     * The provider's learned boot set for this image, asked once at start (it may cost a round trip, so never on the
+     * data path); none if the copy is complete but for the switch, the source has none, or asking fails (the fill works
+     * without it).
+     */
+    private static int[] bootProfile(final PageSource source, final PageStateFile state) {
+        if (state.allLocal()) {
+            return new int[0];
+        }
+        try {
+            final int[] p = source.bootProfile();
+            return p == null ? new int[0] : p;
+        } catch (final RuntimeException e) {
+            LOG.warn("no boot profile from the provider ({}); the fill goes on without one", e.toString());
+            return new int[0];
         }
     }
 

@@ -127,6 +127,12 @@ final class StatusServer implements AutoCloseable {
         m.put("page_size", Integer.toString(s.pageSize()));
         m.put("bytes_on_demand", Long.toString(s.bytesFetchedOnDemand()));
         m.put("bytes_background", Long.toString(s.bytesFetchedInBackground()));
+        m.put("pages_zero", Integer.toString(s.zeroPages()));
+        // The learned boot set: fetched ahead (here before the guest first read it) = used (read since) + wasted (not yet).
+        m.put("profile_pages", Integer.toString(s.profilePages()));
+        m.put("profile_ahead_bytes", Long.toString(s.profileAheadBytes()));
+        m.put("profile_used_bytes", Long.toString(s.profileUsedBytes()));
+        m.put("profile_wasted_bytes", Long.toString(s.profileWastedBytes()));
         m.put("fill_rate_bytes_per_s", Long.toString(rate));
         // Each source as the operator named it, nearest first, with its state: up, down (reconnecting), backing-off.
         final java.util.List<String> names = engine.sourceNames();
@@ -166,10 +172,13 @@ final class StatusServer implements AutoCloseable {
         for (int i = 0; m.containsKey("source." + i); i++) {
             sources.append(i == 0 ? "; sources: " : ", ").append(m.get("source." + i));
         }
-        return String.format("lazy: %d/%d pages local (%.1f%%), fetched %s on demand and %s in the background, fill %s/s, ETA %s%s",
+        final String profile = Long.parseLong(m.getOrDefault("profile_pages", "0")) == 0 ? ""
+            : String.format("; boot profile: %s pages, %s fetched ahead, %s of it read by the guest", m.get("profile_pages"),
+                mib(Long.parseLong(m.get("profile_ahead_bytes"))), mib(Long.parseLong(m.get("profile_used_bytes"))));
+        return String.format("lazy: %d/%d pages local (%.1f%%), fetched %s on demand and %s in the background, fill %s/s, ETA %s%s%s",
             local, total, 100.0 * local / Math.max(1, total), mib(Long.parseLong(m.get("bytes_on_demand"))),
             mib(Long.parseLong(m.get("bytes_background"))), mib(Long.parseLong(m.get("fill_rate_bytes_per_s"))),
-            "unknown".equals(m.get("eta_seconds")) ? "unknown" : m.get("eta_seconds") + " s", sources);
+            "unknown".equals(m.get("eta_seconds")) ? "unknown" : m.get("eta_seconds") + " s", profile, sources);
     }
 
     private static String mib(final long bytes) {
