@@ -37,6 +37,8 @@ public final class ManifestBuilder {
      */
     public static final int DEFAULT_PAGE_SIZE = 64 << 10;
     public static final String CACHE_SUFFIX = ".lzbm";
+    /** The boot profile's file, beside the manifest cache: {@code IMAGE.lzbprofile} (see io.lazyblk.pull.profile.ProfileFile). */
+    public static final String PROFILE_SUFFIX = ".lzbprofile";
     /** Read the image in chunks of this many bytes (or one page, if larger): big enough that syscalls do not matter. */
     private static final int CHUNK_BYTES = 8 << 20;
     /**
@@ -230,6 +232,28 @@ public final class ManifestBuilder {
         public void close() {
             FileCalls.close(fd);
         }
+    }
+
+    /**
+     * Where the boot profile of {@code image} is kept: beside the manifest cache file that {@code loaded} came from or
+     * went to ({@code IMAGE.lzbprofile} beside the image, or the same name as the cache in the fallback directory).
+     * When the manifest was not cached (the image was modified just now), beside the image if its directory is
+     * writable, else in the fallback directory; null if there is no such place.
+     */
+    public Path profileFile(final Path image, final Result loaded) {
+        if (loaded.cacheFile() != null) {
+            final String name = loaded.cacheFile().getFileName().toString();
+            return loaded.cacheFile().resolveSibling(name.substring(0, name.length() - CACHE_SUFFIX.length()) + PROFILE_SUFFIX);
+        }
+        final Path dir = image.toAbsolutePath().getParent();
+        if (dir != null && Files.isWritable(dir)) {
+            return image.resolveSibling(image.getFileName() + PROFILE_SUFFIX);
+        }
+        if (fallbackDir == null) {
+            return null;
+        }
+        final String cache = inFallbackDir(image).getFileName().toString();
+        return fallbackDir.resolve(cache.substring(0, cache.length() - CACHE_SUFFIX.length()) + PROFILE_SUFFIX);
     }
 
     static Path besideImage(final Path image) {

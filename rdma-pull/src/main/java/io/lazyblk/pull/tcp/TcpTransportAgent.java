@@ -59,7 +59,14 @@ final class TcpTransportAgent implements Agent {
     /** See {@link #viewOf}: by segment identity, since segments compare by address and size, not by object. */
     private final java.util.IdentityHashMap<MemorySegment, ByteBuffer> views = new java.util.IdentityHashMap<>();
     private static final int MAX_VIEWS = 4096;
+    /** The body being read: a fetch's destination, or a control answer's payload ({@link #receiving} null then). */
     private ByteBuffer receivingData;
+    /** A profile request asked for and not yet on the wire; set by any thread ({@link #askProfile}), taken by the owner. */
+    private final java.util.concurrent.atomic.AtomicReference<ProfileAsk> profileAsk = new java.util.concurrent.atomic.AtomicReference<>();
+    /** The profile request on the wire, whose answer is expected among the responses; the owner only. */
+    private ProfileAsk profileOnWire;
+    /** Ids of control requests: negative, so never a fetch's (the scheduler's ids are positive). */
+    private long controlIds = Long.MIN_VALUE;
     private long backoffNanos;
     private long nextAttemptNanos;
     private String loggedFailure;
@@ -93,7 +100,9 @@ final class TcpTransportAgent implements Agent {
         this.options = options;
         this.scheduler = scheduler;
         this.selector = Selector.open();
-        this.requests = ByteBuffer.allocateDirect(options.maxIssuedRequests() * REQUEST_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        // Room for a full window of requests and one control request (a profile request) ahead of them.
+        this.requests = ByteBuffer.allocateDirect(options.maxIssuedRequests() * REQUEST_BYTES + REQUEST_BYTES + CONTROL_TAIL_BYTES)
+            .order(ByteOrder.LITTLE_ENDIAN);
         this.requests.limit(0);
         this.backoffNanos = options.initialBackoff().toNanos();
     }
@@ -194,6 +203,31 @@ final class TcpTransportAgent implements Agent {
         }
     }
 
+    /**
+     * A boot profile request ({@link ProviderProtocol#OP_PROFILE}) for the transport to put on the wire, in order with
+     * the fetches, as soon as it is connected. The future completes with the answer's payload (not yet checked), null if
+     * the provider answered with another status (it has none to give), or exceptionally if the connection dropped with
+     * the request on the wire or the source closed. A request not yet sent is replaced by a newer one (completed null).
+     */
+    java.util.concurrent.CompletableFuture<ByteBuffer> askProfile() {
+        final ProfileAsk ask = new ProfileAsk();
+        final ProfileAsk older = profileAsk.getAndSet(ask);
+        if (older != null) {
+            older.result.complete(null);
+        }
+        wake();
+        return ask.result;
+    }
+
+    /** One profile request: its id (set when it goes on the wire), the answer's payload, the caller's future. */
+    private static final class ProfileAsk {
+        final java.util.concurrent.CompletableFuture<ByteBuffer> result = new java.util.concurrent.CompletableFuture<>();
+        long id;
+        ByteBuffer payload;
+        /** The answer carried another status than RESPONSE_PROFILE: the payload is read and dropped. */
+        boolean declined;
+    }
+
     String lastFailure() {
         return lastFailure;
     }
@@ -212,6 +246,7 @@ final class TcpTransportAgent implements Agent {
         requests.limit(0);
         receiving = null;
         receivingData = null;
+        profileOnWire = null;
         backoffNanos = options.initialBackoff().toNanos();
         lastFailure = null;
         loggedFailure = null;
@@ -256,6 +291,11 @@ final class TcpTransportAgent implements Agent {
         try {
             closeChannel();
             scheduler.failAll(PageSource.UNAVAILABLE);
+            failProfile("the source closed");
+            final ProfileAsk queued = profileAsk.getAndSet(null);
+            if (queued != null) {
+                queued.result.completeExceptionally(new IOException("the source closed"));
+            }
         } finally {
             owner.set(0);
         }
@@ -275,11 +315,21 @@ final class TcpTransportAgent implements Agent {
         }
         requests.clear();
         int n = 0;
+        if (onTransport && profileOnWire == null && profileAsk.get() != null) {
+            // Rare (once per engine start): one control request ahead of the fetches; answered in order with them.
+            final ProfileAsk ask = profileAsk.getAndSet(null);
+            ask.id = ++controlIds;
+            requests.putLong(ask.id).putInt(CONTROL_MARKER).putInt(0).putInt(OP_PROFILE).putInt(0);
+            profileOnWire = ask;
+            n++;
+        }
         Fetch f;
         while (requests.remaining() >= REQUEST_BYTES && (f = onTransport ? scheduler.next() : scheduler.nextFromSubmitter()) != null) {
             final int at = requests.position();
+            // The demand flag: the provider learns boot profiles from demand fetches, and from nothing else.
             requests.putLong(at + REQUEST_ID_OFFSET, f.id()).putInt(at + REQUEST_FIRST_PAGE_OFFSET, f.firstPage())
-                .putInt(at + REQUEST_COUNT_OFFSET, f.count()).position(at + REQUEST_BYTES);
+                .putInt(at + REQUEST_COUNT_OFFSET, ProviderProtocol.countWord(f.count(), f.priority() == PageSource.DEMAND))
+                .position(at + REQUEST_BYTES);
             n++;
         }
         requests.flip();
@@ -311,7 +361,7 @@ final class TcpTransportAgent implements Agent {
     private int receive() throws IOException {
         int work = 0;
         while (true) {
-            if (receiving == null) {
+            if (receivingData == null) {
                 if (header.hasRemaining()) {
                     if (channel.read(header) < 0) {
                         throw new EOFException();
@@ -324,6 +374,10 @@ final class TcpTransportAgent implements Agent {
                 final int status = header.getInt(RESPONSE_STATUS_OFFSET);
                 final int length = header.getInt(RESPONSE_LENGTH_OFFSET);
                 header.clear();
+                if (profileOnWire != null && id == profileOnWire.id) {
+                    receivingData = profileAnswer(status, length);
+                    continue;
+                }
                 final Fetch f = scheduler.issued(id);
                 if (f == null) {
                     throw new IOException("provider answered request id " + id + ", which is not in flight (protocol error)");
@@ -361,8 +415,40 @@ final class TcpTransportAgent implements Agent {
             receiving = null;
             receivingData = null;
             scatter[0] = null;
-            scheduler.complete(done, PageSource.OK);
+            if (done == null) {
+                finishProfile();
+            } else {
+                scheduler.complete(done, PageSource.OK);
+            }
             work++;
+        }
+    }
+
+    /** The header of the profile request's answer: where its payload goes (read, then handed over or dropped). */
+    private ByteBuffer profileAnswer(final int status, final int length) throws IOException {
+        final ProfileAsk ask = profileOnWire;
+        final boolean profile = status == RESPONSE_PROFILE;
+        if (length < 0 || length > (profile ? MAX_PROFILE_ANSWER_BYTES : MAX_MESSAGE_BYTES)) {
+            throw new IOException("provider answered the boot profile request with status " + status + " and "
+                + Integer.toUnsignedString(length) + " bytes (protocol error)");
+        }
+        ask.declined = !profile;
+        ask.payload = ByteBuffer.allocate(length); // once per engine start, up to 256 KiB
+        return ask.payload;
+    }
+
+    /** The profile answer's payload is in: hands it to the asker (checked there, off this thread). */
+    private void finishProfile() {
+        final ProfileAsk ask = profileOnWire;
+        profileOnWire = null;
+        ask.result.complete(ask.declined ? null : ask.payload.flip());
+    }
+
+    /** The connection dropped (or the source closed) with the profile request on the wire. */
+    private void failProfile(final String reason) {
+        if (profileOnWire != null) {
+            profileOnWire.result.completeExceptionally(new IOException(reason));
+            profileOnWire = null;
         }
     }
 
@@ -380,6 +466,7 @@ final class TcpTransportAgent implements Agent {
         final boolean idle = scheduler.inFlight() == 0;
         closeChannel();
         scheduler.failAll(PageSource.UNAVAILABLE);
+        failProfile(reason);
         disconnects++;
         lastFailure = reason;
         loggedFailure = null;
@@ -470,7 +557,8 @@ final class TcpTransportAgent implements Agent {
         // its fetch here and do not sleep.
         VarHandle.fullFence();
         try {
-            if (!closeRequested && !scheduler.hasWork()) {
+            // A profile request waiting to go out is work only while connected (it waits for the reconnect otherwise).
+            if (!closeRequested && !scheduler.hasWork() && (channel == null || profileAsk.get() == null)) {
                 selector.select(timeoutMillis);
                 selector.selectedKeys().clear();
             }
