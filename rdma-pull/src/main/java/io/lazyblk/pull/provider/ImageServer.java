@@ -36,7 +36,7 @@ public final class ImageServer implements AutoCloseable {
     static final long HELLO_TIMEOUT_NANOS = 10_000_000_000L;
     /** A response write blocked this long means the client stopped reading: its connection is closed. */
     static final long WRITE_STALL_NANOS = 60_000_000_000L;
-    private static final long WATCHDOG_PERIOD_NANOS = 1_000_000_000L;
+    static final long WATCHDOG_PERIOD_NANOS = 1_000_000_000L;
     private static final int BACKLOG = 128;
 
     /** The TCP listener, or null when the server listens on its UNIX socket only. */
@@ -135,7 +135,8 @@ public final class ImageServer implements AutoCloseable {
         this.listener = listener;
         this.limits = limits;
         this.profiles = profiles;
-        this.profileSaver = profiles.learn() ? Thread.ofVirtual().name("lazyblk-provider-profiles").unstarted(this::saveProfiles) : null;
+        this.profileSaver = profiles.learn()
+            ? Thread.ofVirtual().name("lazyblk-provider-profiles").unstarted(() -> ServerChores.saveProfiles(this)) : null;
         this.slots = new ConnectionSlots(limits.maxConnections(), limits.maxConnectionsPerPeer());
         this.rdma = rdma;
         this.unixListener = unixListener;
@@ -145,7 +146,7 @@ public final class ImageServer implements AutoCloseable {
         this.acceptor = listener == null ? null : Thread.ofPlatform().daemon().name("lazyblk-provider-accept").unstarted(this::acceptLoop);
         this.unixAcceptor = unixListener == null ? null
             : Thread.ofPlatform().daemon().name("lazyblk-provider-accept-unix").unstarted(this::acceptUnixLoop);
-        this.watchdog = Thread.ofVirtual().name("lazyblk-provider-watchdog").unstarted(this::watch);
+        this.watchdog = Thread.ofVirtual().name("lazyblk-provider-watchdog").unstarted(() -> ServerChores.watch(this));
     }
 
     /**
@@ -321,6 +322,16 @@ public final class ImageServer implements AutoCloseable {
         return closing;
     }
 
+    /** The connections open now (for the watchdog). */
+    Set<ProviderConnection> connections() {
+        return connections;
+    }
+
+    /** Every export (for the profile saver). */
+    Collection<ServedImage> images() {
+        return images.values();
+    }
+
     void remove(final ProviderConnection c) {
         connections.remove(c);
         threads.remove(Thread.currentThread());
@@ -430,18 +441,6 @@ public final class ImageServer implements AutoCloseable {
         }
     }
 
-    /** The profile saver's loop: each second, saves the profiles that changed (each at most every few seconds). */
-    private void saveProfiles() {
-        while (!closing) {
-            LockSupport.parkNanos(WATCHDOG_PERIOD_NANOS);
-            for (final ServedImage i : images.values()) {
-                if (i.profile != null) {
-                    i.profile.saveIfDue();
-                }
-            }
-        }
-    }
-
     /**
      * TEST HOOK: the boot profile {@code image} would hand out now (empty with learning off), and saves it at once if
      * it changed (as the saver does every few seconds).
@@ -455,28 +454,6 @@ public final class ImageServer implements AutoCloseable {
             i.profile.save();
         }
         return i.profilePages().clone();
-    }
-
-    private void watch() {
-        while (!closing) {
-            LockSupport.parkNanos(WATCHDOG_PERIOD_NANOS);
-            final long now = System.nanoTime();
-            for (final ProviderConnection c : connections) {
-                // Deadline first, then what it is for: the connection writes them the other way round (see waiting).
-                final long deadline = c.deadlineNanos;
-                if (deadline != ProviderConnection.NO_DEADLINE && now - deadline > 0) {
-                    final ProviderConnection.Waiting w = c.waiting;
-                    if (w == ProviderConnection.Waiting.REQUEST) {
-                        stats.idleClosed.increment();
-                        LOG.info("closing the connection from {}: no request for {} s (the idle timeout); it reconnects when it needs pages",
-                            c.describe(), limits.idleTimeout().toSeconds());
-                    } else {
-                        LOG.warn("closing the connection from {}: {}", c.describe(), w.why);
-                    }
-                    c.abort();
-                }
-            }
-        }
     }
 
     @Override
