@@ -22,7 +22,7 @@ final class ServedImage implements AutoCloseable {
     final Availability availability;
     /** Every page sent is checked against its hash first ({@link ImageExport#verifyServed()}). */
     final boolean verifyServed;
-    /** What boots of this image read on demand, learned here and handed out; null with learning off. */
+    /** What boots of this image read on demand, learned here and handed out; null with learning off, and for a peer. */
     final io.lazyblk.pull.profile.BootProfile profile;
     private final Set<Integer> corruptPages = ConcurrentHashMap.newKeySet();
     /** Checked once per request: the hook costs one volatile read when unused. Written after corruptPages.add. */
@@ -41,7 +41,10 @@ final class ServedImage implements AutoCloseable {
             throw new IOException("image '" + name + "' (" + export.image() + ") is " + size + " bytes but its manifest says "
                 + manifest.size() + "; it changed after the manifest was built: build the manifest again");
         }
-        this.profile = profiles.learn() ? io.lazyblk.pull.profile.BootProfile.open(name, manifest, export.profileFile(), profiles) : null;
+        // A golden image only: a peer (an engine's file, verified as served) is asked first by the chains that list it,
+        // and the few boots it sees would hand them a poorer profile than the seed's, which sees every engine's first boot.
+        this.profile = profiles.learn() && !export.verifyServed()
+            ? io.lazyblk.pull.profile.BootProfile.open(name, manifest, export.profileFile(), profiles) : null;
     }
 
     /** The boot profile to hand to a client: none with learning off. */

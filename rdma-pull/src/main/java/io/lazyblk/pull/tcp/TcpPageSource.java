@@ -164,10 +164,16 @@ public final class TcpPageSource implements PageSource {
      * source's connection, in order with the fetches; waits up to the connect timeout. Checked before it is returned
      * (hostile input): whole u32 pages, each in the image, none twice, at most {@link #MAX_PROFILE_PAGES}; a bad answer
      * is refused with one log line. Empty if the provider has none, declines, closes the connection (one that does not
-     * know the request: the source reconnects as after any drop), or does not answer in time.
+     * know the request: the source reconnects as after any drop), or does not answer in time, and at once if the
+     * source is not connected.
      */
     @Override
     public int[] bootProfile() {
+        if (!connected()) {
+            // Not now: a chain asks its sources in turn at start, and one that is down must not hold the others up.
+            LOG.info("no boot profile for '{}': not connected to the provider", image);
+            return new int[0];
+        }
         final java.util.concurrent.CompletableFuture<java.nio.ByteBuffer> answer = agent.askProfile();
         final java.nio.ByteBuffer payload;
         try {

@@ -211,6 +211,7 @@ final class TcpTransportAgent implements Agent {
      */
     java.util.concurrent.CompletableFuture<ByteBuffer> askProfile() {
         final ProfileAsk ask = new ProfileAsk();
+        // getAndSet (volatile): publishes the ask to the owner's getAndSet in send(), which takes it.
         final ProfileAsk older = profileAsk.getAndSet(ask);
         if (older != null) {
             older.result.complete(null);
@@ -219,7 +220,10 @@ final class TcpTransportAgent implements Agent {
         return ask.result;
     }
 
-    /** One profile request: its id (set when it goes on the wire), the answer's payload, the caller's future. */
+    /**
+     * One profile request: its id (set when it goes on the wire), the answer's payload, the caller's future. Its
+     * fields are the connection owner's once taken; the future hands the payload over (complete/get order it).
+     */
     private static final class ProfileAsk {
         final java.util.concurrent.CompletableFuture<ByteBuffer> result = new java.util.concurrent.CompletableFuture<>();
         long id;

@@ -229,6 +229,19 @@ class BootProfileLearningTest {
     }
 
     @Test
+    void shouldNeitherLearnNorHandOutAProfileForAPeerExport() throws Exception {
+        final ImageExport peer = new ImageExport("disk", image, manifest(), Availability.ALL, true); // verified as served: a peer
+        server = ImageServer.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), null, List.of(peer), SECRET,
+            RdmaExporter.unavailable("not in this test"), ImageServer.Limits.defaults(), ProfileSettings.defaults());
+        boot(new int[] {1, 2});
+        Await.until("the boot's connection ended", Duration.ofSeconds(10), () -> server.stats().open() == 0);
+        try (TcpPageSource later = connect()) {
+            assertEquals(0, later.bootProfile().length, "a chain asks the seed instead, which sees every first boot");
+        }
+        assertEquals(0, server.profileForTesting("disk", true).length);
+    }
+
+    @Test
     void shouldCloseTheConnectionOnUnknownRequestFlagsAndOnAnyFlagFromAVersion1Client() throws Exception {
         start();
         try (TcpPageSource good = connect()) {
