@@ -61,12 +61,8 @@ final class TcpTransportAgent implements Agent {
     private static final int MAX_VIEWS = 4096;
     /** The body being read: a fetch's destination, or a control answer's payload ({@link #receiving} null then). */
     private ByteBuffer receivingData;
-    /** A profile request asked for and not yet on the wire; set by any thread ({@link #askProfile}), taken by the owner. */
-    private final java.util.concurrent.atomic.AtomicReference<ProfileAsk> profileAsk = new java.util.concurrent.atomic.AtomicReference<>();
-    /** The profile request on the wire, whose answer is expected among the responses; the owner only. */
-    private ProfileAsk profileOnWire;
-    /** Ids of control requests: negative, so never a fetch's (the scheduler's ids are positive). */
-    private long controlIds = Long.MIN_VALUE;
+    /** The boot profile request, asked by any thread ({@link #askProfile}), sent and answered by the owner. */
+    private final ProfileRequest profile = new ProfileRequest();
     private long backoffNanos;
     private long nextAttemptNanos;
     private String loggedFailure;
@@ -101,7 +97,7 @@ final class TcpTransportAgent implements Agent {
         this.scheduler = scheduler;
         this.selector = Selector.open();
         // Room for a full window of requests and one control request (a profile request) ahead of them.
-        this.requests = ByteBuffer.allocateDirect(options.maxIssuedRequests() * REQUEST_BYTES + REQUEST_BYTES + CONTROL_TAIL_BYTES)
+        this.requests = ByteBuffer.allocateDirect(options.maxIssuedRequests() * REQUEST_BYTES + ProfileRequest.BYTES)
             .order(ByteOrder.LITTLE_ENDIAN);
         this.requests.limit(0);
         this.backoffNanos = options.initialBackoff().toNanos();
@@ -203,33 +199,11 @@ final class TcpTransportAgent implements Agent {
         }
     }
 
-    /**
-     * A boot profile request ({@link ProviderProtocol#OP_PROFILE}) for the transport to put on the wire, in order with
-     * the fetches, as soon as it is connected. The future completes with the answer's payload (not yet checked), null if
-     * the provider answered with another status (it has none to give), or exceptionally if the connection dropped with
-     * the request on the wire or the source closed. A request not yet sent is replaced by a newer one (completed null).
-     */
+    /** A boot profile request, sent once connected: see {@link ProfileRequest#ask()}. */
     java.util.concurrent.CompletableFuture<ByteBuffer> askProfile() {
-        final ProfileAsk ask = new ProfileAsk();
-        // getAndSet (volatile): publishes the ask to the owner's getAndSet in send(), which takes it.
-        final ProfileAsk older = profileAsk.getAndSet(ask);
-        if (older != null) {
-            older.result.complete(null);
-        }
+        final java.util.concurrent.CompletableFuture<ByteBuffer> answer = profile.ask();
         wake();
-        return ask.result;
-    }
-
-    /**
-     * One profile request: its id (set when it goes on the wire), the answer's payload, the caller's future. Its
-     * fields are the connection owner's once taken; the future hands the payload over (complete/get order it).
-     */
-    private static final class ProfileAsk {
-        final java.util.concurrent.CompletableFuture<ByteBuffer> result = new java.util.concurrent.CompletableFuture<>();
-        long id;
-        ByteBuffer payload;
-        /** The answer carried another status than RESPONSE_PROFILE: the payload is read and dropped. */
-        boolean declined;
+        return answer;
     }
 
     String lastFailure() {
@@ -250,7 +224,7 @@ final class TcpTransportAgent implements Agent {
         requests.limit(0);
         receiving = null;
         receivingData = null;
-        profileOnWire = null;
+        profile.reset();
         backoffNanos = options.initialBackoff().toNanos();
         lastFailure = null;
         loggedFailure = null;
@@ -295,11 +269,7 @@ final class TcpTransportAgent implements Agent {
         try {
             closeChannel();
             scheduler.failAll(PageSource.UNAVAILABLE);
-            failProfile("the source closed");
-            final ProfileAsk queued = profileAsk.getAndSet(null);
-            if (queued != null) {
-                queued.result.completeExceptionally(new IOException("the source closed"));
-            }
+            profile.failAll("the source closed");
         } finally {
             owner.set(0);
         }
@@ -319,13 +289,8 @@ final class TcpTransportAgent implements Agent {
         }
         requests.clear();
         int n = 0;
-        if (onTransport && profileOnWire == null && profileAsk.get() != null) {
-            // Rare (once per engine start): one control request ahead of the fetches; answered in order with them.
-            final ProfileAsk ask = profileAsk.getAndSet(null);
-            ask.id = ++controlIds;
-            requests.putLong(ask.id).putInt(CONTROL_MARKER).putInt(0).putInt(OP_PROFILE).putInt(0);
-            profileOnWire = ask;
-            n++;
+        if (onTransport && profile.put(requests)) {
+            n++; // rare (once per engine start): one control request ahead of the fetches, answered in order with them
         }
         Fetch f;
         while (requests.remaining() >= REQUEST_BYTES && (f = onTransport ? scheduler.next() : scheduler.nextFromSubmitter()) != null) {
@@ -378,8 +343,8 @@ final class TcpTransportAgent implements Agent {
                 final int status = header.getInt(RESPONSE_STATUS_OFFSET);
                 final int length = header.getInt(RESPONSE_LENGTH_OFFSET);
                 header.clear();
-                if (profileOnWire != null && id == profileOnWire.id) {
-                    receivingData = profileAnswer(status, length);
+                if (profile.answers(id)) {
+                    receivingData = profile.body(status, length);
                     continue;
                 }
                 final Fetch f = scheduler.issued(id);
@@ -420,39 +385,11 @@ final class TcpTransportAgent implements Agent {
             receivingData = null;
             scatter[0] = null;
             if (done == null) {
-                finishProfile();
+                profile.finish();
             } else {
                 scheduler.complete(done, PageSource.OK);
             }
             work++;
-        }
-    }
-
-    /** The header of the profile request's answer: where its payload goes (read, then handed over or dropped). */
-    private ByteBuffer profileAnswer(final int status, final int length) throws IOException {
-        final ProfileAsk ask = profileOnWire;
-        final boolean profile = status == RESPONSE_PROFILE;
-        if (length < 0 || length > (profile ? MAX_PROFILE_ANSWER_BYTES : MAX_MESSAGE_BYTES)) {
-            throw new IOException("provider answered the boot profile request with status " + status + " and "
-                + Integer.toUnsignedString(length) + " bytes (protocol error)");
-        }
-        ask.declined = !profile;
-        ask.payload = ByteBuffer.allocate(length); // once per engine start, up to 256 KiB
-        return ask.payload;
-    }
-
-    /** The profile answer's payload is in: hands it to the asker (checked there, off this thread). */
-    private void finishProfile() {
-        final ProfileAsk ask = profileOnWire;
-        profileOnWire = null;
-        ask.result.complete(ask.declined ? null : ask.payload.flip());
-    }
-
-    /** The connection dropped (or the source closed) with the profile request on the wire. */
-    private void failProfile(final String reason) {
-        if (profileOnWire != null) {
-            profileOnWire.result.completeExceptionally(new IOException(reason));
-            profileOnWire = null;
         }
     }
 
@@ -470,7 +407,7 @@ final class TcpTransportAgent implements Agent {
         final boolean idle = scheduler.inFlight() == 0;
         closeChannel();
         scheduler.failAll(PageSource.UNAVAILABLE);
-        failProfile(reason);
+        profile.fail(reason);
         disconnects++;
         lastFailure = reason;
         loggedFailure = null;
@@ -562,7 +499,7 @@ final class TcpTransportAgent implements Agent {
         VarHandle.fullFence();
         try {
             // A profile request waiting to go out is work only while connected (it waits for the reconnect otherwise).
-            if (!closeRequested && !scheduler.hasWork() && (channel == null || profileAsk.get() == null)) {
+            if (!closeRequested && !scheduler.hasWork() && (channel == null || !profile.waiting())) {
                 selector.select(timeoutMillis);
                 selector.selectedKeys().clear();
             }
