@@ -26,6 +26,12 @@ public final class FileCalls {
     public static final int O_CREAT = 0x40;
     public static final int O_CLOEXEC = 0x80000;
     public static final int SEEK_END = 2;
+    /** lseek: the next offset at or after the given one that holds data (Linux 3.1+; a file system without holes says: itself). */
+    public static final int SEEK_DATA = 3;
+    /** lseek: the next offset at or after the given one that starts a hole (the end of the file counts as one). */
+    public static final int SEEK_HOLE = 4;
+    /** lseek(SEEK_DATA/SEEK_HOLE): the offset is at or past the end of the file (for SEEK_DATA: no data after it). */
+    public static final int ENXIO = 6;
     public static final int EINTR = 4;
     public static final int EOPNOTSUPP = 95;
     public static final int FALLOC_FL_KEEP_SIZE = 1;
@@ -96,6 +102,44 @@ public final class FileCalls {
             final long n = (long) LSEEK.invokeExact(st, fd, 0L, SEEK_END);
             if (n < 0) {
                 throw failure("lseek(SEEK_END)", errno(st));
+            }
+            return n;
+        } catch (final IOException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * {@code lseek(fd, offset, SEEK_DATA)}: the first offset at or after {@code offset} that holds data, or -1 if there
+     * is none before the end of the file (ENXIO). A file system that does not track holes reports the whole file as
+     * data. Not for the data path (errno captured).
+     *
+     * @throws IOException naming the call and strerror for any other failure
+     */
+    public static long seekData(final int fd, final long offset) throws IOException {
+        return seek(fd, offset, SEEK_DATA, "SEEK_DATA");
+    }
+
+    /**
+     * {@code lseek(fd, offset, SEEK_HOLE)}: the first offset at or after {@code offset} that starts a hole (the file's
+     * end counts as one), or -1 if {@code offset} is at or past the end (ENXIO).
+     */
+    public static long seekHole(final int fd, final long offset) throws IOException {
+        return seek(fd, offset, SEEK_HOLE, "SEEK_HOLE");
+    }
+
+    private static long seek(final int fd, final long offset, final int whence, final String name) throws IOException {
+        final MemorySegment st = state();
+        try {
+            final long n = (long) LSEEK.invokeExact(st, fd, offset, whence);
+            if (n < 0) {
+                final int e = errno(st);
+                if (e == ENXIO) {
+                    return -1;
+                }
+                throw failure("lseek(" + offset + ", " + name + ")", e);
             }
             return n;
         } catch (final IOException e) {

@@ -3,6 +3,7 @@ package io.lazyblk.tools;
 import io.lazyblk.pagemap.Manifest;
 import io.lazyblk.pagemap.PageGeometry;
 import io.lazyblk.pull.manifest.ManifestBuilder;
+import io.lazyblk.pull.profile.ProfileSettings;
 import io.lazyblk.pull.provider.ImageExport;
 import io.lazyblk.pull.provider.ImageServer;
 import io.lazyblk.pull.token.SecretFile;
@@ -26,7 +27,8 @@ import java.util.concurrent.CountDownLatch;
 /** {@code lazyblk image-server}: the image provider, exporting raw images by name to token holders. */
 @Command(name = "image-server", mixinStandardHelpOptions = true,
     description = {"Export raw disk images by name to lazyblk engines holding an access token (see 'lazyblk token').",
-        "Builds each image's manifest on first use (one full read) and caches it as IMAGE.lzbm; runs until killed."})
+        "Builds each image's manifest on first use (one read of its data; holes are not read) and caches it as IMAGE.lzbm;",
+        "learns which pages boots read on demand and hands them to later engines (IMAGE.lzbprofile); runs until killed."})
 public final class ImageServerCommand implements Callable<Integer> {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
@@ -71,6 +73,22 @@ public final class ImageServerCommand implements Callable<Integer> {
         description = "close a TCP client that has asked for nothing this long (none outstanding), e.g. one whose host died;"
             + " an engine just reconnects (default ${DEFAULT-VALUE})")
     java.time.Duration idleTimeout;
+
+    // The defaults and their derivation: io.lazyblk.pull.profile.ProfileSettings.
+    @Option(names = "--profile-window", paramLabel = "DURATION", converter = DurationConverter.class, defaultValue = "60s",
+        description = "learn boot profiles: the pages an engine's connection asks for on demand within this long after its first"
+            + " demand fetch count as its boot; boots are merged into the image's profile (IMAGE.lzbprofile, beside the manifest"
+            + " cache) and handed to later engines, which fetch those pages first (default ${DEFAULT-VALUE})")
+    java.time.Duration profileWindow;
+
+    @Option(names = "--profile-max", paramLabel = "SIZE", converter = SizeConverter.class, defaultValue = "256M",
+        description = "most image bytes a boot profile names (and at most 65536 pages); a profile never drops a page, so this is"
+            + " what bounds it (default ${DEFAULT-VALUE})")
+    long profileMax;
+
+    @Option(names = "--no-profile",
+        description = "learn no boot profiles and hand none out (profile files are left as they are)")
+    boolean noProfile;
 
     @Override
     public Integer call() throws Exception {
@@ -137,6 +155,13 @@ public final class ImageServerCommand implements Callable<Integer> {
             throw new CommandLine.ParameterException(cl, "--max-connections " + maxConnections + ", --max-connections-per-peer "
                 + maxConnectionsPerPeer + ", --idle-timeout " + idleTimeout.toSeconds() + "s: " + e.getMessage());
         }
+        final ProfileSettings profiles;
+        try {
+            profiles = new ProfileSettings(!noProfile, profileWindow, profileMax);
+        } catch (final IllegalArgumentException e) {
+            throw new CommandLine.ParameterException(cl, "--profile-window " + profileWindow.toSeconds() + "s, --profile-max "
+                + profileMax + ": " + e.getMessage());
+        }
         final byte[] secret;
         try {
             secret = SecretFile.read(secretFile);
@@ -171,7 +196,7 @@ public final class ImageServerCommand implements Callable<Integer> {
                 progress.finish();
             }
         }
-        final ImageServer server = ImageServer.start(listen, unix, list, secret, limits);
+        final ImageServer server = ImageServer.start(listen, unix, list, secret, limits, profiles);
         final String at = (listen != null ? server.address().getAddress().getHostAddress() + ":" + server.port() : "")
             + (listen != null && unix != null ? " and " : "") + (unix != null ? "unix:" + unix : "");
         for (final ImageExport e : list) {

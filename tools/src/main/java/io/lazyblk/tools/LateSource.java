@@ -104,6 +104,13 @@ final class LateSource implements PageSource {
         return s == null ? 0 : s.poll();
     }
 
+    /** The connected source's boot profile; empty while it is still unreachable. */
+    @Override
+    public int[] bootProfile() {
+        final PageSource s = source;
+        return s == null ? new int[0] : s.bootProfile();
+    }
+
     @Override
     public boolean connected() {
         final PageSource s = source;

@@ -147,6 +147,37 @@ class ProviderCommandsTest {
     }
 
     @Test
+    void shouldLearnBootProfilesUnlessToldNotToAndSayWhatTheOptionsDo() throws Exception {
+        final CliRun help = run("image-server", "--help");
+        for (final String option : new String[] {"--profile-window", "--profile-max", "--no-profile"}) {
+            assertTrue(help.out().contains(option), option + " in: " + help.out());
+        }
+        assertRefused(run("image-server", "--listen", "7400", "--export", "disk=" + image, "--secret-file", secretFile.toString(),
+            "--profile-max", "0"), "must be positive");
+        for (final boolean off : new boolean[] {false, true}) {
+            final ImageServerCommand cmd = new ImageServerCommand();
+            final java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("--listen", "0", "--export", "disk=" + image,
+                "--secret-file", secretFile.toString(), "--page-size", "16k", "--profile-window", "1m", "--profile-max", "1M"));
+            if (off) {
+                args.add("--no-profile");
+            }
+            new CommandLine(cmd).parseArgs(args.toArray(String[]::new));
+            final PrintStream quiet = new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8);
+            try (ImageServer server = cmd.start(quiet, quiet)) {
+                final String token = AccessToken.mint(secret, "disk", Instant.now().plusSeconds(600));
+                try (TcpPageSource source = TcpPageSource.connect(server.address(), "disk", token); Arena arena = Arena.ofShared()) {
+                    final CompletableFuture<Integer> status = new CompletableFuture<>();
+                    assertTrue(source.fetch(3, 1, arena.allocate(16 << 10), PageSource.DEMAND, 0, (t, f, c, st) -> status.complete(st)));
+                    assertEquals(PageSource.OK, status.get(10, TimeUnit.SECONDS));
+                }
+                io.lazyblk.pagemap.Await.until("the boot is merged at the connection's end", Duration.ofSeconds(10),
+                    () -> server.stats().open() == 0);
+                assertEquals(off ? 0 : 1, server.profileForTesting("disk", false).length, off ? "--no-profile" : "learning by default");
+            }
+        }
+    }
+
+    @Test
     void shouldRefuseASecondServerOnABusyPortWithARuntimeError() throws Exception {
         final ImageServerCommand first = new ImageServerCommand();
         new CommandLine(first).parseArgs("--listen", "0", "--export", "disk=" + image, "--secret-file", secretFile.toString());

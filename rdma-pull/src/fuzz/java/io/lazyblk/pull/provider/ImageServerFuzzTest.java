@@ -50,7 +50,8 @@ import static org.junit.jupiter.api.Assertions.fail;
  * hello for a name from the input with a valid token for it; the exported image with token bytes from the input),
  * then the bytes sent after it. Properties: the server's whole output is what the protocol says for those bytes,
  * byte for byte (computed here from ProviderProtocol: the answer, each valid request answered once, in order, with
- * the image's bytes, RDMA offers answered "unavailable", and the connection closed at the first violation; a reset
+ * the image's bytes, RDMA offers answered "unavailable", the boot profile request answered with the profile earlier
+ * inputs' demand requests taught the server, and the connection closed at the first violation; a reset
  * may cut it short, never change it); a UNIX client gets a read-only fd of the image; no internal error is logged,
  * no server thread dies, and the connection's thread and fds are gone once it ended. Slower than the parser
  * targets (one connection per input).
@@ -127,9 +128,12 @@ class ImageServerFuzzTest {
         final byte[] sent = concat(hello, in.rest());
         final Map<Integer, String> fdsBefore = OpenFds.snapshot(DIR);
         final Set<Long> threadsBefore = LiveThreads.ids();
+        // What OP_PROFILE answers during this connection: the boots earlier inputs merged (each at its connection's end,
+        // before its thread ended, which settle() waited for); this connection's own boot is merged only when it ends.
+        final int[] profile = SERVER.profileForTesting(NAME, false);
         final Received got = unix ? overUnix(sent) : overTcp(sent);
         try {
-            expect(sent, got, unix);
+            expect(sent, got, unix, profile);
         } finally {
             settle(fdsBefore, threadsBefore);
         }
@@ -226,7 +230,7 @@ class ImageServerFuzzTest {
     }
 
     /** Checks the server's output against what the protocol prescribes for {@code sent}. */
-    private static void expect(final byte[] sent, final Received got, final boolean unix) {
+    private static void expect(final byte[] sent, final Received got, final boolean unix, final int[] profile) {
         final Output o = new Output(got);
         try {
             final int helloLength = helloLength(sent);
@@ -257,7 +261,7 @@ class ImageServerFuzzTest {
                 o.end();
                 return;
             }
-            requests(Arrays.copyOfRange(sent, helloLength, sent.length), o);
+            requests(Arrays.copyOfRange(sent, helloLength, sent.length), o, profile);
         } catch (final Truncated t) {
             assertTrue(got.reset, "the output ended early without a reset: " + t.getMessage());
         } finally {
@@ -268,24 +272,35 @@ class ImageServerFuzzTest {
     }
 
     /** The responses to the request bytes after the hello, then the end (a close at the first violation). */
-    private static void requests(final byte[] req, final Output o) {
+    private static void requests(final byte[] req, final Output o, final int[] profile) {
         final ByteBuffer r = ByteBuffer.wrap(req).order(ByteOrder.LITTLE_ENDIAN);
         final PageGeometry g = MANIFEST.geometry();
         while (r.remaining() >= ProviderProtocol.REQUEST_BYTES) {
             final long id = r.getLong();
             final long first = Integer.toUnsignedLong(r.getInt());
-            final long count = Integer.toUnsignedLong(r.getInt());
-            if (first == Integer.toUnsignedLong(ProviderProtocol.CONTROL_MARKER) && count == 0) {
+            final int word = r.getInt();
+            // A valid hello here is always of this version, which may set the known flags (demand) and nothing else.
+            final long count = word & ProviderProtocol.REQUEST_COUNT_MASK;
+            final int flags = word & ~ProviderProtocol.REQUEST_COUNT_MASK;
+            if (first == Integer.toUnsignedLong(ProviderProtocol.CONTROL_MARKER) && word == 0) {
                 if (r.remaining() < ProviderProtocol.CONTROL_TAIL_BYTES) {
                     break;
                 }
                 final int op = r.getInt();
                 final long length = Integer.toUnsignedLong(r.getInt());
-                if (op != ProviderProtocol.OP_RDMA_OFFER && op != ProviderProtocol.OP_RDMA_CLAIM
+                if (op != ProviderProtocol.OP_RDMA_OFFER && op != ProviderProtocol.OP_RDMA_CLAIM && op != ProviderProtocol.OP_PROFILE
                     || length > ProviderProtocol.MAX_CONTROL_PAYLOAD || r.remaining() < length) {
                     break;
                 }
                 r.position(r.position() + (int) length);
+                if (op == ProviderProtocol.OP_PROFILE) {
+                    if (length != 0) {
+                        break; // a profile request with a payload
+                    }
+                    final ByteBuffer want = ProviderProtocol.encodeProfileAnswer(id, profile);
+                    o.expect(bytes(want), "the profile answer", want.remaining());
+                    continue;
+                }
                 if (op == ProviderProtocol.OP_RDMA_CLAIM || length != 0) {
                     break; // a claim without an offer (none is ever made here), or an offer with a payload
                 }
@@ -296,7 +311,7 @@ class ImageServerFuzzTest {
                 o.skip(reason);
                 continue;
             }
-            if (!ProviderProtocol.validRange(g, first, count)) {
+            if ((flags & ~ProviderProtocol.KNOWN_FLAGS) != 0 || !ProviderProtocol.validRange(g, first, count)) {
                 break;
             }
             final int length = ProviderProtocol.rangeBytes(g, (int) first, (int) count);
@@ -449,6 +464,12 @@ class ImageServerFuzzTest {
             .toByteArray());
         Files.write(dir.resolve("raw-garbage"), new FuzzBytes.Writer().u8(0).u8(0).bytes("GET / HTTP/1.1\r\n\r\n".getBytes(StandardCharsets.US_ASCII))
             .toByteArray());
+        final ByteBuffer profile = ByteBuffer.allocate(16 * 4 + 8).order(ByteOrder.LITTLE_ENDIAN);
+        profile.putLong(1).putInt(2).putInt(ProviderProtocol.countWord(1, true));   // a demand fetch of page 2
+        profile.putLong(2).putInt(0).putInt(ProviderProtocol.countWord(2, false));  // a background fetch of pages 0, 1
+        profile.putLong(3).putInt(-1).putInt(0).putInt(ProviderProtocol.OP_PROFILE).putInt(0); // the boot profile
+        profile.putLong(4).putInt(1).putInt(1 | 0x4000_0000);                       // an unknown flag: the server closes
+        Files.write(dir.resolve("demand-profile-unknown-flag"), new FuzzBytes.Writer().u8(0).u8(1).bytes(profile.array()).toByteArray());
         final ByteBuffer claim = ByteBuffer.allocate(16 + 8 + 6).order(ByteOrder.LITTLE_ENDIAN);
         claim.putLong(9).putInt(-1).putInt(0).putInt(ProviderProtocol.OP_RDMA_CLAIM).putInt(6).put(new byte[] {127, 0, 0, 1, 1, 0});
         Files.write(dir.resolve("claim-without-offer"), new FuzzBytes.Writer().u8(0).u8(1).bytes(claim.array()).toByteArray());

@@ -130,6 +130,7 @@ class TcpClientFuzzTest {
         final int[] first = new int[n];
         final int[] count = new int[n];
         final boolean[] accepted = new boolean[n];
+        final int[] priority = new int[n];
         final PageSource.Listener listener = (tag, f, c, st) -> {
             status[(int) tag] = st; // written before the count: the waiter reads the count first (volatile), then this
             completions.incrementAndGet((int) tag);
@@ -139,7 +140,8 @@ class TcpClientFuzzTest {
             first[i] = in.pick(g.pageCount() + 1); // the last one is past the end
             count[i] = 1 + in.pick(3);
             dst[i] = arena.allocate((long) count[i] * PAGE);
-            accepted[i] = source.fetch(first[i], count[i], dst[i], in.pick(2), i, listener);
+            priority[i] = in.pick(2);
+            accepted[i] = source.fetch(first[i], count[i], dst[i], priority[i], i, listener);
             if (accepted[i] && first[i] + count[i] <= g.pageCount()) {
                 valid++;
             }
@@ -157,7 +159,20 @@ class TcpClientFuzzTest {
                 break; // fewer requests than valid fetches: the window holds some back, or a fetch failed early
             }
             req.clear().put(b).flip();
-            requests.add(new long[] {req.getLong(0), Integer.toUnsignedLong(req.getInt(8)), Integer.toUnsignedLong(req.getInt(12))});
+            final int word = req.getInt(12);
+            final int flags = word & ~ProviderProtocol.REQUEST_COUNT_MASK;
+            final long rFirst = Integer.toUnsignedLong(req.getInt(8));
+            final int rCount = word & ProviderProtocol.REQUEST_COUNT_MASK;
+            // The demand flag says exactly the fetch's priority: some accepted fetch of this range has it.
+            assertTrue(flags == 0 || flags == ProviderProtocol.FLAG_DEMAND, "request flags 0x" + Integer.toHexString(flags));
+            final int want = flags == ProviderProtocol.FLAG_DEMAND ? PageSource.DEMAND : PageSource.BACKGROUND;
+            boolean matches = false;
+            for (int i = 0; i < n; i++) {
+                matches |= accepted[i] && first[i] == rFirst && count[i] == rCount && priority[i] == want;
+            }
+            assertTrue(matches, "a request for [" + rFirst + ", +" + rCount + ") flagged 0x" + Integer.toHexString(flags)
+                + " matches no fetch of that priority");
+            requests.add(new long[] {req.getLong(0), rFirst, rCount});
         }
         // id -> the bytes of a well-formed OK response sent for it (the only way a fetch may complete OK)
         final Map<Long, byte[]> sentOk = new HashMap<>();

@@ -144,6 +144,25 @@ public final class SourceChain implements PageSource {
         }
     }
 
+    /**
+     * The first non-empty boot profile of the chain's sources, asked nearest first (each checks its own answer). A
+     * source refused at start ({@link RefusedSource}: it serves another image) is not asked; it has nothing to say
+     * about this one. One round trip per source asked: call it once, at start.
+     */
+    @Override
+    public int[] bootProfile() {
+        for (final PageSource s : sources) {
+            if (s instanceof RefusedSource) {
+                continue;
+            }
+            final int[] profile = s.bootProfile();
+            if (profile.length > 0) {
+                return profile;
+            }
+        }
+        return new int[0];
+    }
+
     /** How many sources the chain holds. */
     public int size() {
         return sources.length;

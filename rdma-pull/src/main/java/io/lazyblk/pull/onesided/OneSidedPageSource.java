@@ -22,6 +22,10 @@ import java.util.concurrent.locks.LockSupport;
  * <p>The transport thread polls while reads are outstanding (completions are what it waits for; a sleep/wake pair
  * would cost more than the read) and sleeps when there is nothing to do; a submit wakes it. Thread-safety: as
  * {@link PageSource}.
+ *
+ * <p>No boot profile ({@link PageSource#bootProfile()} stays empty): its reads are one-sided, so the provider never
+ * sees them, learns nothing from them and is not asked; an engine whose chain also has a {@code tcp://} source gets
+ * the profile from that one ({@code SourceChain} asks each source in turn).
  */
 public final class OneSidedPageSource implements PageSource {
     private static final Logger LOG = LoggerFactory.getLogger(OneSidedPageSource.class);

@@ -16,8 +16,11 @@ import java.util.Objects;
  *     differs: for a file someone else writes to (an engine's local file exported as a peer), so that whatever its
  *     guest wrote never leaves the host, whatever the records say. Costs a read into memory and a SHA-256 per page
  *     instead of sendfile(2).
+ * @param profileFile where the image's boot profile is kept ({@link io.lazyblk.pull.profile.ProfileFile}, beside its
+ *     manifest cache), or null to keep it in memory only
  */
-public record ImageExport(String name, Path image, Manifest manifest, Availability availability, boolean verifyServed) {
+public record ImageExport(String name, Path image, Manifest manifest, Availability availability, boolean verifyServed,
+                          Path profileFile) {
     public ImageExport {
         Objects.requireNonNull(image, "image");
         Objects.requireNonNull(manifest, "manifest");
@@ -25,16 +28,26 @@ public record ImageExport(String name, Path image, Manifest manifest, Availabili
         validateName(name);
     }
 
-    /** A golden image: every page can be served. */
+    /** A golden image: every page can be served; its boot profile kept in memory only. */
     public ImageExport(final String name, final Path image, final Manifest manifest) {
-        this(name, image, manifest, Availability.ALL, false);
+        this(name, image, manifest, Availability.ALL, false, null);
     }
 
-    /** Exports {@code image} as {@code name}, with its manifest from {@code manifests} (cached, or built now). */
+    /** An export whose boot profile is kept in memory only. */
+    public ImageExport(final String name, final Path image, final Manifest manifest, final Availability availability,
+                       final boolean verifyServed) {
+        this(name, image, manifest, availability, verifyServed, null);
+    }
+
+    /**
+     * Exports {@code image} as {@code name}, with its manifest from {@code manifests} (cached, or built now) and its
+     * boot profile kept where {@code manifests} keeps the manifest ({@link ManifestBuilder#profileFile}).
+     */
     public static ImageExport of(final String name, final Path image, final int pageSize, final ManifestBuilder manifests,
                                  final ManifestBuilder.Progress progress) throws IOException {
         validateName(name);
-        return new ImageExport(name, image, manifests.load(image, pageSize, progress).manifest());
+        final ManifestBuilder.Result r = manifests.load(image, pageSize, progress);
+        return new ImageExport(name, image, r.manifest(), Availability.ALL, false, manifests.profileFile(image, r));
     }
 
     /** Throws {@link IllegalArgumentException}, saying why, unless {@code name} can name an export. */

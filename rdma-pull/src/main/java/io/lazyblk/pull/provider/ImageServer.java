@@ -36,7 +36,7 @@ public final class ImageServer implements AutoCloseable {
     static final long HELLO_TIMEOUT_NANOS = 10_000_000_000L;
     /** A response write blocked this long means the client stopped reading: its connection is closed. */
     static final long WRITE_STALL_NANOS = 60_000_000_000L;
-    private static final long WATCHDOG_PERIOD_NANOS = 1_000_000_000L;
+    static final long WATCHDOG_PERIOD_NANOS = 1_000_000_000L;
     private static final int BACKLOG = 128;
 
     /** The TCP listener, or null when the server listens on its UNIX socket only. */
@@ -48,6 +48,10 @@ public final class ImageServer implements AutoCloseable {
     private final Map<String, ServedImage> images;
     final byte[] secret;
     final Limits limits;
+    /** How boot profiles are learned (see {@link io.lazyblk.pull.profile.BootProfile}). */
+    final io.lazyblk.pull.profile.ProfileSettings profiles;
+    /** Saves changed boot profiles every few seconds; null with learning off. */
+    private final Thread profileSaver;
     private final ConnectionSlots slots;
     final Stats.Counters stats = new Stats.Counters();
     /** Answers RDMA offer requests: the real exporter where RDMA works, else one that says why not. */
@@ -109,9 +113,10 @@ public final class ImageServer implements AutoCloseable {
      * @param limited connections refused at accept for want of a slot (see {@link Limits})
      * @param idleClosed authenticated clients closed for sending nothing for the idle timeout
      * @param open connections open now
+     * @param demandRequests page requests marked demand (of {@code requests}): what boot profiles are learned from
      */
     public record Stats(long connections, long refused, long protocolErrors, long requests, long bytes, long handovers,
-                        long limited, long idleClosed, int open) {
+                        long limited, long idleClosed, int open, long demandRequests) {
         static final class Counters {
             final LongAdder connections = new LongAdder();
             final LongAdder refused = new LongAdder();
@@ -120,13 +125,18 @@ public final class ImageServer implements AutoCloseable {
             final LongAdder bytes = new LongAdder();
             final LongAdder handovers = new LongAdder();
             final LongAdder idleClosed = new LongAdder();
+            final LongAdder demandRequests = new LongAdder();
         }
     }
 
     private ImageServer(final ServerSocketChannel listener, final io.lazyblk.sys.UnixSocket unixListener, final Path unixPath,
-                        final Map<String, ServedImage> images, final byte[] secret, final RdmaExporter rdma, final Limits limits) {
+                        final Map<String, ServedImage> images, final byte[] secret, final RdmaExporter rdma, final Limits limits,
+                        final io.lazyblk.pull.profile.ProfileSettings profiles) {
         this.listener = listener;
         this.limits = limits;
+        this.profiles = profiles;
+        this.profileSaver = profiles.learn()
+            ? Thread.ofVirtual().name("lazyblk-provider-profiles").unstarted(() -> ServerChores.saveProfiles(this)) : null;
         this.slots = new ConnectionSlots(limits.maxConnections(), limits.maxConnectionsPerPeer());
         this.rdma = rdma;
         this.unixListener = unixListener;
@@ -136,7 +146,7 @@ public final class ImageServer implements AutoCloseable {
         this.acceptor = listener == null ? null : Thread.ofPlatform().daemon().name("lazyblk-provider-accept").unstarted(this::acceptLoop);
         this.unixAcceptor = unixListener == null ? null
             : Thread.ofPlatform().daemon().name("lazyblk-provider-accept-unix").unstarted(this::acceptUnixLoop);
-        this.watchdog = Thread.ofVirtual().name("lazyblk-provider-watchdog").unstarted(this::watch);
+        this.watchdog = Thread.ofVirtual().name("lazyblk-provider-watchdog").unstarted(() -> ServerChores.watch(this));
     }
 
     /**
@@ -161,17 +171,7 @@ public final class ImageServer implements AutoCloseable {
     /** As {@link #start(InetSocketAddress, Path, Collection, byte[])}, within {@code limits}. */
     public static ImageServer start(final InetSocketAddress listen, final Path unix, final Collection<ImageExport> exports,
                                     final byte[] secret, final Limits limits) throws IOException {
-        if (listen == null) {
-            return start(null, unix, exports, secret, RdmaExporter.unavailable("the provider listens on a UNIX socket only"), limits);
-        }
-        // RDMA where this host can do it (probed once, no DiSNI class touched otherwise), else every offer says why not.
-        final RdmaExporter rdma = io.lazyblk.pull.rdma.RdmaExporters.forThisHost();
-        try {
-            return start(listen, unix, exports, secret, rdma, limits);
-        } catch (final IOException | RuntimeException e) {
-            rdma.close();
-            throw e;
-        }
+        return start(listen, unix, exports, secret, limits, io.lazyblk.pull.profile.ProfileSettings.defaults());
     }
 
     /**
@@ -186,6 +186,34 @@ public final class ImageServer implements AutoCloseable {
     /** As {@link #start(InetSocketAddress, Path, Collection, byte[], RdmaExporter)}, within {@code limits}. */
     public static ImageServer start(final InetSocketAddress listen, final Path unix, final Collection<ImageExport> exports,
                                     final byte[] secret, final RdmaExporter rdma, final Limits limits) throws IOException {
+        return start(listen, unix, exports, secret, rdma, limits, io.lazyblk.pull.profile.ProfileSettings.defaults());
+    }
+
+    /** As {@link #start(InetSocketAddress, Path, Collection, byte[], Limits)}, learning boot profiles as {@code profiles} says. */
+    public static ImageServer start(final InetSocketAddress listen, final Path unix, final Collection<ImageExport> exports,
+                                    final byte[] secret, final Limits limits, final io.lazyblk.pull.profile.ProfileSettings profiles)
+        throws IOException {
+        if (listen == null) {
+            return start(null, unix, exports, secret, RdmaExporter.unavailable("the provider listens on a UNIX socket only"), limits,
+                profiles);
+        }
+        // RDMA where this host can do it (probed once, no DiSNI class touched otherwise), else every offer says why not.
+        final RdmaExporter rdma = io.lazyblk.pull.rdma.RdmaExporters.forThisHost();
+        try {
+            return start(listen, unix, exports, secret, rdma, limits, profiles);
+        } catch (final IOException | RuntimeException e) {
+            rdma.close();
+            throw e;
+        }
+    }
+
+    /**
+     * The full form: TCP {@code listen} and/or UNIX {@code unix}, RDMA offers answered by {@code rdma} (owned by the
+     * server from here on), within {@code limits}, boot profiles learned as {@code profiles} says.
+     */
+    public static ImageServer start(final InetSocketAddress listen, final Path unix, final Collection<ImageExport> exports,
+                                    final byte[] secret, final RdmaExporter rdma, final Limits limits,
+                                    final io.lazyblk.pull.profile.ProfileSettings profiles) throws IOException {
         if (listen == null && unix == null) {
             throw new IllegalArgumentException("nowhere to listen: give a TCP address, a UNIX socket path, or both");
         }
@@ -204,7 +232,7 @@ public final class ImageServer implements AutoCloseable {
                 if (images.containsKey(e.name())) {
                     throw new IllegalArgumentException("image name '" + e.name() + "' exported twice");
                 }
-                images.put(e.name(), new ServedImage(e));
+                images.put(e.name(), new ServedImage(e, profiles));
             }
             if (listen != null) {
                 listener = ServerSocketChannel.open();
@@ -228,7 +256,7 @@ public final class ImageServer implements AutoCloseable {
             }
             throw e;
         }
-        final ImageServer server = new ImageServer(listener, unixListener, unix, Map.copyOf(images), secret, rdma, limits);
+        final ImageServer server = new ImageServer(listener, unixListener, unix, Map.copyOf(images), secret, rdma, limits, profiles);
         LOG.info("{}", rdma.describe());
         if (server.acceptor != null) {
             server.acceptor.start();
@@ -237,6 +265,9 @@ public final class ImageServer implements AutoCloseable {
             server.unixAcceptor.start();
         }
         server.watchdog.start();
+        if (server.profileSaver != null) {
+            server.profileSaver.start();
+        }
         return server;
     }
 
@@ -268,7 +299,7 @@ public final class ImageServer implements AutoCloseable {
 
     public Stats stats() {
         return new Stats(stats.connections.sum(), stats.refused.sum(), stats.protocolErrors.sum(), stats.requests.sum(),
-            stats.bytes.sum(), stats.handovers.sum(), slots.refused(), stats.idleClosed.sum(), slots.open());
+            stats.bytes.sum(), stats.handovers.sum(), slots.refused(), stats.idleClosed.sum(), slots.open(), stats.demandRequests.sum());
     }
 
     /**
@@ -289,6 +320,16 @@ public final class ImageServer implements AutoCloseable {
 
     boolean isClosing() {
         return closing;
+    }
+
+    /** The connections open now (for the watchdog). */
+    Set<ProviderConnection> connections() {
+        return connections;
+    }
+
+    /** Every export (for the profile saver). */
+    Collection<ServedImage> images() {
+        return images.values();
     }
 
     void remove(final ProviderConnection c) {
@@ -400,26 +441,19 @@ public final class ImageServer implements AutoCloseable {
         }
     }
 
-    private void watch() {
-        while (!closing) {
-            LockSupport.parkNanos(WATCHDOG_PERIOD_NANOS);
-            final long now = System.nanoTime();
-            for (final ProviderConnection c : connections) {
-                // Deadline first, then what it is for: the connection writes them the other way round (see waiting).
-                final long deadline = c.deadlineNanos;
-                if (deadline != ProviderConnection.NO_DEADLINE && now - deadline > 0) {
-                    final ProviderConnection.Waiting w = c.waiting;
-                    if (w == ProviderConnection.Waiting.REQUEST) {
-                        stats.idleClosed.increment();
-                        LOG.info("closing the connection from {}: no request for {} s (the idle timeout); it reconnects when it needs pages",
-                            c.describe(), limits.idleTimeout().toSeconds());
-                    } else {
-                        LOG.warn("closing the connection from {}: {}", c.describe(), w.why);
-                    }
-                    c.abort();
-                }
-            }
+    /**
+     * TEST HOOK: the boot profile {@code image} would hand out now (empty with learning off), and saves it at once if
+     * it changed (as the saver does every few seconds).
+     */
+    public int[] profileForTesting(final String image, final boolean save) {
+        final ServedImage i = images.get(image);
+        if (i == null) {
+            throw new IllegalArgumentException("no image '" + image + "' exported");
         }
+        if (save && i.profile != null) {
+            i.profile.save();
+        }
+        return i.profilePages().clone();
     }
 
     @Override
@@ -451,6 +485,10 @@ public final class ImageServer implements AutoCloseable {
             for (final Thread t : threads) {
                 t.join();
             }
+            if (profileSaver != null) {
+                LockSupport.unpark(profileSaver);
+                profileSaver.join();
+            }
         } catch (final InterruptedException e) {
             Thread.currentThread().interrupt();
         } catch (final IOException e) {
@@ -458,6 +496,9 @@ public final class ImageServer implements AutoCloseable {
         }
         rdma.close(); // after every connection thread ended: their grants are closed already
         for (final ServedImage i : images.values()) {
+            if (i.profile != null) {
+                i.profile.save(); // after every connection merged its boot, on its thread, as it ended
+            }
             closeQuietly(i);
         }
     }

@@ -53,14 +53,12 @@ final class ProviderConnection implements Runnable {
      */
     volatile Waiting waiting = Waiting.HELLO;
     /** Nanoseconds an authenticated TCP client may wait between requests with none outstanding. */
-    private final long idleNanos;
+    final long idleNanos;
     private String imageName = "?";
-    /** Where a verified export's pages are read and checked before they are sent (allocated on first use). */
-    private ByteBuffer verifyBuffer;
-    /** {@link #verifyBuffer} as a segment, for the page checks. */
-    private MemorySegment verifySegment;
-    /** This client's RDMA access, if it asked for one; revoked when the connection ends. Only this thread touches it. */
-    private RdmaExporter.Grant rdma;
+    /** The hello's protocol version ({@link ProviderProtocol#MIN_VERSION} to {@link ProviderProtocol#VERSION}). */
+    private int version;
+    /** The request loop of an authenticated TCP client; null before (and for UNIX-socket clients). This thread only. */
+    private PageRequests requests;
 
     /** What a connection's thread may be blocked on, with a deadline; the watchdog says which when it closes one. */
     enum Waiting {
@@ -97,9 +95,17 @@ final class ProviderConnection implements Runnable {
     }
 
     /** Sets the deadline of what this thread waits for next; the watchdog closes the connection once it passes. */
-    private void await(final Waiting what, final long nanos) {
+    void await(final Waiting what, final long nanos) {
         waiting = what; // before the deadline: see waiting
         deadlineNanos = System.nanoTime() + nanos;
+    }
+
+    String imageName() {
+        return imageName;
+    }
+
+    String peer() {
+        return peer;
     }
 
     String describe() {
@@ -129,7 +135,8 @@ final class ProviderConnection implements Runnable {
                 if (unix != null) {
                     handOver(image);
                 } else {
-                    serve(image);
+                    requests = new PageRequests(this, server, channel, image, version);
+                    requests.serve();
                 }
             }
         } catch (final ProtocolViolation e) {
@@ -140,8 +147,8 @@ final class ProviderConnection implements Runnable {
                 LOG.debug("connection from {} ended: {}", describe(), e.toString());
             }
         } finally {
-            if (rdma != null) {
-                rdma.close(); // the client's queue pair goes with its control connection: no READ after it ends
+            if (requests != null) {
+                requests.end(); // the boot it recorded is merged; its RDMA access revoked: no READ after the connection ends
             }
             abort();
             if (unix != null) {
@@ -189,10 +196,12 @@ final class ProviderConnection implements Runnable {
         if (fixed.getInt(HELLO_MAGIC_OFFSET) != MAGIC) {
             return refuse(HelloStatus.MALFORMED, "not a lazyblk provider client (bad magic)");
         }
-        final int version = Short.toUnsignedInt(fixed.getShort(HELLO_VERSION_OFFSET));
-        if (version != VERSION) {
-            return refuse(HelloStatus.MALFORMED, "protocol version " + version + "; this provider speaks version " + VERSION);
+        final int spoken = Short.toUnsignedInt(fixed.getShort(HELLO_VERSION_OFFSET));
+        if (spoken < MIN_VERSION || spoken > VERSION) {
+            return refuse(HelloStatus.MALFORMED, "protocol version " + spoken + "; this provider speaks versions " + MIN_VERSION
+                + " to " + VERSION);
         }
+        this.version = spoken;
         final int nameLength = Short.toUnsignedInt(fixed.getShort(HELLO_NAME_LENGTH_OFFSET));
         if (nameLength < 1 || nameLength > MAX_NAME_BYTES) {
             return refuse(HelloStatus.MALFORMED, "image name of " + nameLength + " bytes; 1 to " + MAX_NAME_BYTES + " allowed");
@@ -256,207 +265,6 @@ final class ProviderConnection implements Runnable {
         return null;
     }
 
-    private void serve(final ServedImage image) throws IOException {
-        final PageGeometry g = image.manifest.geometry();
-        final ByteBuffer requests = ByteBuffer.allocateDirect(REQUEST_BATCH * REQUEST_BYTES).order(ByteOrder.LITTLE_ENDIAN);
-        final ByteBuffer header = ByteBuffer.allocateDirect(RESPONSE_HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
-        while (true) {
-            // Every request read so far is answered (they are answered in order, on this thread), so none is outstanding:
-            // a client silent from here on is idle. Not while it holds RDMA access: it reads by RDMA then, and this
-            // connection is what keeps that access alive.
-            if (rdma == null) {
-                await(Waiting.REQUEST, idleNanos);
-            }
-            final int got = channel.read(requests);
-            deadlineNanos = NO_DEADLINE;
-            if (got < 0) {
-                return;
-            }
-            requests.flip();
-            while (requests.remaining() >= REQUEST_BYTES) {
-                final int at = requests.position();
-                final long id = requests.getLong(at + REQUEST_ID_OFFSET);
-                final long first = Integer.toUnsignedLong(requests.getInt(at + REQUEST_FIRST_PAGE_OFFSET));
-                final long count = Integer.toUnsignedLong(requests.getInt(at + REQUEST_COUNT_OFFSET));
-                requests.position(at + REQUEST_BYTES);
-                if (first == Integer.toUnsignedLong(CONTROL_MARKER) && count == 0) {
-                    control(image, requests, id);
-                    continue;
-                }
-                if (!ProviderProtocol.validRange(g, first, count)) {
-                    throw new ProtocolViolation("request " + id + " for pages [" + first + ", " + (first + count) + ") of an image of "
-                        + g.pageCount() + " pages (at most " + maxPagesPerRequest(g.pageSize()) + " pages a request)");
-                }
-                respond(image, header, id, (int) first, (int) count);
-            }
-            requests.compact();
-        }
-    }
-
-    /**
-     * A control request (RDMA set-up) whose 16-byte head was read: reads its payload, answers. Rare and off the data
-     * path, so it may allocate and log.
-     */
-    private void control(final ServedImage image, final ByteBuffer requests, final long id) throws IOException {
-        await(Waiting.CONTROL, ImageServer.HELLO_TIMEOUT_NANOS); // a client stalling mid-request is cut off
-        ensure(requests, CONTROL_TAIL_BYTES);
-        final int op = requests.getInt();
-        final long length = Integer.toUnsignedLong(requests.getInt());
-        if (op != OP_RDMA_OFFER && op != OP_RDMA_CLAIM) {
-            throw new ProtocolViolation("control request " + id + " with unknown op " + Integer.toUnsignedString(op));
-        }
-        if (length > MAX_CONTROL_PAYLOAD) {
-            throw new ProtocolViolation("control request " + id + " with a payload of " + length + " bytes (at most "
-                + MAX_CONTROL_PAYLOAD + ")");
-        }
-        ensure(requests, (int) length);
-        final ByteBuffer payload = requests.slice(requests.position(), (int) length).order(ByteOrder.LITTLE_ENDIAN);
-        requests.position(requests.position() + (int) length);
-        deadlineNanos = NO_DEADLINE;
-        if (op == OP_RDMA_OFFER) {
-            if (length != 0) {
-                throw new ProtocolViolation("RDMA offer request with a " + length + "-byte payload (none expected)");
-            }
-            offerRdma(image, id);
-        } else {
-            final java.net.InetSocketAddress source;
-            try {
-                source = ProviderProtocol.decodeClaim(payload);
-            } catch (final IllegalArgumentException e) {
-                throw new ProtocolViolation(e.getMessage());
-            }
-            if (rdma == null) {
-                throw new ProtocolViolation("RDMA claim for " + source + " without an offer");
-            }
-            try {
-                rdma.claim(source);
-                writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_RDMA_CLAIMED, new byte[0]));
-                LOG.debug("{} claimed RDMA access to '{}' from {}", peer, imageName, source);
-            } catch (final RdmaExporter.Unavailable e) {
-                writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_RDMA_UNAVAILABLE, ProviderProtocol.reasonBytes(e.getMessage())));
-            }
-        }
-    }
-
-    private void offerRdma(final ServedImage image, final long id) throws IOException {
-        if (rdma != null) {
-            writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_RDMA_UNAVAILABLE,
-                ProviderProtocol.reasonBytes("an RDMA offer is already open on this connection")));
-            return;
-        }
-        try {
-            rdma = server.rdma.offer(image.name, image.path, image.manifest.size(), (java.net.InetSocketAddress) channel.getLocalAddress(), peer);
-        } catch (final RdmaExporter.Unavailable e) {
-            LOG.debug("no RDMA for {} (image '{}'): {}", peer, imageName, e.getMessage());
-            writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_RDMA_UNAVAILABLE, ProviderProtocol.reasonBytes(e.getMessage())));
-            return;
-        }
-        final ByteBuffer offer = rdma.offer().encode();
-        final byte[] bytes = new byte[offer.remaining()];
-        offer.get(bytes);
-        writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_RDMA_OFFER, bytes));
-        LOG.info("offered RDMA reads of '{}' to {}: {}", imageName, peer, rdma.offer());
-    }
-
-    /** Makes {@code b} (in read mode) hold at least {@code n} unread bytes, reading more from the channel as needed. */
-    private void ensure(final ByteBuffer b, final int n) throws IOException {
-        while (b.remaining() < n) {
-            b.compact();
-            final int got = channel.read(b);
-            b.flip();
-            if (got < 0) {
-                throw new EOFException("client closed the connection inside a control request");
-            }
-        }
-    }
-
-    private void respond(final ServedImage image, final ByteBuffer header, final long id, final int first, final int count) throws IOException {
-        final PageGeometry g = image.manifest.geometry();
-        final long position = g.pageStart(first);
-        int length = rangeBytes(g, first, count);
-        int status = RESPONSE_OK;
-        if (position + length > image.file.size() || !image.availability.has(first, count)) {
-            // The image shrank under us, or (a peer) does not hold these pages yet: say so, keep the connection.
-            status = RESPONSE_READ_ERROR;
-            length = 0;
-        }
-        header.clear();
-        header.putLong(RESPONSE_ID_OFFSET, id).putInt(RESPONSE_STATUS_OFFSET, status).putInt(RESPONSE_LENGTH_OFFSET, length);
-        // Counted before sending, so whoever has received a response also sees it counted.
-        server.stats.requests.increment();
-        server.stats.bytes.add(length);
-        await(Waiting.WRITE, ImageServer.WRITE_STALL_NANOS);
-        if (length > 0 && image.corruptsAny(first, count)) {
-            writeCorrupted(image, header, first, count, position, length);
-        } else if (length > 0 && image.verifyServed) {
-            writeVerified(image, header, id, first, count, position, length);
-        } else {
-            writeFully(header);
-            long done = 0;
-            while (done < length) {
-                // FileChannel -> SocketChannel: sendfile(2), the bytes go from the page cache to the socket uncopied.
-                final long n = image.file.transferTo(position + done, length - done, channel);
-                if (n <= 0) {
-                    throw new IOException("image '" + image.name + "' shrank while page " + first + " was being sent");
-                }
-                done += n;
-            }
-        }
-        deadlineNanos = NO_DEADLINE;
-    }
-
-    /**
-     * A file others write to (a peer export): reads the pages into memory, checks each against its hash, and sends those
-     * bytes, not a second read of the file; if any page differs from the image (its engine's guest wrote there since the
-     * records were read), the answer is "not here" and nothing of it leaves the host.
-     */
-    private void writeVerified(final ServedImage image, final ByteBuffer header, final long id, final int first, final int count,
-                               final long position, final int length) throws IOException {
-        if (verifyBuffer == null || verifyBuffer.capacity() < length) {
-            verifyBuffer = ByteBuffer.allocateDirect(Math.max(length, image.manifest.pageSize())); // once per connection and size
-            verifySegment = MemorySegment.ofBuffer(verifyBuffer);
-        }
-        final ByteBuffer data = verifyBuffer.clear().limit(length);
-        while (data.hasRemaining()) {
-            if (image.file.read(data, position + data.position()) < 0) {
-                throw new IOException("image '" + image.name + "' shrank while page " + first + " was being read");
-            }
-        }
-        final PageGeometry g = image.manifest.geometry();
-        boolean intact = true;
-        for (int p = first; p < first + count && intact; p++) {
-            intact = image.manifest.verify(p, verifySegment, g.pageStart(p) - position); // no view per page
-        }
-        if (!intact) {
-            header.clear();
-            header.putLong(RESPONSE_ID_OFFSET, id).putInt(RESPONSE_STATUS_OFFSET, RESPONSE_READ_ERROR).putInt(RESPONSE_LENGTH_OFFSET, 0);
-            writeFully(header);
-            return;
-        }
-        writeFully(header);
-        writeFully(data.flip());
-    }
-
-    /** Test hook path ({@link ImageServer#corruptServedPageForTesting}): reads, flips the first byte of chosen pages, sends. */
-    private void writeCorrupted(final ServedImage image, final ByteBuffer header, final int first, final int count,
-                                final long position, final int length) throws IOException {
-        final ByteBuffer data = ByteBuffer.allocate(length);
-        while (data.hasRemaining()) {
-            if (image.file.read(data, position + data.position()) < 0) {
-                throw new IOException("image '" + image.name + "' shrank while page " + first + " was being read");
-            }
-        }
-        final PageGeometry g = image.manifest.geometry();
-        for (int p = first; p < first + count; p++) {
-            if (image.corrupts(p)) {
-                final int at = (int) (g.pageStart(p) - position);
-                data.put(at, (byte) ~data.get(at));
-            }
-        }
-        writeFully(header);
-        writeFully(data.flip());
-    }
-
     private ByteBuffer readFully(final ByteBuffer b) throws IOException {
         if (unix != null) {
             // read(2), not recvmsg: with no control buffer the kernel drops any fds the client attached (it never
@@ -479,7 +287,7 @@ final class ProviderConnection implements Runnable {
         return b;
     }
 
-    private void writeFully(final ByteBuffer b) throws IOException {
+    void writeFully(final ByteBuffer b) throws IOException {
         if (unix != null) {
             try (Arena a = Arena.ofConfined()) {
                 final int n = b.remaining();

@@ -2,13 +2,14 @@ package io.lazyblk.pull.provider;
 
 import io.lazyblk.pagemap.Manifest;
 import io.lazyblk.pagemap.PageGeometry;
+import io.lazyblk.pagemap.PageSource;
 
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 
 /**
- * The image provider's TCP protocol, version 1. All integers little endian.
+ * The image provider's TCP protocol, version 2. All integers little endian.
  *
  * <pre>
  * client hello     magic "LZBP" u32 | version u16 | name length u16 | name (1..255 bytes UTF-8)
@@ -16,22 +17,27 @@ import java.nio.charset.StandardCharsets;
  * server answer    status u32 ({@link HelloStatus}) | message length u16 | message (UTF-8, at most 1024 bytes)
  *                  | if OK: manifest length u32 | {@link Manifest#encode()} bytes
  *                  a refusal is followed by the server closing the connection.
- * request          id u64 | first page u32 | page count u32                                  (16 bytes, pipelined)
+ * request          id u64 | first page u32 | flags (high 16 bits) and page count (low 16 bits) u32   (16 bytes, pipelined)
+ *                  flags: {@link #FLAG_DEMAND} (bit 31): a reader waits for these pages (a demand fetch, not
+ *                  background fill or a prefetch). Every other flag bit is a protocol error.
  * response         id u64 | status u32 ({@link #RESPONSE_OK} or {@link #RESPONSE_READ_ERROR}) | length u32
  *                  | length bytes of page data (the image's last page may be short)
  * </pre>
  *
- * After an OK answer the client may also send a control request (RDMA set-up, see {@link RdmaOffer}):
+ * After an OK answer the client may also send a control request (RDMA set-up, see {@link RdmaOffer}; the boot profile):
  *
  * <pre>
  * control request  id u64 | {@link #CONTROL_MARKER} u32 | 0 u32 | op u32 | payload length u32 (at most
  *                  {@link #MAX_CONTROL_PAYLOAD}) | payload        (a request for 0 pages at 2^32-1: invalid as a page request)
  *                  op {@link #OP_RDMA_OFFER}: empty payload. "May I read this image by RDMA?"
  *                  op {@link #OP_RDMA_CLAIM}: IPv4 address 4 bytes | port u16: "my RDMA CM connection comes from here"
+ *                  op {@link #OP_PROFILE}: empty payload. "Which pages do boots of this image read, in what order?"
  * control answer   a response header (id echoed | status | length) and length bytes of payload:
  *                  {@link #RESPONSE_RDMA_UNAVAILABLE}: the reason, UTF-8, at most {@link #MAX_MESSAGE_BYTES}
  *                  {@link #RESPONSE_RDMA_OFFER}: {@link RdmaOffer#encode()}
  *                  {@link #RESPONSE_RDMA_CLAIMED}: empty; the client may now connect
+ *                  {@link #RESPONSE_PROFILE}: the boot profile, provider page numbers u32 each, in the order to fetch
+ *                  them, none twice, at most {@link PageSource#MAX_PROFILE_PAGES} (empty: none learned, or learning off)
  * </pre>
  *
  * A provider that predates control requests sees a request past the image's end and closes the connection, which
@@ -42,11 +48,20 @@ import java.nio.charset.StandardCharsets;
  * A request with count 0, more than {@link #MAX_PAGES_PER_REQUEST} pages or {@link #MAX_BYTES_PER_REQUEST} bytes, or
  * a range past the image's end is a protocol error: the server closes that connection. The client's request ids are
  * its own business; the server echoes them.
+ *
+ * <p>Versions. 2 added the request flags (the provider learns boot profiles from demand-marked requests) and
+ * {@link #OP_PROFILE}. A version 1 request has the same layout with the flags zero, so the server still accepts a
+ * version 1 hello ({@link #MIN_VERSION}), and then refuses any flag bit: an engine of the previous release keeps
+ * filling from an upgraded provider (providers can be upgraded first, engines as their VMs restart); its fetches are
+ * only not learned. A version 1 provider refuses a version 2 hello (MALFORMED, naming both versions).
  */
 public final class ProviderProtocol {
     /** "LZBP": the bytes 'L' 'Z' 'B' 'P' read as a little-endian u32. */
     public static final int MAGIC = 0x50425a4c;
-    public static final int VERSION = 1;
+    /** The version this side speaks. */
+    public static final int VERSION = 2;
+    /** The oldest client hello the server accepts (see the class comment: version 1 sends no request flags). */
+    public static final int MIN_VERSION = 1;
 
     public static final int HELLO_MAGIC_OFFSET = 0;
     public static final int HELLO_VERSION_OFFSET = 4;
@@ -69,7 +84,14 @@ public final class ProviderProtocol {
     public static final int REQUEST_BYTES = 16;
     public static final int REQUEST_ID_OFFSET = 0;
     public static final int REQUEST_FIRST_PAGE_OFFSET = 8;
+    /** The u32 holding the page count (low 16 bits, {@link #REQUEST_COUNT_MASK}) and the flags (high 16 bits). */
     public static final int REQUEST_COUNT_OFFSET = 12;
+    /** The page count's bits of the count word: room for {@link #MAX_PAGES_PER_REQUEST} and more (more is invalid). */
+    public static final int REQUEST_COUNT_MASK = 0x0000_FFFF;
+    /** Request flag: a demand fetch (a reader waits for it). The provider learns boot profiles from these alone. */
+    public static final int FLAG_DEMAND = 0x8000_0000;
+    /** Every flag a version 2 request may carry; any other bit of the high 16 is a protocol error. */
+    public static final int KNOWN_FLAGS = FLAG_DEMAND;
     /** At most this many pages per request... */
     public static final int MAX_PAGES_PER_REQUEST = 256;
     /** ...and at most this many bytes: bounds what one request makes the server send before the next. */
@@ -90,6 +112,8 @@ public final class ProviderProtocol {
     public static final int OP_RDMA_OFFER = 1;
     /** Control request: the client's RDMA CM source address, the only one the offer's connection may come from. */
     public static final int OP_RDMA_CLAIM = 2;
+    /** Control request: the boot profile the provider learned for this connection's image. */
+    public static final int OP_PROFILE = 3;
     /** Bytes after a control request's 16-byte head and before its payload: op u32, payload length u32. */
     public static final int CONTROL_TAIL_BYTES = 8;
     /** Largest control payload a server reads: a claim is 6 bytes; room for growth, no room for abuse. */
@@ -101,6 +125,10 @@ public final class ProviderProtocol {
     public static final int RESPONSE_RDMA_OFFER = 3;
     /** Control answer: the claim is recorded; connect now (within the hello timeout). */
     public static final int RESPONSE_RDMA_CLAIMED = 4;
+    /** Control answer to {@link #OP_PROFILE}: the payload is the profile's pages, u32 each. */
+    public static final int RESPONSE_PROFILE = 5;
+    /** Largest {@link #RESPONSE_PROFILE} payload: {@link PageSource#MAX_PROFILE_PAGES} pages of 4 bytes (256 KiB). */
+    public static final int MAX_PROFILE_ANSWER_BYTES = 4 * PageSource.MAX_PROFILE_PAGES;
 
     /**
      * On the provider's UNIX socket ({@code image-server --unix}) the hello and answer are the same; after an OK
@@ -267,5 +295,44 @@ public final class ProviderProtocol {
             b.putInt(m.remaining()).put(m);
         }
         return b.flip();
+    }
+
+    /** The count word of a request for {@code count} pages, marked {@link #FLAG_DEMAND} if {@code demand}. */
+    public static int countWord(final int count, final boolean demand) {
+        return count | (demand ? FLAG_DEMAND : 0);
+    }
+
+    /** The answer to {@link #OP_PROFILE}: {@code pages} (already checked) as u32 each. */
+    public static ByteBuffer encodeProfileAnswer(final long id, final int[] pages) {
+        final ByteBuffer b = ByteBuffer.allocate(RESPONSE_HEADER_BYTES + 4 * pages.length).order(ByteOrder.LITTLE_ENDIAN)
+            .putLong(id).putInt(RESPONSE_PROFILE).putInt(4 * pages.length);
+        for (final int p : pages) {
+            b.putInt(p);
+        }
+        return b.flip();
+    }
+
+    /**
+     * Decodes a {@link #RESPONSE_PROFILE} payload for an image of {@code pageCount} provider pages: hostile input, so
+     * checked as a whole (whole u32s, at most {@link PageSource#MAX_PROFILE_PAGES}, each page in the image, none twice).
+     *
+     * @throws IllegalArgumentException saying what is wrong
+     */
+    public static int[] decodeProfileAnswer(final ByteBuffer payload, final int pageCount) {
+        final int length = payload.remaining();
+        if (length % 4 != 0 || length > MAX_PROFILE_ANSWER_BYTES) {
+            throw new IllegalArgumentException("a boot profile of " + length + " bytes (whole u32 pages, at most "
+                + MAX_PROFILE_ANSWER_BYTES + " bytes)");
+        }
+        final ByteBuffer le = payload.slice().order(ByteOrder.LITTLE_ENDIAN);
+        final int[] pages = new int[length / 4];
+        for (int i = 0; i < pages.length; i++) {
+            pages[i] = le.getInt(4 * i);
+        }
+        final String wrong = io.lazyblk.pull.profile.ProfilePages.check(pages, pages.length, pageCount, PageSource.MAX_PROFILE_PAGES);
+        if (wrong != null) {
+            throw new IllegalArgumentException("a boot profile with " + wrong);
+        }
+        return pages;
     }
 }

@@ -22,11 +22,13 @@ final class ServedImage implements AutoCloseable {
     final Availability availability;
     /** Every page sent is checked against its hash first ({@link ImageExport#verifyServed()}). */
     final boolean verifyServed;
+    /** What boots of this image read on demand, learned here and handed out; null with learning off, and for a peer. */
+    final io.lazyblk.pull.profile.BootProfile profile;
     private final Set<Integer> corruptPages = ConcurrentHashMap.newKeySet();
     /** Checked once per request: the hook costs one volatile read when unused. Written after corruptPages.add. */
     private volatile boolean anyCorrupt;
 
-    ServedImage(final ImageExport export) throws IOException {
+    ServedImage(final ImageExport export, final io.lazyblk.pull.profile.ProfileSettings profiles) throws IOException {
         this.name = export.name();
         this.manifest = export.manifest();
         this.path = export.image();
@@ -39,6 +41,15 @@ final class ServedImage implements AutoCloseable {
             throw new IOException("image '" + name + "' (" + export.image() + ") is " + size + " bytes but its manifest says "
                 + manifest.size() + "; it changed after the manifest was built: build the manifest again");
         }
+        // A golden image only: a peer (an engine's file, verified as served) is asked first by the chains that list it,
+        // and the few boots it sees would hand them a poorer profile than the seed's, which sees every engine's first boot.
+        this.profile = profiles.learn() && !export.verifyServed()
+            ? io.lazyblk.pull.profile.BootProfile.open(name, manifest, export.profileFile(), profiles) : null;
+    }
+
+    /** The boot profile to hand to a client: none with learning off. */
+    int[] profilePages() {
+        return profile == null ? new int[0] : profile.pages();
     }
 
     void corruptForTesting(final int page) {

@@ -23,7 +23,7 @@ import static java.lang.foreign.ValueLayout.JAVA_BYTE;
  * receives a read-only fd of the image ({@code SCM_RIGHTS}), and from then on reads pages from it ({@code pread},
  * see {@link ShmReads} for why not a mapping) through the one-sided transport ({@link OneSidedPageSource}) with no
  * round trip and no server CPU. The page cache behind the fd is the host's image cache, shared by every engine on
- * the host.
+ * the host. It hands out no boot profile: its reads never reach the provider (see {@link OneSidedPageSource}).
  */
 public final class ShmPageSource {
     private static final Logger LOG = LoggerFactory.getLogger(ShmPageSource.class);

@@ -73,6 +73,8 @@ public final class TcpPageSource implements PageSource {
 
     private final String image;
     private final Manifest manifest;
+    /** Bounds {@link #bootProfile()}'s wait, as it bounds a connect and a hello. */
+    private final Duration connectTimeout;
     private final FetchScheduler scheduler;
     private final TcpTransportAgent agent;
     private final AgentRunner runner;
@@ -82,6 +84,7 @@ public final class TcpPageSource implements PageSource {
                           final ProviderHandshake.Connected first) throws IOException {
         this.image = image;
         this.manifest = first.manifest();
+        this.connectTimeout = options.connectTimeout();
         final TcpTransportAgent[] wakeTarget = new TcpTransportAgent[1];
         this.scheduler = new FetchScheduler(manifest.geometry(), ProviderProtocol.maxPagesPerRequest(manifest.pageSize()),
             options.maxFetches(), options.maxIssuedRequests(), options.maxIssuedBytes(), priority -> wakeTarget[0].afterSubmit(priority));
@@ -154,6 +157,48 @@ public final class TcpPageSource implements PageSource {
     @Override
     public boolean connected() {
         return scheduler.isUp();
+    }
+
+    /**
+     * Asks the provider for the boot profile it learned for this image ({@link ProviderProtocol#OP_PROFILE}), on this
+     * source's connection, in order with the fetches; waits up to the connect timeout. Checked before it is returned
+     * (hostile input): whole u32 pages, each in the image, none twice, at most {@link #MAX_PROFILE_PAGES}; a bad answer
+     * is refused with one log line. Empty if the provider has none, declines, closes the connection (one that does not
+     * know the request: the source reconnects as after any drop), or does not answer in time, and at once if the
+     * source is not connected.
+     */
+    @Override
+    public int[] bootProfile() {
+        if (!connected()) {
+            // Not now: a chain asks its sources in turn at start, and one that is down must not hold the others up.
+            LOG.info("no boot profile for '{}': not connected to the provider", image);
+            return new int[0];
+        }
+        final java.util.concurrent.CompletableFuture<java.nio.ByteBuffer> answer = agent.askProfile();
+        final java.nio.ByteBuffer payload;
+        try {
+            payload = answer.get(connectTimeout.toNanos(), java.util.concurrent.TimeUnit.NANOSECONDS);
+        } catch (final java.util.concurrent.TimeoutException e) {
+            LOG.info("no boot profile for '{}': the provider did not answer within {} ms", image, connectTimeout.toMillis());
+            return new int[0];
+        } catch (final java.util.concurrent.ExecutionException e) {
+            LOG.info("no boot profile for '{}': {}", image, e.getCause().getMessage());
+            return new int[0];
+        } catch (final InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return new int[0];
+        }
+        if (payload == null) {
+            LOG.info("no boot profile for '{}': the provider has none to give", image);
+            return new int[0];
+        }
+        try {
+            return ProviderProtocol.decodeProfileAnswer(payload,
+                (int) ((manifest.size() + manifest.sourcePageSize() - 1) / manifest.sourcePageSize()));
+        } catch (final IllegalArgumentException e) {
+            LOG.warn("refused the boot profile the provider sent for '{}': {}", image, e.getMessage());
+            return new int[0];
+        }
     }
 
     /** Why the source is (or last was) disconnected, or null while connected after a clean start. */

@@ -59,7 +59,10 @@ final class TcpTransportAgent implements Agent {
     /** See {@link #viewOf}: by segment identity, since segments compare by address and size, not by object. */
     private final java.util.IdentityHashMap<MemorySegment, ByteBuffer> views = new java.util.IdentityHashMap<>();
     private static final int MAX_VIEWS = 4096;
+    /** The body being read: a fetch's destination, or a control answer's payload ({@link #receiving} null then). */
     private ByteBuffer receivingData;
+    /** The boot profile request, asked by any thread ({@link #askProfile}), sent and answered by the owner. */
+    private final ProfileRequest profile = new ProfileRequest();
     private long backoffNanos;
     private long nextAttemptNanos;
     private String loggedFailure;
@@ -93,7 +96,9 @@ final class TcpTransportAgent implements Agent {
         this.options = options;
         this.scheduler = scheduler;
         this.selector = Selector.open();
-        this.requests = ByteBuffer.allocateDirect(options.maxIssuedRequests() * REQUEST_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        // Room for a full window of requests and one control request (a profile request) ahead of them.
+        this.requests = ByteBuffer.allocateDirect(options.maxIssuedRequests() * REQUEST_BYTES + ProfileRequest.BYTES)
+            .order(ByteOrder.LITTLE_ENDIAN);
         this.requests.limit(0);
         this.backoffNanos = options.initialBackoff().toNanos();
     }
@@ -194,6 +199,13 @@ final class TcpTransportAgent implements Agent {
         }
     }
 
+    /** A boot profile request, sent once connected: see {@link ProfileRequest#ask()}. */
+    java.util.concurrent.CompletableFuture<ByteBuffer> askProfile() {
+        final java.util.concurrent.CompletableFuture<ByteBuffer> answer = profile.ask();
+        wake();
+        return answer;
+    }
+
     String lastFailure() {
         return lastFailure;
     }
@@ -212,6 +224,7 @@ final class TcpTransportAgent implements Agent {
         requests.limit(0);
         receiving = null;
         receivingData = null;
+        profile.reset();
         backoffNanos = options.initialBackoff().toNanos();
         lastFailure = null;
         loggedFailure = null;
@@ -256,6 +269,7 @@ final class TcpTransportAgent implements Agent {
         try {
             closeChannel();
             scheduler.failAll(PageSource.UNAVAILABLE);
+            profile.failAll("the source closed");
         } finally {
             owner.set(0);
         }
@@ -275,11 +289,16 @@ final class TcpTransportAgent implements Agent {
         }
         requests.clear();
         int n = 0;
+        if (onTransport && profile.put(requests)) {
+            n++; // rare (once per engine start): one control request ahead of the fetches, answered in order with them
+        }
         Fetch f;
         while (requests.remaining() >= REQUEST_BYTES && (f = onTransport ? scheduler.next() : scheduler.nextFromSubmitter()) != null) {
             final int at = requests.position();
+            // The demand flag: the provider learns boot profiles from demand fetches, and from nothing else.
             requests.putLong(at + REQUEST_ID_OFFSET, f.id()).putInt(at + REQUEST_FIRST_PAGE_OFFSET, f.firstPage())
-                .putInt(at + REQUEST_COUNT_OFFSET, f.count()).position(at + REQUEST_BYTES);
+                .putInt(at + REQUEST_COUNT_OFFSET, ProviderProtocol.countWord(f.count(), f.priority() == PageSource.DEMAND))
+                .position(at + REQUEST_BYTES);
             n++;
         }
         requests.flip();
@@ -311,7 +330,7 @@ final class TcpTransportAgent implements Agent {
     private int receive() throws IOException {
         int work = 0;
         while (true) {
-            if (receiving == null) {
+            if (receivingData == null) {
                 if (header.hasRemaining()) {
                     if (channel.read(header) < 0) {
                         throw new EOFException();
@@ -324,6 +343,10 @@ final class TcpTransportAgent implements Agent {
                 final int status = header.getInt(RESPONSE_STATUS_OFFSET);
                 final int length = header.getInt(RESPONSE_LENGTH_OFFSET);
                 header.clear();
+                if (profile.answers(id)) {
+                    receivingData = profile.body(status, length);
+                    continue;
+                }
                 final Fetch f = scheduler.issued(id);
                 if (f == null) {
                     throw new IOException("provider answered request id " + id + ", which is not in flight (protocol error)");
@@ -361,7 +384,11 @@ final class TcpTransportAgent implements Agent {
             receiving = null;
             receivingData = null;
             scatter[0] = null;
-            scheduler.complete(done, PageSource.OK);
+            if (done == null) {
+                profile.finish();
+            } else {
+                scheduler.complete(done, PageSource.OK);
+            }
             work++;
         }
     }
@@ -380,6 +407,7 @@ final class TcpTransportAgent implements Agent {
         final boolean idle = scheduler.inFlight() == 0;
         closeChannel();
         scheduler.failAll(PageSource.UNAVAILABLE);
+        profile.fail(reason);
         disconnects++;
         lastFailure = reason;
         loggedFailure = null;
@@ -470,7 +498,8 @@ final class TcpTransportAgent implements Agent {
         // its fetch here and do not sleep.
         VarHandle.fullFence();
         try {
-            if (!closeRequested && !scheduler.hasWork()) {
+            // A profile request waiting to go out is work only while connected (it waits for the reconnect otherwise).
+            if (!closeRequested && !scheduler.hasWork() && (channel == null || !profile.waiting())) {
                 selector.select(timeoutMillis);
                 selector.selectedKeys().clear();
             }

@@ -141,6 +141,15 @@ public final class TwoLaneTcpSource implements PageSource {
     }
 
 
+    /**
+     * The provider's boot profile, asked on the demand lane (idle at start, so the answer is not queued behind the
+     * fill), or on the background lane if the demand lane is down.
+     */
+    @Override
+    public int[] bootProfile() {
+        return (demand.connected() || !background.connected() ? demand : background).bootProfile();
+    }
+
     /** Closes both lanes; every fetch accepted and not yet completed completes {@link #UNAVAILABLE}. */
     @Override
     public void close() {

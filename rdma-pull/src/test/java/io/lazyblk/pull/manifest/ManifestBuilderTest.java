@@ -70,6 +70,55 @@ class ManifestBuilderTest {
         }
     }
 
+    /**
+     * A sparse image of 256 MiB + 1536 bytes with data at a few places only: a page of random bytes, a range straddling
+     * two pages (partly hole, partly data), a data page written as zeros (allocated, so not a hole), and the short last
+     * page. The manifest equals the plain SHA-256 of every page, and the build read only the pages holding data.
+     */
+    @Test
+    void shouldHashHolesAsZerosWithoutReadingThemAndMatchAPlainHashOfEveryPage() throws Exception {
+        final int page = 64 << 10;
+        final long size = (256L << 20) + 1536;
+        final Path img = dir.resolve("sparse.img");
+        final Random r = new Random(5);
+        try (FileChannel ch = FileChannel.open(img, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            ch.truncate(0);
+            ch.write(ByteBuffer.allocate(1).put(0, (byte) 0), size - 1); // extends the file: the last byte, data, 0
+            final byte[] random = new byte[page];
+            r.nextBytes(random);
+            ch.write(ByteBuffer.wrap(random), 7L * page);                   // page 7: random bytes
+            final byte[] straddle = new byte[8192];
+            r.nextBytes(straddle);
+            ch.write(ByteBuffer.wrap(straddle), 1000L * page - 4096);      // the end of page 999 and the start of page 1000
+            ch.write(ByteBuffer.allocate(page), 2000L * page);              // page 2000: written zeros (allocated, not a hole)
+            final byte[] tail = new byte[1536];
+            r.nextBytes(tail);
+            ch.write(ByteBuffer.wrap(tail), size - 1536);                   // the short last page
+        }
+        Files.setLastModifiedTime(img, LONG_AGO);
+        final ManifestBuilder.Scan scan = ManifestBuilder.scan(img, page, ManifestBuilder.Progress.NONE);
+        final Manifest m = scan.manifest();
+        // The expected manifest, from every page read through the file (holes read as zeros).
+        final byte[] expected = new byte[m.pageCount() * Manifest.HASH_BYTES];
+        try (FileChannel ch = FileChannel.open(img, StandardOpenOption.READ)) {
+            final ByteBuffer b = ByteBuffer.allocate(page);
+            for (int p = 0; p < m.pageCount(); p++) {
+                b.clear().limit((int) Math.min(page, size - (long) p * page));
+                while (b.hasRemaining() && ch.read(b, (long) p * page + b.position()) >= 0) {
+                    // whole page
+                }
+                Manifest.hashPage(b.flip(), expected, p * Manifest.HASH_BYTES);
+            }
+        }
+        assertArrayEquals(new Manifest(size, page, expected).digest(), m.digest(), "same manifest as a plain hash of every page");
+        assertTrue(m.isZeroSourcePage(0) && m.isZeroSourcePage(2000) && !m.isZeroSourcePage(7) && !m.isZeroSourcePage(999)
+            && !m.isZeroSourcePage(1000) && !m.isZeroSourcePage(m.pageCount() - 1));
+        assertEquals(m.pageCount() - 4, m.zeroSourcePageCount(), "all but pages 7, 999, 1000 and the last are zero");
+        // Read: pages 7, 999, 1000, 2000 and the short last page (ext4 allocates in 4 KiB blocks: no other page has data).
+        assertEquals(4L * page + 1536, scan.bytesRead(), "only the pages holding data were read");
+        assertEquals(size - scan.bytesRead(), scan.holeBytes());
+    }
+
     @Test
     void shouldReuseTheCacheBesideTheImageAndRebuildWhenTheImageChanges() throws Exception {
         final Path img = image("b.img", 10L * PAGE, 2);
