@@ -73,7 +73,16 @@ class QemuGuestEndToEndTest {
     @org.junit.jupiter.params.provider.ValueSource(strings = {"tcp", "shm"})
     void shouldBootFromALazilyFilledImageAndEndWithTheImagePlusTheGuestsWrites(final String transport) throws Exception {
         final Path golden = dir.resolve("golden.img");
-        DemoCommand.createSampleImage(golden, SIZE);
+        // Data in every page: a zero page is never fetched, so a mostly-empty image would be filled before the guest asks.
+        try (var ch = java.nio.channels.FileChannel.open(golden, java.nio.file.StandardOpenOption.CREATE,
+            java.nio.file.StandardOpenOption.WRITE, java.nio.file.StandardOpenOption.TRUNCATE_EXISTING)) {
+            final byte[] chunk = new byte[1 << 20];
+            final java.util.SplittableRandom rnd = new java.util.SplittableRandom(12);
+            for (long at = 0; at < SIZE; at += chunk.length) {
+                rnd.nextBytes(chunk);
+                ch.write(java.nio.ByteBuffer.wrap(chunk), at);
+            }
+        }
         final byte[] secret = "lazyblk-test-secret-0123456789ab".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
         final Path cache = dir.resolve("cache.sock");
         try (var server = io.lazyblk.pull.provider.ImageServer.start(new java.net.InetSocketAddress("127.0.0.1", 0), cache,
