@@ -42,6 +42,22 @@ final class GuestSectors {
         return (claimed.get((int) (sector >>> 6)) & (1L << sector)) != 0;
     }
 
+    /** Whether the guest claimed any of sectors {@code [firstSector, firstSector + count)}: a word read per 64 sectors. */
+    boolean anyWritten(final long firstSector, final long count) {
+        long s = firstSector;
+        final long end = firstSector + count;
+        while (s < end) {
+            final int bit = (int) (s & 63);
+            final int n = (int) Math.min(64 - bit, end - s);
+            final long mask = n == 64 ? -1L : ((1L << n) - 1) << bit;
+            if ((claimed.get((int) (s >>> 6)) & mask) != 0) {
+                return true;
+            }
+            s += n;
+        }
+        return false;
+    }
+
     void claim(final long firstSector, final long count) {
         mark(claimed, firstSector, count, null);
     }

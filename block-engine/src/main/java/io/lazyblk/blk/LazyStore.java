@@ -50,6 +50,8 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     private final Options options;
     private final PageBuffers buffers;
     private final PageFetches fetches;
+    private final BackgroundRuns runs;
+    private final FillGovernor governor;
     private final PageCacheLimit cacheLimit;
     private final LazyFill fill;
     private final LazyWrites writes;
@@ -83,16 +85,26 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
                 table.initialize(p, PageTable.LOCAL);
             }
         }
-        // The budget: a quarter for page buffers in flight, a quarter for pages written but not yet durable, half for
-        // durable background-filled pages left in the page cache.
+        // The budget: a quarter for page buffers in flight (the background's run buffers from up to half of it, the rest
+        // page buffers for the guest's misses), a quarter for pages written but not yet durable, half for durable
+        // background-filled pages left in the page cache.
         final long budgetPages = options.memoryBudget() / geo.pageSize();
-        final int n = (int) Math.max(8, Math.min(MAX_PAGES_IN_RAM, budgetPages / 4));
+        final long inFlightPages = Math.max(8, budgetPages / 4);
+        final int maxRunPages = Math.max(1, Math.min(BackgroundRuns.RUN_BYTES / geo.pageSize(),
+            source.maxPagesPerFetch() / manifest.sourcePagesPerPage()));
+        // At least two runs fit the half, each as long as it allows (so a small budget gets shorter runs, not none).
+        final int runPages = (int) Math.max(1, Math.min(maxRunPages, inFlightPages / 4));
+        final int runCount = (int) Math.max(1, Math.min(BackgroundRuns.MAX_RUNS, inFlightPages / 2 / runPages));
+        final int n = (int) Math.max(8, Math.min(MAX_PAGES_IN_RAM, inFlightPages - (long) runCount * runPages));
         final int persistPages = (int) Math.max(8, Math.min(MAX_PAGES_IN_RAM, budgetPages / 4));
-        this.buffers = new PageBuffers(n, geo.pageSize());
+        this.buffers = new PageBuffers(n, geo.pageSize(), runCount, (long) runPages * geo.pageSize());
         this.cacheLimit = new PageCacheLimit(image, geo, (int) Math.max(8, Math.min(geo.pageCount(), budgetPages / 2)));
         this.fetches = new PageFetches(this, buffers);
-        this.fill = new LazyFill(this, options, buffers, fetches, persistPages, cacheLimit);
+        this.runs = new BackgroundRuns(this, buffers, fetches, runPages);
+        this.governor = new FillGovernor(runCount, LazyStore::processCpuNanos);
+        this.fill = new LazyFill(this, options, buffers, fetches, runs, governor, persistPages, cacheLimit);
         fetches.attach(fill);
+        runs.attach(fill);
         this.writes = new LazyWrites(this, fill);
         this.onCommitted = p -> {
             table.transition(p, PageTable.RESIDENT, PageTable.LOCAL);
@@ -101,7 +113,11 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
                 cacheLimit.durable(p);
             }
         };
-        this.fillRunner = new AgentRunner(new BackoffIdleStrategy(100, 100, 10_000, 1_000_000),
+        // The agent parks at once when it has nothing to do (10 µs growing to 1 ms), with no spinning or yielding first:
+        // everything that gives it work wakes it (a landed run or page, a demand), and on a host whose cores a guest's
+        // vCPU and the queues' polling threads already take, a spinning fill starves them. Spinning and yielding 100
+        // times each (as before) cost up to ~100 µs of CPU per idle spell, i.e. per landed run.
+        this.fillRunner = new AgentRunner(new BackoffIdleStrategy(0, 0, 10_000, 1_000_000),
             t -> LOG.error("lazy fill failed", t), null, fill);
         AgentRunner.startOnThread(fillRunner);
     }
@@ -148,6 +164,70 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         return fetches.backgroundBytes();
     }
 
+    /** Guest requests served lazily so far (an activity signal: concurrent queues may lose an increment now and then). */
+    public long guestRequests() {
+        return (long) COUNT.getOpaque(requestCount, REQUESTS);
+    }
+
+    /** Demand fetches issued so far (the guest's misses, and their retries). */
+    public long demandFetches() {
+        return fetches.demandIssued();
+    }
+
+    /** Times the background fill backed off for the guest's demand misses. */
+    public long fillBackoffs() {
+        return governor.backoffs();
+    }
+
+    /** Nanoseconds the background fill spent backed off for demand misses (one run in flight, at the floor rate). */
+    public long fillBackedOffNanos() {
+        return governor.backedOffNanos();
+    }
+
+    /** Nanoseconds the background fill spent rate-limited for a guest doing I/O without misses. */
+    public long fillActiveNanos() {
+        return governor.activeNanos();
+    }
+
+    /** What holds the background fill back now: {@code idle} (nothing: flat out), {@code active} or {@code backoff}. */
+    public String fillMode() {
+        return governor.mode().name().toLowerCase(java.util.Locale.ROOT);
+    }
+
+    /** Background runs the governor lets be in flight now. */
+    public int fillWindow() {
+        return governor.mode() == FillGovernor.Mode.BACKOFF ? FillGovernor.FLOOR_WINDOW : runs.maxRuns();
+    }
+
+    /** Background requests (runs of adjacent pages) issued so far. */
+    public long backgroundRuns() {
+        return runs.runsIssued();
+    }
+
+    /** This process's CPU time, the governor's measure of what the engine takes from the guest. */
+    private static long processCpuNanos() {
+        return CPU.getProcessCpuTime();
+    }
+
+    private static final com.sun.management.OperatingSystemMXBean CPU =
+        (com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory.getOperatingSystemMXBean();
+    /**
+     * Guest requests served, in a slot of its own 64-byte stretch of an array: the queue threads bump it on every
+     * request, and the fields the request path reads (diskOnly, the tables) must not share its cache line.
+     */
+    private final long[] requestCount = new long[24];
+    private static final int REQUESTS = 12;
+    private static final java.lang.invoke.VarHandle COUNT = java.lang.invoke.MethodHandles.arrayElementVarHandle(long[].class);
+
+    /**
+     * Counts a guest request: an opaque read and write, not an atomic add. Two queues bumping it at once may lose one,
+     * which costs nothing (the governor only looks for a change); an atomic add would cost every request a locked
+     * instruction. Pairs with nothing: opaque only keeps the value untorn and eventually seen by the agent.
+     */
+    private void countRequest() {
+        COUNT.setOpaque(requestCount, REQUESTS, (long) COUNT.getOpaque(requestCount, REQUESTS) + 1);
+    }
+
     @Override
     public long sizeBytes() {
         return geo.imageSize();
@@ -172,6 +252,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     @Override
     public int read(final IoRequest r) {
         if (!diskOnly) {
+            countRequest();
             final int first = geo.pageOf(r.offset);
             final int last = geo.lastPageOf(r.offset, r.dataBytes);
             for (int p = first; p <= last; p++) {
@@ -369,11 +450,17 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     /** Writes guest data; never waits for a fetch (see the class comment). */
     @Override
     public int write(final IoRequest r) {
+        if (!diskOnly) {
+            countRequest();
+        }
         return writes.write(r.offset, r.dataBytes, r, false, 0, 0, diskOnly);
     }
 
     @Override
     public int writeZeroes(final IoRequest r, final long scratchIov, final long scratchLen) {
+        if (!diskOnly) {
+            countRequest();
+        }
         return writes.write(r.dwzOffset, r.dwzLength, r, true, scratchIov, scratchLen, diskOnly);
     }
 

@@ -32,7 +32,24 @@ final class MemorySource implements PageSource {
     private volatile boolean closed;
     private volatile int inFlight;
 
-    private record Fetch(int first, int count, MemorySegment dst, long tag, Listener listener) {
+    /** Background fetches accepted and not yet completed, and the most of them at once since {@link #resetBackgroundMax}. */
+    private final java.util.concurrent.atomic.AtomicInteger backgroundNow = new java.util.concurrent.atomic.AtomicInteger();
+    private final java.util.concurrent.atomic.AtomicInteger backgroundMax = new java.util.concurrent.atomic.AtomicInteger();
+    final java.util.concurrent.atomic.AtomicLong backgroundFetches = new java.util.concurrent.atomic.AtomicLong();
+
+    private record Fetch(int first, int count, MemorySegment dst, long tag, Listener listener, int priority) {
+    }
+
+    int backgroundInFlight() {
+        return backgroundNow.get();
+    }
+
+    int backgroundMax() {
+        return backgroundMax.get();
+    }
+
+    void resetBackgroundMax() {
+        backgroundMax.set(backgroundNow.get());
     }
 
     MemorySource(final byte[] golden, final int pageSize, final long seed) {
@@ -87,7 +104,11 @@ final class MemorySource implements PageSource {
         synchronized (this) {
             inFlight++;
         }
-        queue.add(new Fetch(firstPage, count, dst, tag, listener));
+        if (priority == BACKGROUND) {
+            backgroundFetches.incrementAndGet();
+            backgroundMax.accumulateAndGet(backgroundNow.incrementAndGet(), Math::max);
+        }
+        queue.add(new Fetch(firstPage, count, dst, tag, listener, priority));
         return true;
     }
 
@@ -131,6 +152,9 @@ final class MemorySource implements PageSource {
             }
             synchronized (this) {
                 inFlight--;
+            }
+            if (f.priority == BACKGROUND) {
+                backgroundNow.decrementAndGet();
             }
             f.listener.onFetched(f.tag, f.first, f.count, status);
         }
