@@ -13,8 +13,8 @@ import java.util.function.LongSupplier;
  *
  * <ul>
  *   <li>{@link Mode#BACKOFF}: a demand fetch is outstanding, or one was issued in the last {@link #MISS_HOLD_NANOS}.
- *       One run in flight, at {@link #FLOOR_BYTES_PER_SECOND}: the guest's misses meet no background request ahead of
- *       them at the provider, and the fill's threads take ~3% of a core.</li>
+ *       One run in flight, at {@link #FLOOR_BYTES_PER_SECOND}: the guest's misses meet at most one background request
+ *       ahead of them at the provider, and the fill's threads take ~3.5% of a core.</li>
  *   <li>{@link Mode#ACTIVE}: the guest made a request in the last {@link #IDLE_AFTER_NANOS}, no miss lately. The rate
  *       starts at the floor and doubles every {@link #RAMP_NANOS} while the engine's CPU stayed under
  *       {@link #ACTIVE_CPU_CORES} cores; above, it halves (never below the floor). Past {@link #CEILING_BYTES_PER_SECOND}
@@ -40,8 +40,9 @@ final class FillGovernor {
      */
     static final long MISS_HOLD_NANOS = 10_000_000L;
     /**
-     * The fill's floor: 16 MiB/s, one 256 KiB run per 16 ms. At ~1.5 CPU-s/GB (engine and provider together, measured
-     * by bench-fill) that is ~2.5% of a core taken from a busy guest, while a 2.3 GB image still completes in 2.4 min.
+     * The fill's floor: 16 MiB/s, one 256 KiB run per 16 ms. At ~2 CPU-s/GB (engine ~1.6 and a loopback provider
+     * ~0.35, measured by bench-fill) that is ~3.5% of a core taken from a busy guest, while a 2.3 GB image still
+     * completes in 2.4 min.
      */
     static final long FLOOR_BYTES_PER_SECOND = 16L << 20;
     /** Rate steps while the guest is active: from the floor to uncapped in 7 steps (70 ms) if CPU allows. */
@@ -179,6 +180,14 @@ final class FillGovernor {
     Mode mode() {
         return MODES[(int) MODE.getOpaque(this)];
     }
+
+    /** This process's CPU time so far: the engine's cost to the guest, as the governor weighs it. */
+    static long processCpuNanos() {
+        return CPU.getProcessCpuTime();
+    }
+
+    private static final com.sun.management.OperatingSystemMXBean CPU =
+        (com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory.getOperatingSystemMXBean();
 
     /** Background runs that may be in flight now. */
     int window() {

@@ -52,6 +52,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     private final PageFetches fetches;
     private final BackgroundRuns runs;
     private final FillGovernor governor;
+    private final GuestActivity activity = new GuestActivity();
     private final PageCacheLimit cacheLimit;
     private final LazyFill fill;
     private final LazyWrites writes;
@@ -101,7 +102,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         this.cacheLimit = new PageCacheLimit(image, geo, (int) Math.max(8, Math.min(geo.pageCount(), budgetPages / 2)));
         this.fetches = new PageFetches(this, buffers);
         this.runs = new BackgroundRuns(this, buffers, fetches, runPages);
-        this.governor = new FillGovernor(runCount, LazyStore::processCpuNanos);
+        this.governor = new FillGovernor(runCount, FillGovernor::processCpuNanos);
         this.fill = new LazyFill(this, options, buffers, fetches, runs, governor, persistPages, cacheLimit);
         fetches.attach(fill);
         runs.attach(fill);
@@ -166,7 +167,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
 
     /** Guest requests served lazily so far (an activity signal: concurrent queues may lose an increment now and then). */
     public long guestRequests() {
-        return (long) COUNT.getOpaque(requestCount, REQUESTS);
+        return activity.requests();
     }
 
     /** Demand fetches issued so far (the guest's misses, and their retries). */
@@ -204,30 +205,6 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         return runs.runsIssued();
     }
 
-    /** This process's CPU time, the governor's measure of what the engine takes from the guest. */
-    private static long processCpuNanos() {
-        return CPU.getProcessCpuTime();
-    }
-
-    private static final com.sun.management.OperatingSystemMXBean CPU =
-        (com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory.getOperatingSystemMXBean();
-    /**
-     * Guest requests served, in a slot of its own 64-byte stretch of an array: the queue threads bump it on every
-     * request, and the fields the request path reads (diskOnly, the tables) must not share its cache line.
-     */
-    private final long[] requestCount = new long[24];
-    private static final int REQUESTS = 12;
-    private static final java.lang.invoke.VarHandle COUNT = java.lang.invoke.MethodHandles.arrayElementVarHandle(long[].class);
-
-    /**
-     * Counts a guest request: an opaque read and write, not an atomic add. Two queues bumping it at once may lose one,
-     * which costs nothing (the governor only looks for a change); an atomic add would cost every request a locked
-     * instruction. Pairs with nothing: opaque only keeps the value untorn and eventually seen by the agent.
-     */
-    private void countRequest() {
-        COUNT.setOpaque(requestCount, REQUESTS, (long) COUNT.getOpaque(requestCount, REQUESTS) + 1);
-    }
-
     @Override
     public long sizeBytes() {
         return geo.imageSize();
@@ -252,7 +229,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     @Override
     public int read(final IoRequest r) {
         if (!diskOnly) {
-            countRequest();
+            activity.count();
             final int first = geo.pageOf(r.offset);
             final int last = geo.lastPageOf(r.offset, r.dataBytes);
             for (int p = first; p <= last; p++) {
@@ -451,7 +428,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     @Override
     public int write(final IoRequest r) {
         if (!diskOnly) {
-            countRequest();
+            activity.count();
         }
         return writes.write(r.offset, r.dataBytes, r, false, 0, 0, diskOnly);
     }
@@ -459,7 +436,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     @Override
     public int writeZeroes(final IoRequest r, final long scratchIov, final long scratchLen) {
         if (!diskOnly) {
-            countRequest();
+            activity.count();
         }
         return writes.write(r.dwzOffset, r.dwzLength, r, true, scratchIov, scratchLen, diskOnly);
     }
