@@ -34,6 +34,8 @@ final class LazyFill implements Agent {
     private final LazyStore.Options options;
     private final PageBuffers buffers;
     private final PageFetches fetches;
+    private final BackgroundRuns runs;
+    private final FillGovernor governor;
     private final int pageSize;
     /** Make resident pages durable once this many are waiting: bounds the dirty page cache (a quarter of the budget). */
     private final int persistPages;
@@ -56,11 +58,13 @@ final class LazyFill implements Agent {
     private volatile Thread thread;
 
     LazyFill(final LazyStore store, final LazyStore.Options options, final PageBuffers buffers, final PageFetches fetches,
-             final int persistPages, final PageCacheLimit cache) {
+             final BackgroundRuns runs, final FillGovernor governor, final int persistPages, final PageCacheLimit cache) {
         this.store = store;
         this.options = options;
         this.buffers = buffers;
         this.fetches = fetches;
+        this.runs = runs;
+        this.governor = governor;
         this.pageSize = store.geo.pageSize();
         this.persistPages = persistPages;
         this.cache = cache;
@@ -111,6 +115,7 @@ final class LazyFill implements Agent {
             fetches.onAgentCompletion((int) (c >>> 8), (int) (c & 0xff));
             work++;
         }
+        work += runs.landAll();
         Integer w;
         while ((w = wholePageWrites.poll()) != null) {
             fetches.wholePageWritten(w);
@@ -133,7 +138,7 @@ final class LazyFill implements Agent {
             || (store.durability.guestChanged() && since > GUEST_PERSIST_NANOS)) {
             work += persist();
         }
-        if (store.state.allLocal() && buffers.freeCount() == buffers.count() && store.durability.failure() == null) {
+        if (store.state.allLocal() && buffers.freeCount() == buffers.count() && runs.idle() && store.durability.failure() == null) {
             switchToDiskOnly();
             work++;
         }
@@ -205,6 +210,13 @@ final class LazyFill implements Agent {
                 continue;
             }
             if (!start(p, false)) {
+                if (store.table.hasWaiters(p)) {
+                    // A reader parked while we tried: it saw a fetch claimed and asked for nothing. The demand path
+                    // takes the page (retried, with the demand timeout if the source stays down).
+                    scheduleRetry(p);
+                    profileNext++;
+                    continue;
+                }
                 fetches.firstAttempt[p] = 0; // back to ABSENT with nobody waiting, as a refused background page
                 store.table.transition(p, PageTable.FETCHING, PageTable.ABSENT);
                 break; // the source is full or down: again on the next turn
@@ -220,44 +232,68 @@ final class LazyFill implements Agent {
         return profileNext >= store.profile.pages.length;
     }
 
+    /**
+     * Starts background runs ({@link BackgroundRuns}) from the cursor on, as many as the governor's window, the rate
+     * (the governor's, capped by {@code --fill-rate}) and the free run buffers allow; pages of failed runs first.
+     */
     private int issueBackground() {
-        final int reserve = buffers.count() / DEMAND_RESERVE_DIVISOR;
+        final long now = System.nanoTime();
+        governor.observe(now, store.guestRequests(), fetches.demandIssued(), fetches.demandOutstanding());
+        final long rate = rate();
+        refillTokens(now, rate);
+        if (!runs.retryPending(now)) {
+            return 0; // refused: the source is down or full; nothing new goes out either
+        }
+        final int pages = store.geo.pageCount();
+        final int window = governor.window();
         int n = 0;
-        refillTokens();
-        while (buffers.freeCount() > reserve && cursor < store.geo.pageCount()
-            && (options.fillRateBytesPerSecond() <= 0 || fillTokens >= pageSize)) {
-            final int p = cursor;
-            if (store.table.state(p) != PageTable.ABSENT || !store.table.transition(p, PageTable.ABSENT, PageTable.FETCHING)) {
+        while (runs.hasFree() && runs.inFlight() < window && cursor < pages) {
+            final int maxPages = rate <= 0 ? runs.runPages : (int) Math.min(runs.runPages, fillTokens / pageSize);
+            if (maxPages <= 0) {
+                break; // out of tokens: the agent parks (its idle strategy) until the next look
+            }
+            if (store.table.state(cursor) != PageTable.ABSENT) {
                 cursor++;
                 continue;
             }
-            if (!start(p, false)) {
-                fetches.firstAttempt[p] = 0; // back to ABSENT with nobody waiting: a later demand's timeout starts afresh
-                store.table.transition(p, PageTable.FETCHING, PageTable.ABSENT);
+            final int got = runs.start(cursor, maxPages);
+            cursor += Math.max(1, got);
+            if (rate > 0) {
+                fillTokens -= (long) got * pageSize;
+            }
+            if (runs.refused()) {
                 break;
             }
-            cursor++;
-            fillTokens -= pageSize;
-            n++;
+            n += got > 0 ? 1 : 0;
         }
-        if (cursor >= store.geo.pageCount() && n == 0 && buffers.freeCount() == buffers.count()) {
+        if (cursor >= pages && n == 0 && runs.idle() && buffers.freeCount() == buffers.count()) {
             cursor = 0; // wrap: pick up pages whose fetch failed and went back to ABSENT
         }
         return n;
     }
 
-    private void refillTokens() {
-        final long rate = options.fillRateBytesPerSecond();
+    /** The background rate now: the governor's, capped by {@code --fill-rate}; 0 = uncapped. */
+    private long rate() {
+        final long cap = options.fillRateBytesPerSecond();
+        final long g = governor.rate();
+        return cap <= 0 ? g : g <= 0 ? cap : Math.min(cap, g);
+    }
+
+    private void refillTokens(final long now, final long rate) {
         if (rate <= 0) {
+            fillTokens = 0; // uncapped: a cap that comes later starts from an empty bucket, not a stale burst
+            lastTokenRefill = now;
             return;
         }
-        final long now = System.nanoTime();
+        // A burst of at most one run and a hundredth of a second: a back-off bites at once.
+        final long cap = (long) runs.runPages * pageSize + rate / 100;
         // In double: elapsed nanos times a rate of GB/s overflows a long.
         final long earned = (long) Math.min(Long.MAX_VALUE / 2, (double) (now - lastTokenRefill) * rate / 1e9);
         if (earned == 0) {
+            fillTokens = Math.min(cap, fillTokens);
             return; // keep the clock where it was: at a slow rate, frequent calls would otherwise round every gain away
         }
-        fillTokens = Math.min(rate / 10 + pageSize, Math.min(Long.MAX_VALUE / 2, fillTokens + earned));
+        fillTokens = Math.min(cap, Math.min(Long.MAX_VALUE / 2, fillTokens + earned));
         lastTokenRefill = now;
     }
 

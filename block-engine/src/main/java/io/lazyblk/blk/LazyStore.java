@@ -52,8 +52,11 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     /** The learned boot set, fetched ahead of the guest before any background page ({@link LazyFill}). */
     final BootProfile profile;
     private final Options options;
-    private final PageBuffers buffers;
+    final PageBuffers buffers; // package-private: tests derive how many fetches fit above the demand reserve
     private final PageFetches fetches;
+    private final BackgroundRuns runs;
+    private final FillGovernor governor;
+    private final GuestActivity activity = new GuestActivity();
     private final PageCacheLimit cacheLimit;
     private final LazyFill fill;
     private final LazyWrites writes;
@@ -110,16 +113,26 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
             LOG.info("boot profile: {} provider pages, {} pages of {} KiB to fetch ahead of the guest", bootProfile.length,
                 profile.pageCount(), geo.pageSize() >> 10);
         }
-        // The budget: a quarter for page buffers in flight, a quarter for pages written but not yet durable, half for
-        // durable background-filled pages left in the page cache.
+        // The budget: a quarter for page buffers in flight (the background's run buffers from up to half of it, the rest
+        // page buffers for the guest's misses), a quarter for pages written but not yet durable, half for durable
+        // background-filled pages left in the page cache.
         final long budgetPages = options.memoryBudget() / geo.pageSize();
-        final int n = (int) Math.max(8, Math.min(MAX_PAGES_IN_RAM, budgetPages / 4));
+        final long inFlightPages = Math.max(8, budgetPages / 4);
+        final int maxRunPages = Math.max(1, Math.min(BackgroundRuns.RUN_BYTES / geo.pageSize(),
+            source.maxPagesPerFetch() / manifest.sourcePagesPerPage()));
+        // At least two runs fit the half, each as long as it allows (so a small budget gets shorter runs, not none).
+        final int runPages = (int) Math.max(1, Math.min(maxRunPages, inFlightPages / 4));
+        final int runCount = (int) Math.max(1, Math.min(BackgroundRuns.MAX_RUNS, inFlightPages / 2 / runPages));
+        final int n = (int) Math.max(8, Math.min(MAX_PAGES_IN_RAM, inFlightPages - (long) runCount * runPages));
         final int persistPages = (int) Math.max(8, Math.min(MAX_PAGES_IN_RAM, budgetPages / 4));
-        this.buffers = new PageBuffers(n, geo.pageSize());
+        this.buffers = new PageBuffers(n, geo.pageSize(), runCount, (long) runPages * geo.pageSize());
         this.cacheLimit = new PageCacheLimit(image, geo, (int) Math.max(8, Math.min(geo.pageCount(), budgetPages / 2)));
         this.fetches = new PageFetches(this, buffers);
-        this.fill = new LazyFill(this, options, buffers, fetches, persistPages, cacheLimit);
+        this.runs = new BackgroundRuns(this, buffers, fetches, runPages);
+        this.governor = new FillGovernor(runCount, FillGovernor::processCpuNanos);
+        this.fill = new LazyFill(this, options, buffers, fetches, runs, governor, persistPages, cacheLimit);
         fetches.attach(fill);
+        runs.attach(fill);
         this.writes = new LazyWrites(this, fill);
         this.onCommitted = p -> {
             table.transition(p, PageTable.RESIDENT, PageTable.LOCAL);
@@ -130,7 +143,11 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
                 }
             }
         };
-        this.fillRunner = new AgentRunner(new BackoffIdleStrategy(100, 100, 10_000, 1_000_000),
+        // The agent parks at once when it has nothing to do (10 µs growing to 1 ms), with no spinning or yielding first:
+        // everything that gives it work wakes it (a landed run or page, a demand), and on a host whose cores a guest's
+        // vCPU and the queues' polling threads already take, a spinning fill starves them. Spinning and yielding 100
+        // times each (as before) cost up to ~100 µs of CPU per idle spell, i.e. per landed run.
+        this.fillRunner = new AgentRunner(new BackoffIdleStrategy(0, 0, 10_000, 1_000_000),
             t -> LOG.error("lazy fill failed", t), null, fill);
         AgentRunner.startOnThread(fillRunner);
     }
@@ -203,6 +220,46 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         return profile.wastedBytes();
     }
 
+    /** Guest requests served lazily so far (an activity signal: concurrent queues may lose an increment now and then). */
+    public long guestRequests() {
+        return activity.requests();
+    }
+
+    /** Demand fetches issued so far (the guest's misses, and their retries). */
+    public long demandFetches() {
+        return fetches.demandIssued();
+    }
+
+    /** Times the background fill backed off for the guest's demand misses. */
+    public long fillBackoffs() {
+        return governor.backoffs();
+    }
+
+    /** Nanoseconds the background fill spent backed off for demand misses (one run in flight, at the floor rate). */
+    public long fillBackedOffNanos() {
+        return governor.backedOffNanos();
+    }
+
+    /** Nanoseconds the background fill spent rate-limited for a guest doing I/O without misses. */
+    public long fillActiveNanos() {
+        return governor.activeNanos();
+    }
+
+    /** What holds the background fill back now: {@code idle} (nothing: flat out), {@code active} or {@code backoff}. */
+    public String fillMode() {
+        return governor.mode().name().toLowerCase(java.util.Locale.ROOT);
+    }
+
+    /** Background runs the governor lets be in flight now. */
+    public int fillWindow() {
+        return governor.mode() == FillGovernor.Mode.BACKOFF ? FillGovernor.FLOOR_WINDOW : runs.maxRuns();
+    }
+
+    /** Background requests (runs of adjacent pages) issued so far. */
+    public long backgroundRuns() {
+        return runs.runsIssued();
+    }
+
     @Override
     public long sizeBytes() {
         return geo.imageSize();
@@ -229,6 +286,9 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         final int first = geo.pageOf(r.offset);
         final int last = geo.lastPageOf(r.offset, r.dataBytes);
         profile.read(first, last);
+        if (!diskOnly) {
+            activity.count(); // the governor's sign of a busy guest, zero reads included
+        }
         if (zeros.allKnown(first, last)) {
             r.zeroFill(); // pages of zeros the guest has not written: no I/O (the file holds holes there)
             return 0;
@@ -429,11 +489,17 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     /** Writes guest data; never waits for a fetch (see the class comment). */
     @Override
     public int write(final IoRequest r) {
+        if (!diskOnly) {
+            activity.count();
+        }
         return writes.write(r.offset, r.dataBytes, r, false, 0, 0, diskOnly);
     }
 
     @Override
     public int writeZeroes(final IoRequest r, final long scratchIov, final long scratchLen) {
+        if (!diskOnly) {
+            activity.count();
+        }
         return writes.write(r.dwzOffset, r.dwzLength, r, true, scratchIov, scratchLen, diskOnly);
     }
 

@@ -25,10 +25,24 @@ final class PageBuffers implements AutoCloseable {
      * queue hands out the buffer freed longest ago, which a miss would first have to bring in from memory).
      */
     private final AtomicInteger hot = new AtomicInteger(-1);
+    /**
+     * The background fill's run buffers ({@link BackgroundRuns}): each holds a run of adjacent pages fetched at once,
+     * contiguous, so the run is received, and written to the local file, in one piece. Owned as the page buffers are.
+     */
+    final MemorySegment[] runs;
     /** A scratch iovec per thread that merges, allocated once per thread in this arena (a shared arena allocates from any thread). */
     final ThreadLocal<MemorySegment> scratchIov;
 
     PageBuffers(final int count, final int pageSize) {
+        this(count, pageSize, 0, 0);
+    }
+
+    /** {@code count} page buffers of {@code pageSize}, and {@code runCount} run buffers of {@code runBytes} each. */
+    PageBuffers(final int count, final int pageSize, final int runCount, final long runBytes) {
+        runs = new MemorySegment[runCount];
+        for (int i = 0; i < runCount; i++) {
+            runs[i] = arena.allocate(runBytes, 4096);
+        }
         buffers = new MemorySegment[count];
         page = new int[count];
         demand = new boolean[count];

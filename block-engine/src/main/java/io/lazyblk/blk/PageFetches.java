@@ -56,6 +56,9 @@ final class PageFetches implements PageSource.Listener {
     /** Completions the fill agent handles (refused, failed, corrupt, background): buffer index and status in a long. */
     final ManyToOneConcurrentArrayQueue<Long> toAgent;
     private final AtomicLong demandBytes = new AtomicLong();
+    /** Demand fetches accepted by the source, and those completed (any status): misses, and how many are outstanding. */
+    private final AtomicLong demandIssued = new AtomicLong();
+    private final AtomicLong demandCompleted = new AtomicLong();
     private final AtomicLong backgroundBytes = new AtomicLong();
     /** The source checks every page against the manifest's hashes itself (a chain): not hashed twice. */
     private final boolean verifiedBySource;
@@ -99,6 +102,23 @@ final class PageFetches implements PageSource.Listener {
         return backgroundBytes.get();
     }
 
+    /** Background bytes landed by a fetch other than a run's (a retried page). */
+    void addBackgroundBytes(final long n) {
+        backgroundBytes.addAndGet(n);
+    }
+
+    /** Demand fetches the source accepted so far: the guest's misses (and their retries). */
+    long demandIssued() {
+        return demandIssued.get();
+    }
+
+    /** Demand fetches accepted and not completed yet. */
+    int demandOutstanding() {
+        // Completed read first: it never runs ahead of issued (counted before the submit), so this is never negative.
+        final long completed = demandCompleted.get();
+        return (int) Math.max(0, demandIssued.get() - completed);
+    }
+
     /**
      * A request thread just moved page {@code p} from ABSENT to FETCHING and waits for it: fetch it from this thread at
      * demand priority, or, if no buffer is free or the source refuses, queue it for the fill agent.
@@ -140,8 +160,14 @@ final class PageFetches implements PageSource.Listener {
         buffers.page[b] = p;
         buffers.demand[b] = isDemand;
         java.util.Arrays.fill(checkedParts[b], verifiedBySource ? -1L : 0L);
+        if (isDemand) {
+            demandIssued.incrementAndGet(); // before the submit: a same-thread completion counts itself after it
+        }
         if (!store.source.fetch(store.manifest.firstSourcePage(p), store.manifest.sourcePageCount(p), buffers.buffers[b],
             isDemand ? PageSource.DEMAND : PageSource.BACKGROUND, b, this)) {
+            if (isDemand) {
+                demandIssued.decrementAndGet();
+            }
             inFlight.set(p, 0);
             return false;
         }
@@ -152,6 +178,9 @@ final class PageFetches implements PageSource.Listener {
     @Override
     public void onFetched(final long tag, final int firstPage, final int count, final int status) {
         final int b = (int) tag;
+        if (buffers.demand[b]) {
+            demandCompleted.incrementAndGet();
+        }
         if (status == PageSource.OK && buffers.demand[b]) {
             final int p = buffers.page[b];
             // inFlight stays 1 until the merge: a reader that parks meanwhile must not start a second fetch.
@@ -308,20 +337,45 @@ final class PageFetches implements PageSource.Listener {
 
     /** Writes the fetched page's bytes into the local file except where the guest wrote, then makes it readable. */
     private void merge(final int p, final int b, final MemorySegment iov) throws IOException {
+        if (claimMerge(p)) {
+            writeAround(p, buffers.buffers[b].address(), iov);
+        }
+    }
+
+    /**
+     * Moves page {@code p} from FETCHING to MERGING once no guest write is in progress on it (a write that enters later
+     * waits for the merge); false if the page left FETCHING (the guest overwrote it whole: nothing of ours is needed).
+     */
+    boolean claimMerge(final int p) {
         while (true) {
             if (store.table.state(p) != PageTable.FETCHING) {
-                return; // the guest overwrote the whole page meanwhile: nothing of ours is needed
+                return false;
             }
-            if (!store.table.transition(p, PageTable.FETCHING, PageTable.MERGING)) {
-                continue;
+            if (tryClaimMerge(p)) {
+                return true;
             }
-            // Volatile CAS above, volatile read here: pairs with LazyStore.enter (increment, then read state).
-            if (store.writers.get(p) == 0) {
-                break;
-            }
-            store.table.transition(p, PageTable.MERGING, PageTable.FETCHING);
             Thread.onSpinWait();
         }
+    }
+
+    /** One try of {@link #claimMerge}: false if {@code p} is not FETCHING or a guest write is in progress on it. */
+    boolean tryClaimMerge(final int p) {
+        if (!store.table.transition(p, PageTable.FETCHING, PageTable.MERGING)) {
+            return false;
+        }
+        // Volatile CAS above, volatile read here: pairs with LazyWrites.enter (increment, then read state).
+        if (store.writers.get(p) == 0) {
+            return true;
+        }
+        store.table.transition(p, PageTable.MERGING, PageTable.FETCHING);
+        return false;
+    }
+
+    /**
+     * Page {@code p} is MERGING (ours): writes its fetched bytes, at native address {@code src}, into the local file
+     * except over the sectors the guest wrote, then makes it readable. If the write fails the page goes back to FETCHING.
+     */
+    void writeAround(final int p, final long src, final MemorySegment iov) throws IOException {
         final long pageStart = store.geo.pageStart(p);
         final int sectors = store.geo.pageLength(p) / SECTOR;
         final long firstSector = pageStart / SECTOR;
@@ -335,7 +389,7 @@ final class PageFetches implements PageSource.Listener {
             while (e < sectors && !store.guest.wrote(firstSector + e)) {
                 e++;
             }
-            iov.set(JAVA_LONG, 0, buffers.buffers[b].address() + (long) s * SECTOR);
+            iov.set(JAVA_LONG, 0, src + (long) s * SECTOR);
             iov.set(JAVA_LONG, 8, (long) (e - s) * SECTOR);
             final int rc = store.image.write(iov.address(), 1, pageStart + (long) s * SECTOR, (long) (e - s) * SECTOR);
             if (rc != 0) {
@@ -344,6 +398,11 @@ final class PageFetches implements PageSource.Listener {
             }
             s = e;
         }
+        landed(p);
+    }
+
+    /** Page {@code p} is MERGING and its bytes are in the local file: readable now, local after the next round. */
+    void landed(final int p) {
         firstAttempt[p] = 0;
         store.table.transition(p, PageTable.MERGING, PageTable.RESIDENT);
         store.durability.addResident(p); // the lock publishes backgroundFilled[p] to the persister

@@ -32,11 +32,28 @@ final class MemorySource implements PageSource {
     private final java.util.Set<Integer> corrupt = java.util.concurrent.ConcurrentHashMap.newKeySet();
     private volatile boolean closed;
     private volatile int inFlight;
-    /** Every fetch accepted, in the order it was asked: first provider page and priority. */
+    /** Every fetch accepted, in the order it was asked: first provider page, priority and page count. */
     final java.util.concurrent.ConcurrentLinkedQueue<int[]> asked = new java.util.concurrent.ConcurrentLinkedQueue<>();
     private volatile int[] profile = new int[0];
 
-    private record Fetch(int first, int count, MemorySegment dst, long tag, Listener listener) {
+    /** Background fetches accepted and not yet completed, and the most of them at once since {@link #resetBackgroundMax}. */
+    private final java.util.concurrent.atomic.AtomicInteger backgroundNow = new java.util.concurrent.atomic.AtomicInteger();
+    private final java.util.concurrent.atomic.AtomicInteger backgroundMax = new java.util.concurrent.atomic.AtomicInteger();
+    final java.util.concurrent.atomic.AtomicLong backgroundFetches = new java.util.concurrent.atomic.AtomicLong();
+
+    private record Fetch(int first, int count, MemorySegment dst, long tag, Listener listener, int priority) {
+    }
+
+    int backgroundInFlight() {
+        return backgroundNow.get();
+    }
+
+    int backgroundMax() {
+        return backgroundMax.get();
+    }
+
+    void resetBackgroundMax() {
+        backgroundMax.set(backgroundNow.get());
     }
 
     MemorySource(final byte[] golden, final int pageSize, final long seed) {
@@ -106,8 +123,12 @@ final class MemorySource implements PageSource {
         synchronized (this) {
             inFlight++;
         }
-        asked.add(new int[] {firstPage, priority});
-        queue.add(new Fetch(firstPage, count, dst, tag, listener));
+        asked.add(new int[] {firstPage, priority, count});
+        if (priority == BACKGROUND) {
+            backgroundFetches.incrementAndGet();
+            backgroundMax.accumulateAndGet(backgroundNow.incrementAndGet(), Math::max);
+        }
+        queue.add(new Fetch(firstPage, count, dst, tag, listener, priority));
         return true;
     }
 
@@ -151,6 +172,9 @@ final class MemorySource implements PageSource {
             }
             synchronized (this) {
                 inFlight--;
+            }
+            if (f.priority == BACKGROUND) {
+                backgroundNow.decrementAndGet();
             }
             f.listener.onFetched(f.tag, f.first, f.count, status);
         }

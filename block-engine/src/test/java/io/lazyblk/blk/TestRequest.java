@@ -28,18 +28,25 @@ final class TestRequest extends IoRequest implements AutoCloseable {
 
     /** Runs a read or write of {@code length} bytes at {@code offset} against {@code b}; returns the status (0 OK) or -errno. */
     int run(final BlockBackend b, final int op, final long offset, final int length) {
+        final int rc = submit(b, op, offset, length);
+        return rc != BlockBackend.PENDING ? rc : await();
+    }
+
+    /** Starts a read or write; returns {@link BlockBackend#PENDING} if it parked (then {@link #await()} it), else its result. */
+    int submit(final BlockBackend b, final int op, final long offset, final int length) {
         iov.set(JAVA_LONG, 0, data.address());
         iov.set(JAVA_LONG, 8, length);
         set(op, offset, length, 1);
         done = new CountDownLatch(1);
         completions.set(0);
-        final int rc = op == READ ? b.read(this) : b.write(this);
-        if (rc != BlockBackend.PENDING) {
-            return rc;
-        }
+        return op == READ ? b.read(this) : b.write(this);
+    }
+
+    /** Waits (30 s at most) for a request {@link #submit} parked; its status (0 OK) or -5. */
+    int await() {
         try {
             if (!done.await(30, TimeUnit.SECONDS)) {
-                throw new AssertionError("a parked " + (op == READ ? "read" : "write") + " at " + offset + " never completed");
+                throw new AssertionError("a parked request at " + offset + " never completed");
             }
         } catch (final InterruptedException e) {
             throw new AssertionError(e);

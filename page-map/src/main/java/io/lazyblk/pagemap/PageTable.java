@@ -112,6 +112,16 @@ public final class PageTable {
         }
     }
 
+    /**
+     * Whether a waiter is parked on {@code page}: a volatile read of its list, so a caller that gives up a page's
+     * fetch with a volatile store first, then asks, and a waiter that parks (a volatile CAS) and then looks at that
+     * flag, cannot both miss each other.
+     */
+    public boolean hasWaiters(final int page) {
+        final PageWaiter head = (PageWaiter) WAITERS.getVolatile(waiters, page);
+        return head != null && head != CLOSED;
+    }
+
     /** For a waiter taken with {@link #takeWaiters}: unlinks it and returns the next one taken with it, or null. */
     public static PageWaiter detachNext(final PageWaiter w) {
         final PageWaiter next = w.nextWaiter;

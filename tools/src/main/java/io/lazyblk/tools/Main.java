@@ -6,7 +6,7 @@ import picocli.CommandLine.Command;
 /** The {@code lazyblk} command line. */
 @Command(name = "lazyblk", mixinStandardHelpOptions = true, version = "lazyblk 0.1.0",
     description = "vhost-user-blk backend that boots VMs from images served locally or pulled lazily.",
-    subcommands = {ServeCommand.class, io.lazyblk.tools.frontend.BenchCommand.class, BootBenchCommand.class, SourceBenchCommand.class,
+    subcommands = {ServeCommand.class, io.lazyblk.tools.frontend.BenchCommand.class, BootBenchCommand.class, SourceBenchCommand.class, FillBenchCommand.class,
         DemoCommand.class, StatusCommand.class, ImageServerCommand.class, DoctorCommand.class,
         TokenCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {

@@ -240,7 +240,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
      * Reads the image once, so that it is in the page cache: the provider of a hot image serves it from there, and
      * neither the raw costs nor the engine's should include a disk read (or depend on which of them came first).
      */
-    private static void warm(final Path image) throws java.io.IOException {
+    static void warm(final Path image) throws java.io.IOException {
         try (FileChannel ch = FileChannel.open(image)) {
             final java.nio.ByteBuffer b = java.nio.ByteBuffer.allocateDirect(1 << 20);
             while (ch.read(b.clear()) > 0) {
@@ -249,7 +249,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
         }
     }
 
-    private static void writeRandom(final Path image, final long size) throws java.io.IOException {
+    static void writeRandom(final Path image, final long size) throws java.io.IOException {
         final SplittableRandom r = new SplittableRandom(11);
         final byte[] chunk = new byte[1 << 20];
         try (FileChannel ch = FileChannel.open(image, StandardOpenOption.CREATE, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {

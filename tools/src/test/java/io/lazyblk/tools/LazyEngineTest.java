@@ -308,13 +308,13 @@ class LazyEngineTest {
             localBefore = engine.lazyStore().localPages();
             assertTrue(localBefore >= 16 && localBefore < SIZE / PAGE, "stopped mid-fill with " + localBefore + " local pages");
         }
-        final long requestsBefore = server.stats().requests();
+        final long bytesBefore = server.stats().bytes(); // bytes, not requests: the fill asks for runs of pages
         try (Engine engine = Engine.startLazy(Engine.Options.file(sock, local), source(0));
              VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
             final LazyStore store = engine.lazyStore();
             assertTrue(store.localPages() >= localBefore, "pages local before the stop are still local");
             assertTrue(store.awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)));
-            final long fetched = server.stats().requests() - requestsBefore;
+            final long fetched = (server.stats().bytes() - bytesBefore) / PAGE;
             assertTrue(fetched <= SIZE / PAGE - localBefore, "fetched " + fetched + " pages; only "
                 + (SIZE / PAGE - localBefore) + " were missing");
             final BlkResponse r = new BlkClient(fe, 0).read((100 * PAGE) / 512, PAGE);
