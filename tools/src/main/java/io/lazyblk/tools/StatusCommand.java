@@ -28,7 +28,9 @@ public final class StatusCommand implements Callable<Integer> {
         + " storage=ok|failed, storage_error=WHY, pages_local=N, pages_total=N, page_size, bytes_on_demand, bytes_background,"
         + " pages_zero (pages of zeros: never fetched), profile_pages (the learned boot set, fetched ahead of the guest),"
         + " profile_ahead_bytes (profile pages here before the guest first read them) = profile_used_bytes (read by the guest"
-        + " since) + profile_wasted_bytes (not read so far), fill_rate_bytes_per_s, source.N, page_cache_bytes,"
+        + " since) + profile_wasted_bytes (not read so far), fill_rate_bytes_per_s, fill_mode=idle|active|backoff|done,"
+        + " fill_window (background runs in flight allowed), fill_backoffs, fill_backoff_ms, fill_active_ms, background_runs,"
+        + " guest_requests, demand_fetches, source.N, page_cache_bytes,"
         + " memory_budget_bytes, eta_seconds)"})
     Format format;
 

@@ -134,6 +134,15 @@ final class StatusServer implements AutoCloseable {
         m.put("profile_used_bytes", Long.toString(s.profileUsedBytes()));
         m.put("profile_wasted_bytes", Long.toString(s.profileWastedBytes()));
         m.put("fill_rate_bytes_per_s", Long.toString(rate));
+        // What the governor makes of the guest (idle: flat out; active: ramping under a CPU bound; backoff: misses).
+        m.put("fill_mode", s.diskOnly() ? "done" : s.fillMode());
+        m.put("fill_window", Integer.toString(s.fillWindow()));
+        m.put("fill_backoffs", Long.toString(s.fillBackoffs()));
+        m.put("fill_backoff_ms", Long.toString(s.fillBackedOffNanos() / 1_000_000));
+        m.put("fill_active_ms", Long.toString(s.fillActiveNanos() / 1_000_000));
+        m.put("background_runs", Long.toString(s.backgroundRuns()));
+        m.put("guest_requests", Long.toString(s.guestRequests()));
+        m.put("demand_fetches", Long.toString(s.demandFetches()));
         // Each source as the operator named it, nearest first, with its state: up, down (reconnecting), backing-off.
         final java.util.List<String> names = engine.sourceNames();
         if (!s.diskOnly() && s.source() instanceof io.lazyblk.pull.chain.SourceChain chain) { // one chain entry per --source

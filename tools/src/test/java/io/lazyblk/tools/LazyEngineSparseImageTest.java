@@ -98,6 +98,10 @@ class LazyEngineSparseImageTest {
                 assertEquals("0", st.get("bytes_on_demand"));
                 assertEquals("0", st.get("profile_pages"), "this provider offers no boot profile");
                 assertEquals("0", st.get("profile_wasted_bytes"));
+                assertEquals("done", st.get("fill_mode"), "the governor's view, once every page is local");
+                final long runs = Long.parseLong(st.get("background_runs"));
+                assertTrue(runs > 0 && runs < dataBytes / PAGE, "adjacent data pages went out together: " + runs + " runs for "
+                    + dataBytes / PAGE + " pages");
             }
             final long localAllocated = allocated(local);
             assertTrue(localAllocated <= goldenAllocated && localAllocated >= dataBytes && localAllocated <= dataBytes + PAGE,
