@@ -101,7 +101,16 @@ final class LazyFill implements Agent {
     @Override
     public void onStart() {
         thread = Thread.currentThread();
+        // The fill's hashing and writing is work nobody waits for: at nice 10 it gets about a tenth of a contended core
+        // against the guest's vCPU and the request threads (CFS weights 110 against 1024), and all of an idle one. The
+        // demand work this agent also does (retries, merges it is handed) is rare and short.
+        if (FILL_NICE != 0 && io.lazyblk.sys.Threads.niceCurrentThread(FILL_NICE) != 0) {
+            LOG.debug("could not set the fill agent's nice value to {}", FILL_NICE);
+        }
     }
+
+    /** Nice value of the fill agent's thread; {@code -Dlazyblk.fill.nice=0} turns it off (for measuring what it buys). */
+    static final int FILL_NICE = Integer.getInteger("lazyblk.fill.nice", 10);
 
     @Override
     public int doWork() {

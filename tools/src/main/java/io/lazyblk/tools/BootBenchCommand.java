@@ -72,6 +72,9 @@ public final class BootBenchCommand implements Callable<Integer> {
     @Option(names = "--no-misses", description = "skip the demand-miss latency measurement")
     boolean noMisses;
 
+    @Option(names = "--boots-only", description = "only the boots (local and lazy, and the profile's two): skip the fill-alone race against qemu-img")
+    boolean bootsOnly;
+
     @Option(names = "--timeout", defaultValue = "180", description = "seconds per guest boot or fill before giving up (default ${DEFAULT-VALUE})")
     int timeoutSeconds;
 
@@ -154,7 +157,7 @@ public final class BootBenchCommand implements Callable<Integer> {
                             demandAtReady[r] / 1e6, toLocalWithGuest[r]);
                     }
                 }
-                for (int half = 0; half < 2; half++) {
+                for (int half = 0; half < 2 && !bootsOnly; half++) {
                     settle();
                     if ((half == 0) != flip) {
                         System.err.printf("bench-boot: round %d/%d: fill alone (no guest)%n", r + 1, rounds);
@@ -173,9 +176,17 @@ public final class BootBenchCommand implements Callable<Integer> {
                 golden.getFileName(), imageBytes, goldenAllocated, Engine.DEFAULT_PAGE_SIZE >> 10, testName, rounds);
             final String to = "realboot".equals(testName) ? "ready" : "init";
             System.out.printf("%-62s %12s%n", "measure", "value");
+            final double[] paired = new double[rounds];
+            for (int r = 0; r < rounds; r++) {
+                paired[r] = (double) msLazy[r] / msLocal[r];
+            }
             System.out.printf("%-62s %12.2f   (%d ms / %d ms; QEMU start to %s)%n", "lazy boot / local boot, default settings",
                 (double) median(msLazy) / median(msLocal), median(msLazy), median(msLocal), to);
-            if (nbd != null && qemuImg != null) {
+            System.out.printf("%-62s %12.2f   (each round's lazy boot over its local one: %s)%n", "  the same, median of the rounds' ratios",
+                median(paired), Arrays.toString(Arrays.stream(paired).map(x -> Math.round(x * 100) / 100.0).toArray()));
+            if (bootsOnly) {
+                System.out.printf("%-62s %12s%n", "fill alone / qemu-img convert", "skipped (--boots-only)");
+            } else if (nbd != null && qemuImg != null) {
                 System.out.printf("%-62s %12.2f   (%.2f s / %.2f s)%n", "fill alone (serve start -> disk-only) / qemu-img convert",
                     median(fillAlone) / median(convert), median(fillAlone), median(convert));
             } else {
@@ -188,8 +199,8 @@ public final class BootBenchCommand implements Callable<Integer> {
                 (double) median(background) / goldenAllocated, median(background), goldenAllocated);
             System.out.printf("%-62s %12.2f   (%.1f MB -> %.1f MB at %s)%n", "second boot's on-demand bytes / first boot's (--fill-rate 1M)",
                 (double) secondDemand[0] / Math.max(1, firstDemand[0]), firstDemand[0] / 1e6, secondDemand[0] / 1e6, to);
-            System.out.printf("%-62s %12.2f   (fill alone %.2f s)%n", "time to fully local with a guest booting meanwhile (s)",
-                median(toLocalWithGuest), median(fillAlone));
+            System.out.printf("%-62s %12.2f   %s%n", "time to fully local with a guest booting meanwhile (s)",
+                median(toLocalWithGuest), bootsOnly ? "" : String.format("(fill alone %.2f s)", median(fillAlone)));
             System.out.printf("%-62s %12.1f   (first boots, no profile: %d ms; with it: %d ms, --fill-rate 1M)%n",
                 "on-demand MB before ready, default settings", median(demandAtReady) / 1e6, firstDemand[1], secondDemand[1]);
             if (!noMisses) {

@@ -99,6 +99,8 @@ class LazyEngineSparseImageTest {
                 assertEquals("0", st.get("profile_pages"), "this provider offers no boot profile");
                 assertEquals("0", st.get("profile_wasted_bytes"));
                 assertEquals("done", st.get("fill_mode"), "the governor's view, once every page is local");
+                assertEquals(java.util.List.of(10), io.lazyblk.sys.Threads.niceValues("lazy-fill"),
+                    "the fill agent gives way to the guest when cores are short: nice 10");
                 final long runs = Long.parseLong(st.get("background_runs"));
                 assertTrue(runs > 0 && runs < dataBytes / PAGE, "adjacent data pages went out together: " + runs + " runs for "
                     + dataBytes / PAGE + " pages");

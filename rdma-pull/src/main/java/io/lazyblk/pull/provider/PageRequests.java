@@ -73,6 +73,32 @@ final class PageRequests {
         connection.writeFully(b);
     }
 
+    /**
+     * Nice value of a connection's thread while it serves only a background fill (a v2 client's requests without the
+     * demand mark): on a host where guests run beside the provider (a host cache), it gives way to them and to demand
+     * connections when cores are short, about a tenth of a contended core (CFS weights 110 against 1024), and runs
+     * flat out on an idle one. {@code -Dlazyblk.fill.nice=0} turns it off.
+     */
+    static final int BACKGROUND_NICE = Integer.getInteger("lazyblk.fill.nice", 10);
+    private boolean niced;
+    private boolean sawDemand;
+
+    private void nice() {
+        niced = true; // tried once, whatever the outcome
+        if (BACKGROUND_NICE != 0 && io.lazyblk.sys.Threads.niceCurrentThread(BACKGROUND_NICE) != 0) {
+            LOG.debug("could not lower a background connection's thread to nice {}", BACKGROUND_NICE);
+        }
+    }
+
+    /** A demand request on a niced connection (its client's demand connection is down): back to nice 0 if allowed. */
+    private void unnice() {
+        niced = false;
+        sawDemand = true;
+        // Lowering the nice value needs CAP_SYS_NICE (RLIMIT_NICE is 0 by default): without it, this connection's
+        // demand requests keep the background weight until the client's demand connection is back.
+        io.lazyblk.sys.Threads.niceCurrentThread(0);
+    }
+
     /** Reads and answers requests until the client closes or breaks the protocol. */
     void serve() throws IOException {
         final PageGeometry g = image.manifest.geometry();
@@ -116,7 +142,13 @@ final class PageRequests {
                     if (boot != null) {
                         boot.demand((int) first, (int) count);
                     }
+                    if (niced) {
+                        unnice();
+                    }
+                } else if (version >= 2 && !niced && !sawDemand) {
+                    nice(); // a client that marks its demand sent a background request: this connection is a fill's
                 }
+                sawDemand |= (flags & FLAG_DEMAND) != 0;
                 respond(header, id, (int) first, (int) count);
             }
             requests.compact();

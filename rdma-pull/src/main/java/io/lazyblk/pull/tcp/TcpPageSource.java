@@ -131,6 +131,14 @@ public final class TcpPageSource implements PageSource {
         return manifest;
     }
 
+    /**
+     * Runs this source's transport thread at Linux nice value {@code nice} from its next turn on (0 is the default): for
+     * a connection that carries only work nobody waits for, such as the background lane of a {@link TwoLaneTcpSource}.
+     */
+    public void niceTransport(final int nice) {
+        agent.niceTransport(nice);
+    }
+
     @Override
     public boolean fetch(final int firstPage, final int count, final MemorySegment dst, final int priority, final long tag,
                          final Listener listener) {

@@ -236,6 +236,13 @@ final class TcpTransportAgent implements Agent {
         if (closeRequested) {
             throw new AgentTerminationException("closed");
         }
+        final int nice = wantedNice; // volatile: pairs with niceTransport's write; applied on this thread, which it is about
+        if (nice != appliedNice) {
+            appliedNice = nice;
+            if (io.lazyblk.sys.Threads.niceCurrentThread(nice) != 0) {
+                LOG.debug("could not set the transport thread's nice value to {}", nice);
+            }
+        }
         own();
         try {
             if (channel == null) {
@@ -261,6 +268,18 @@ final class TcpTransportAgent implements Agent {
             Thread.yield();
         }
     }
+
+    /**
+     * Asks the transport thread to run at {@code nice} (Linux's per-thread nice value): a lane that carries only the
+     * background fill gives way to the guest's vCPU and the request threads when cores are short. Any thread.
+     */
+    void niceTransport(final int nice) {
+        wantedNice = nice;
+    }
+
+    private volatile int wantedNice;
+    /** The nice value this thread runs at: the agent's own. */
+    private int appliedNice;
 
     @Override
     public void onClose() {

@@ -30,6 +30,13 @@ public final class TwoLaneTcpSource implements PageSource {
         this.background = background;
     }
 
+    /**
+     * Nice value of the background lane's transport thread: CFS then gives it about a tenth of a contended core's time
+     * against a nice-0 thread (weights 110 against 1024), and all of an idle one. {@code -Dlazyblk.fill.nice=0} turns
+     * it off (for measuring what it buys).
+     */
+    static final int BACKGROUND_NICE = Integer.getInteger("lazyblk.fill.nice", 10);
+
     /** As {@link #connect(InetSocketAddress, String, TokenSource, TcpPageSource.Options)}, with one token for good. */
     public static TwoLaneTcpSource connect(final InetSocketAddress provider, final String image, final String token,
                                            final TcpPageSource.Options options) throws IOException {
@@ -65,6 +72,10 @@ public final class TwoLaneTcpSource implements PageSource {
                 throw new IOException("provider " + provider + " answered two connections for image '" + image
                     + "' with different images (was it replaced just now?); try again");
             }
+            // The background lane's thread receives, and when the fill is behind hashes, what nobody waits for: it gives
+            // way to the guest's vCPU and the demand lane when cores are short (a miss that finds the demand lane down
+            // rides it at that weight until the lane is back).
+            background.niceTransport(BACKGROUND_NICE);
             return new TwoLaneTcpSource(demand, background);
         } catch (final IOException | RuntimeException e) {
             background.close();

@@ -75,6 +75,29 @@ class TwoLaneTcpSourceTest extends PageSourceContract {
         }
     }
 
+    /**
+     * The background lane's work is what nobody waits for: its transport thread, and the provider's thread serving that
+     * connection, drop to nice 10 (they give way to the guest's vCPU and the demand lane when cores are short); the
+     * demand lane's stay at 0. Read back from the kernel (/proc), as an operator's {@code top -H} would show them.
+     */
+    @Test
+    void shouldRunTheBackgroundLaneAndItsProviderThreadAtALowerCpuWeight() throws Exception {
+        try (PageSource s = open(image, PAGE); Arena arena = Arena.ofShared()) {
+            final MemorySegment d = arena.allocate(PAGE);
+            for (final int priority : new int[] {PageSource.BACKGROUND, PageSource.DEMAND}) {
+                final CountDownLatch done = new CountDownLatch(1);
+                assertTrue(s.fetch(3, 1, d, priority, 0, (tag, first, count, status) -> done.countDown()));
+                assertTrue(done.await(30, TimeUnit.SECONDS));
+            }
+            awaitCondition(() -> io.lazyblk.sys.Threads.niceValues("lazyblk-tcp-con").equals(List.of(0, 10)),
+                "transport threads at nice 0 (demand) and 10 (background): " + io.lazyblk.sys.Threads.niceValues("lazyblk-tcp-con"));
+            // The provider's acceptor shares the kernel name (lazyblk-provider-accept): nice 0 as well.
+            awaitCondition(() -> io.lazyblk.sys.Threads.niceValues("lazyblk-provide").equals(List.of(0, 0, 10)),
+                "the provider's acceptor and demand connection at nice 0, its background connection at 10: "
+                    + io.lazyblk.sys.Threads.niceValues("lazyblk-provide"));
+        }
+    }
+
     /** A refused token is the caller's error on either lane: it comes back as the provider's refusal, with no source. */
     @Test
     void shouldRefuseABadTokenWithTheProvidersRefusal() throws Exception {
