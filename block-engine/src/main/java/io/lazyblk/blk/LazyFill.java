@@ -247,7 +247,7 @@ final class LazyFill implements Agent {
      */
     private int issueBackground() {
         final long now = System.nanoTime();
-        governor.observe(now, store.guestRequests(), fetches.demandIssued(), fetches.demandOutstanding());
+        governor.observe(now, store.fillStats().guestRequests(), fetches.demandIssued(), fetches.demandOutstanding());
         final long rate = rate();
         refillTokens(now, rate);
         if (!runs.retryPending(now)) {

@@ -227,7 +227,8 @@ abstract class BlockBackendContract {
         final BlockBackend b = track(open(true));
         final TestRequest w = request(PAGE);
         w.fill(pattern(PAGE, 6), 0, PAGE);
-        disk.failWrite(1, SimulatedDisk.ENOSPC);
+        // The image's next write: a durability round writing the state file meanwhile must not take the fault.
+        disk.failWrite(IMAGE, 1, SimulatedDisk.ENOSPC);
         assertEquals(-SimulatedDisk.ENOSPC, w.run(b, IoRequest.WRITE, 7L * PAGE, PAGE));
         final TestRequest r = request(PAGE);
         assertEquals(0, r.run(b, IoRequest.READ, 12L * PAGE, PAGE));

@@ -58,7 +58,7 @@ class LazyStoreAdaptiveFillTest {
         final LazyStore store = new LazyStore(m, LocalImage.open(image, false), state, src,
             new LazyStore.Options("golden", 8L << 20, 0, 10_000_000_000L));
         open.add(store);
-        final int maxWindow = store.fillWindow();
+        final int maxWindow = store.fillStats().fillWindow();
         assertTrue(maxWindow > 1, "more than one run buffer: " + maxWindow);
 
         // A booting guest: 4 KiB reads of pages not here yet, from the end of the image back, one every 1 ms (its
@@ -82,16 +82,16 @@ class LazyStoreAdaptiveFillTest {
         });
         try {
             Await.until("the fill backs off for the guest's misses", Duration.ofSeconds(10),
-                () -> store.fillMode().equals("backoff") && store.fillBackoffs() >= 1);
+                () -> store.fillStats().fillMode().equals("backoff") && store.fillStats().fillBackoffs() >= 1);
             // What went out while the guest was idle (before its first miss) drains; from then on, one run at a time.
             Await.until("runs issued before the back-off land", Duration.ofSeconds(10), () -> src.backgroundInFlight() <= 1);
             src.resetBackgroundMax();
-            final long runsAtBackoff = store.backgroundRuns();
-            final long missesAtBackoff = store.demandFetches();
+            final long runsAtBackoff = store.fillStats().backgroundRuns();
+            final long missesAtBackoff = store.fillStats().demandFetches();
             Await.until("the fill keeps going at its floor while the guest misses", Duration.ofSeconds(10),
-                () -> store.backgroundRuns() >= runsAtBackoff + 3 && store.demandFetches() >= missesAtBackoff + 30);
-            assertEquals("backoff", store.fillMode(), "still backed off while the misses go on");
-            assertEquals(1, store.fillWindow());
+                () -> store.fillStats().backgroundRuns() >= runsAtBackoff + 3 && store.fillStats().demandFetches() >= missesAtBackoff + 30);
+            assertEquals("backoff", store.fillStats().fillMode(), "still backed off while the misses go on");
+            assertEquals(1, store.fillStats().fillWindow());
             assertTrue(src.backgroundMax() <= 1, "background fetches in flight at the source while backed off: "
                 + src.backgroundMax());
             assertTrue(store.localPages() < PAGES, "the fill did not finish while backed off");
@@ -100,11 +100,11 @@ class LazyStoreAdaptiveFillTest {
             guest.join();
         }
         assertNull(failed.get(), () -> "the guest's reads failed: " + failed.get());
-        assertTrue(store.fillBackedOffNanos() > 0);
+        assertTrue(store.fillStats().fillBackedOffNanos() > 0);
 
         // The guest goes idle: the window opens to every run buffer, and the rest of the image streams in.
-        Await.until("the fill sees the guest idle", Duration.ofSeconds(10), () -> store.fillMode().equals("idle"));
-        assertEquals(maxWindow, store.fillWindow());
+        Await.until("the fill sees the guest idle", Duration.ofSeconds(10), () -> store.fillStats().fillMode().equals("idle"));
+        assertEquals(maxWindow, store.fillStats().fillWindow());
         final long bytesAtIdle = store.bytesFetchedInBackground();
         src.resetBackgroundMax();
         assertTrue(store.awaitDiskOnly(Duration.ofSeconds(60).toNanos()), "the fill completes once the guest is idle");

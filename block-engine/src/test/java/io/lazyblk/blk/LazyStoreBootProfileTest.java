@@ -87,7 +87,7 @@ class LazyStoreBootProfileTest {
             assertEquals(profile[i], asked.get(i)[0], "fetch " + i + " of " + src.askedPages());
             assertEquals(PageSource.BACKGROUND, asked.get(i)[1], "a profile page goes out at background priority");
         }
-        assertEquals(profile.length, store.profilePages());
+        assertEquals(profile.length, store.fillStats().profilePages());
         assertEquals(PAGES - 4, asked.stream().mapToInt(a -> a[2]).sum(),
             "every page once (but the zero pages): the fill skips the profile's pages");
     }
@@ -103,8 +103,8 @@ class LazyStoreBootProfileTest {
         final LazyStore store = store(src, src.manifest(), 1);
         Await.until("all 30 profile pages here", Duration.ofSeconds(10),
             () -> Arrays.stream(profile).allMatch(p -> store.table.readable(p)));
-        assertEquals(30L * PAGE, store.profileAheadBytes());
-        assertEquals(30L * PAGE, store.profileWastedBytes(), "fetched ahead, not read yet");
+        assertEquals(30L * PAGE, store.fillStats().profileAheadBytes());
+        assertEquals(30L * PAGE, store.fillStats().profileWastedBytes(), "fetched ahead, not read yet");
         assertEquals(30, src.asked.size(), "and nothing else: the fill itself is held to a byte a second " + src.askedPages());
     }
 
@@ -144,7 +144,7 @@ class LazyStoreBootProfileTest {
         final Manifest coarse = src.manifest().coarsened(4 * PAGE);
         src.hold(true);
         final LazyStore store = store(src, coarse, 1);
-        assertEquals(5, store.profilePages(), "engine pages 2, 0, 3, 1, 5");
+        assertEquals(5, store.fillStats().profilePages(), "engine pages 2, 0, 3, 1, 5");
         Await.until("the profile's fetches in flight", Duration.ofSeconds(10), () -> src.asked.size() == 5);
         assertEquals(List.of(8, 0, 12, 4, 20), src.askedPages(), "each engine page's first provider page, in the profile's order");
         // The guest reads page 5 before it is here: not fetched ahead.
@@ -155,14 +155,14 @@ class LazyStoreBootProfileTest {
         assertTrue(!missed.isDone(), "the read waits for its page");
         src.hold(false);
         assertEquals(0, missed.get(30, TimeUnit.SECONDS));
-        Await.until("the profile here", Duration.ofSeconds(10), () -> store.profileAheadBytes() == 4L * 4 * PAGE);
-        assertEquals(0, store.profileUsedBytes());
+        Await.until("the profile here", Duration.ofSeconds(10), () -> store.fillStats().profileAheadBytes() == 4L * 4 * PAGE);
+        assertEquals(0, store.fillStats().profileUsedBytes());
         final TestRequest r = request(4 * PAGE);
         assertEquals(0, r.run(store, IoRequest.READ, 0, 4096), "the guest reads page 0");
         assertEquals(0, r.run(store, IoRequest.READ, 3L * 4 * PAGE + 512, 3 * PAGE), "and page 3");
         assertEquals(0, r.run(store, IoRequest.READ, 0, 8192), "page 0 again: counted once");
-        assertEquals(2L * 4 * PAGE, store.profileUsedBytes());
-        assertEquals(2L * 4 * PAGE, store.profileWastedBytes(), "pages 1 and 2: fetched ahead, never read");
-        assertEquals(4L * 4 * PAGE, store.profileAheadBytes(), "page 5 is not counted: the guest asked first");
+        assertEquals(2L * 4 * PAGE, store.fillStats().profileUsedBytes());
+        assertEquals(2L * 4 * PAGE, store.fillStats().profileWastedBytes(), "pages 1 and 2: fetched ahead, never read");
+        assertEquals(4L * 4 * PAGE, store.fillStats().profileAheadBytes(), "page 5 is not counted: the guest asked first");
     }
 }

@@ -59,7 +59,7 @@ class LazyStoreRunsTest {
         final LazyStore store = new LazyStore(m, LocalImage.open(image, false), state, src,
             new LazyStore.Options("golden", 64L * PAGE, 0, 10_000_000_000L)); // 4-page runs, 2 run buffers
         open.add(store);
-        Await.until("the first runs are asked for", Duration.ofSeconds(10), () -> store.backgroundRuns() >= 2);
+        Await.until("the first runs are asked for", Duration.ofSeconds(10), () -> store.fillStats().backgroundRuns() >= 2);
         assertEquals(2, src.backgroundFetches.get(), "pages 0-7 went out as two fetches, not eight");
 
         final TestRequest w = new TestRequest(PAGE);
@@ -76,7 +76,7 @@ class LazyStoreRunsTest {
         open.add(r);
         assertEquals(BlockBackend.PENDING, r.submit(store, IoRequest.READ, 5L * PAGE + 512, 1024),
             "a read of page 5 waits for its run");
-        assertEquals(0, store.demandFetches(), "no second fetch of a page a run carries");
+        assertEquals(0, store.fillStats().demandFetches(), "no second fetch of a page a run carries");
 
         src.hold(false);
         assertEquals(0, r.await());
@@ -134,7 +134,7 @@ class LazyStoreRunsTest {
         final LazyStore store = new LazyStore(m, LocalImage.open(image, false), state, src,
             new LazyStore.Options("golden", 64L * PAGE, 0, 1_000_000_000L)); // a 1 s demand timeout
         open.add(store);
-        Await.until("the first runs are asked for", Duration.ofSeconds(10), () -> store.backgroundRuns() >= 2);
+        Await.until("the first runs are asked for", Duration.ofSeconds(10), () -> store.fillStats().backgroundRuns() >= 2);
         final TestRequest r = new TestRequest(PAGE);
         open.add(r);
         assertEquals(BlockBackend.PENDING, r.submit(store, IoRequest.READ, PAGE, 512), "a read of page 1 waits for its run");

@@ -27,6 +27,6 @@ class LazyStoreZeroPagesContractTest extends BlockBackendContract {
         }
         final PageStateFile state = PageStateFile.openOrCreate(LazyStoreContractTest.STATE, m.size(), m.pageSize(), m.digest(), disk);
         return new LazyStore(m, LocalImage.open(IMAGE, false, disk), state, source,
-            new LazyStore.Options("golden", 1 << 20, 256 << 10, 10_000_000_000L));
+            new LazyStore.Options("golden", 1 << 20, 1, 10_000_000_000L));
     }
 }

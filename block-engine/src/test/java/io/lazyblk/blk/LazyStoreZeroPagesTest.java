@@ -93,7 +93,7 @@ class LazyStoreZeroPagesTest {
         final MemorySource src = source();
         final LazyStore store = store(src, 0);
         open.add(store);
-        assertEquals(ZERO.size(), store.zeroPages());
+        assertEquals(ZERO.size(), store.fillStats().zeroPages());
         assertTrue(store.awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)), "the fill completes, zero pages counted local");
         assertEquals(PAGES, store.localPages());
         for (int p = 0; p < PAGES; p++) {
@@ -249,7 +249,7 @@ class LazyStoreZeroPagesTest {
             new LazyStore.Options("golden", 4L << 20, 0, 10_000_000_000L));
         open.add(store);
         assertTrue(store.awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)));
-        assertEquals(pages - dataPages, store.zeroPages());
+        assertEquals(pages - dataPages, store.fillStats().zeroPages());
         assertEquals((long) dataPages * page, store.bytesFetchedInBackground(), "only the data pages were fetched");
         final long allocated;
         try (LocalImage img = LocalImage.open(local, true, FileIo.NATIVE)) {

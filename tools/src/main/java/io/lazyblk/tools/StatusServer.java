@@ -127,22 +127,22 @@ final class StatusServer implements AutoCloseable {
         m.put("page_size", Integer.toString(s.pageSize()));
         m.put("bytes_on_demand", Long.toString(s.bytesFetchedOnDemand()));
         m.put("bytes_background", Long.toString(s.bytesFetchedInBackground()));
-        m.put("pages_zero", Integer.toString(s.zeroPages()));
+        m.put("pages_zero", Integer.toString(s.fillStats().zeroPages()));
         // The learned boot set: fetched ahead (here before the guest first read it) = used (read since) + wasted (not yet).
-        m.put("profile_pages", Integer.toString(s.profilePages()));
-        m.put("profile_ahead_bytes", Long.toString(s.profileAheadBytes()));
-        m.put("profile_used_bytes", Long.toString(s.profileUsedBytes()));
-        m.put("profile_wasted_bytes", Long.toString(s.profileWastedBytes()));
+        m.put("profile_pages", Integer.toString(s.fillStats().profilePages()));
+        m.put("profile_ahead_bytes", Long.toString(s.fillStats().profileAheadBytes()));
+        m.put("profile_used_bytes", Long.toString(s.fillStats().profileUsedBytes()));
+        m.put("profile_wasted_bytes", Long.toString(s.fillStats().profileWastedBytes()));
         m.put("fill_rate_bytes_per_s", Long.toString(rate));
         // What the governor makes of the guest (idle: flat out; active: ramping under a CPU bound; backoff: misses).
-        m.put("fill_mode", s.diskOnly() ? "done" : s.fillMode());
-        m.put("fill_window", Integer.toString(s.fillWindow()));
-        m.put("fill_backoffs", Long.toString(s.fillBackoffs()));
-        m.put("fill_backoff_ms", Long.toString(s.fillBackedOffNanos() / 1_000_000));
-        m.put("fill_active_ms", Long.toString(s.fillActiveNanos() / 1_000_000));
-        m.put("background_runs", Long.toString(s.backgroundRuns()));
-        m.put("guest_requests", Long.toString(s.guestRequests()));
-        m.put("demand_fetches", Long.toString(s.demandFetches()));
+        m.put("fill_mode", s.diskOnly() ? "done" : s.fillStats().fillMode());
+        m.put("fill_window", Integer.toString(s.fillStats().fillWindow()));
+        m.put("fill_backoffs", Long.toString(s.fillStats().fillBackoffs()));
+        m.put("fill_backoff_ms", Long.toString(s.fillStats().fillBackedOffNanos() / 1_000_000));
+        m.put("fill_active_ms", Long.toString(s.fillStats().fillActiveNanos() / 1_000_000));
+        m.put("background_runs", Long.toString(s.fillStats().backgroundRuns()));
+        m.put("guest_requests", Long.toString(s.fillStats().guestRequests()));
+        m.put("demand_fetches", Long.toString(s.fillStats().demandFetches()));
         // Each source as the operator named it, nearest first, with its state: up, down (reconnecting), backing-off.
         final java.util.List<String> names = engine.sourceNames();
         if (!s.diskOnly() && s.source() instanceof io.lazyblk.pull.chain.SourceChain chain) { // one chain entry per --source

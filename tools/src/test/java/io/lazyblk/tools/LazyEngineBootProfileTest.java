@@ -82,10 +82,10 @@ class LazyEngineBootProfileTest {
         try (Engine engine = Engine.startLazy(Engine.Options.file(sock, dir.resolve(name + ".img")), src);
              VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
             final LazyStore store = engine.lazyStore();
-            if (store.profilePages() > 0) {
+            if (store.fillStats().profilePages() > 0) {
                 // The guest starts once the profile is here (a real guest starts at once; this keeps the counts exact).
                 io.lazyblk.pagemap.Await.until("the boot profile fetched ahead", Duration.ofSeconds(10),
-                    () -> store.profileAheadBytes() == (long) store.profilePages() * PAGE);
+                    () -> store.fillStats().profileAheadBytes() == (long) store.fillStats().profilePages() * PAGE);
             }
             final BlkClient blk = new BlkClient(fe, 0);
             for (final int p : pages) {
