@@ -348,6 +348,9 @@ final class BackgroundRuns implements PageSource.Listener {
         return store.guest.anyClaimed(store.geo.pageStart(p) / GuestSectors.SECTOR, store.geo.pageLength(p) / GuestSectors.SECTOR);
     }
 
+    /** Start writeback of each run's write at once; {@code -Dlazyblk.fill.writeback=false} turns it off (to measure it). */
+    private static final boolean WRITEBACK = Boolean.parseBoolean(System.getProperty("lazyblk.fill.writeback", "true"));
+
     /** Pages {@code [p, p + n)}, MERGING and ours, written whole from {@code src} in one write, then made readable. */
     private void writeStretch(final int p, final int n, final long src, final MemorySegment iov) {
         final long offset = store.geo.pageStart(p);
@@ -372,6 +375,9 @@ final class BackgroundRuns implements PageSource.Listener {
                 + " (is the local file's disk full or failing?)", p, p + n - 1, -rc);
         } else {
             fetches.addBackgroundBytes(bytes);
+            if (WRITEBACK) {
+                store.image.startWriteback(offset, bytes); // drains while the fill goes on, not all in the next round's sync
+            }
         }
     }
 

@@ -47,6 +47,14 @@ public interface FileIo extends AutoCloseable {
     long residentPages(long size);
 
     /** Bytes the file system allocated to the file ({@code st_blocks}); -1 if unknown (a simulated disk). */
+    /**
+     * Starts writeback of {@code [offset, offset + length)} without waiting (a hint: the next sync has less to do); 0
+     * or {@code -errno}. Does nothing by default (a simulated disk has no page cache to drain).
+     */
+    default int startWriteback(final long offset, final long length) {
+        return 0;
+    }
+
     default long allocatedBytes() {
         return -1;
     }

@@ -77,6 +77,17 @@ public final class LocalImage implements AutoCloseable {
         return transfer(false, iov, cnt, offset, total);
     }
 
+    /**
+     * Starts writing {@code [offset, offset + length)} back to the disk without waiting: data written in bulk (the
+     * background fill) then drains while more is written, instead of all at the next durability round's sync, which
+     * holds up the thread that runs it. Changes nothing about what is durable; errors are left to that sync.
+     *
+     * @return 0, or {@code -errno} if the kernel refused the hint (nothing to act on: the sync decides)
+     */
+    public int startWriteback(final long offset, final long length) {
+        return file.startWriteback(offset, length);
+    }
+
     /** Writes the {@code cnt} buffers of {@code iov} at {@code offset}; as {@link #read}. */
     public int write(final long iov, final int cnt, final long offset, final long total) {
         return transfer(true, iov, cnt, offset, total);

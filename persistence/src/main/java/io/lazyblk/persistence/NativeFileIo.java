@@ -54,6 +54,11 @@ final class NativeFileIo implements FileIo {
     }
 
     @Override
+    public int startWriteback(final long offset, final long length) {
+        return FileCalls.startWriteback(fd, offset, length);
+    }
+
+    @Override
     public long residentPages(final long size) {
         return FileCalls.residentPages(fd, size);
     }

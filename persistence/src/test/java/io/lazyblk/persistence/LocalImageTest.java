@@ -39,6 +39,7 @@ class LocalImageTest {
             final MemorySegment b1 = a.allocate(512).fill((byte) 1);
             final MemorySegment b2 = a.allocate(1024).fill((byte) 2);
             assertEquals(0, img.write(iov(a, b1, b2).address(), 2, 4096, 1536));
+            assertEquals(0, img.startWriteback(4096, 1536), "the kernel takes the writeback hint for a real file");
             assertEquals(0, img.datasync());
             final MemorySegment r = a.allocate(1536);
             assertEquals(0, img.read(iov(a, r).address(), 1, 4096, 1536));

@@ -49,6 +49,9 @@ public final class FileCalls {
     private static final MethodHandle PREADV = plain("preadv", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
     private static final MethodHandle PWRITEV = plain("pwritev", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG);
     private static final MethodHandle FDATASYNC = plain("fdatasync", JAVA_INT, JAVA_INT);
+    private static final MethodHandle SYNC_FILE_RANGE = plain("sync_file_range", JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT);
+    /** sync_file_range(2): start writeback of dirty pages in the range; wait for none. */
+    private static final int SYNC_FILE_RANGE_WRITE = 2;
     private static final MethodHandle FTRUNCATE = plain("ftruncate", JAVA_INT, JAVA_INT, JAVA_LONG);
     private static final MethodHandle FALLOCATE = plain("fallocate", JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG);
     // posix_fadvise returns the error number itself (it does not set errno).
@@ -173,6 +176,23 @@ public final class FileCalls {
     public static int fdatasync(final int fd) {
         try {
             final int rc = (int) FDATASYNC.invokeExact(fd);
+            return rc < 0 ? -lastErrno() : 0;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * Starts writing back the dirty pages of {@code [off, off + len)} and returns without waiting
+     * ({@code sync_file_range(SYNC_FILE_RANGE_WRITE)}): a later {@code fdatasync} then finds less to do. Durability is
+     * not this call's business, and it consumes no error report: waiting is what checks (and advances) a file's
+     * writeback error, and this does not wait, so the {@code fdatasync} after it still sees any failure.
+     *
+     * @return 0 or {@code -errno}
+     */
+    public static int startWriteback(final int fd, final long off, final long len) {
+        try {
+            final int rc = (int) SYNC_FILE_RANGE.invokeExact(fd, off, len, SYNC_FILE_RANGE_WRITE);
             return rc < 0 ? -lastErrno() : 0;
         } catch (final Throwable t) {
             throw rethrow(t);
