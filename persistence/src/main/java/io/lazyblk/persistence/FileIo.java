@@ -46,7 +46,6 @@ public interface FileIo extends AutoCloseable {
     /** How many of the first {@code size} bytes' 4 KiB pages are in the page cache; -1 if unknown. */
     long residentPages(long size);
 
-    /** Bytes the file system allocated to the file ({@code st_blocks}); -1 if unknown (a simulated disk). */
     /**
      * Starts writeback of {@code [offset, offset + length)} without waiting (a hint: the next sync has less to do); 0
      * or {@code -errno}. Does nothing by default (a simulated disk has no page cache to drain).
@@ -55,6 +54,7 @@ public interface FileIo extends AutoCloseable {
         return 0;
     }
 
+    /** Bytes the file system allocated to the file ({@code st_blocks}); -1 if unknown (a simulated disk). */
     default long allocatedBytes() {
         return -1;
     }

@@ -112,50 +112,14 @@ class LocalImageTest {
     }
 
     /** A file on a full disk: every reservation fails with ENOSPC. */
-    private record FullDisk(FileIo f) implements FileIo {
-        @Override
-        public long size() throws IOException {
-            return f.size();
-        }
-
-        @Override
-        public long preadv(final long iov, final int cnt, final long offset) {
-            return f.preadv(iov, cnt, offset);
-        }
-
-        @Override
-        public long pwritev(final long iov, final int cnt, final long offset) {
-            return f.pwritev(iov, cnt, offset);
-        }
-
-        @Override
-        public int fdatasync() {
-            return f.fdatasync();
-        }
-
-        @Override
-        public int truncate(final long length) {
-            return f.truncate(length);
+    private static final class FullDisk extends ForwardingFileIo {
+        FullDisk(final FileIo f) {
+            super(f);
         }
 
         @Override
         public int fallocate(final int mode, final long offset, final long length) {
             return -SimulatedDisk.ENOSPC;
-        }
-
-        @Override
-        public int fadviseDontNeed(final long offset, final long length) {
-            return 0;
-        }
-
-        @Override
-        public long residentPages(final long size) {
-            return -1;
-        }
-
-        @Override
-        public void close() {
-            f.close();
         }
     }
 

@@ -115,7 +115,7 @@ public final class BootBenchCommand implements Callable<Integer> {
                 reportMisses(workDir, addr, token);
                 return 0;
             }
-            final Runner run = new Runner(guest, testName, timeout, addr, token, golden);
+            final Runner run = new Runner(guest, testName, timeout, addr, token);
 
             System.err.println("bench-boot: two fresh engines boot one after the other at --fill-rate 1M (the provider learns a boot profile)");
             final long[] firstDemand = run.demandAtReady(1 << 20);
@@ -243,16 +243,13 @@ public final class BootBenchCommand implements Callable<Integer> {
         private final Duration timeout;
         private final InetSocketAddress addr;
         private final String token;
-        private final Path golden;
 
-        Runner(final QemuGuest guest, final String testName, final Duration timeout, final InetSocketAddress addr, final String token,
-               final Path golden) {
+        Runner(final QemuGuest guest, final String testName, final Duration timeout, final InetSocketAddress addr, final String token) {
             this.guest = guest;
             this.testName = testName;
             this.timeout = timeout;
             this.addr = addr;
             this.token = token;
-            this.golden = golden;
         }
 
         private long ready(final QemuGuest.Result r) {
