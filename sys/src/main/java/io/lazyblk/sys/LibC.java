@@ -230,6 +230,18 @@ public final class LibC {
         }
     }
 
+    /**
+     * {@code shutdown(fd, SHUT_RD)}: wakes a thread blocked reading the socket (it reads end of stream) while the peer
+     * sees nothing until it writes or this end closes. Errors are ignored.
+     */
+    public static void shutdownRead(final int fd) {
+        try {
+            final int ignored = (int) SHUTDOWN.invokeExact(state(), fd, 0);
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
     /** {@code shutdown(fd, SHUT_WR)}: the peer reads end of stream after what was sent; this end can still read. Errors are ignored. */
     public static void shutdownWrite(final int fd) {
         try {

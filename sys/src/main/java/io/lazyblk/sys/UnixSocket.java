@@ -221,6 +221,16 @@ public final class UnixSocket implements AutoCloseable {
         }
     }
 
+    /**
+     * Ends this end's reading: a thread blocked receiving reads end of stream, while the peer keeps the connection (it
+     * notices only when it writes or this end closes). Safe from any thread.
+     */
+    public void shutdownInput() {
+        if (!closed) {
+            LibC.shutdownRead(fd);
+        }
+    }
+
     /** Half-closes: the peer reads end of stream after what was sent, and this end can still read its answers. */
     public void shutdownOutput() {
         if (!closed) {

@@ -56,6 +56,8 @@ public final class QueueAgent implements Agent {
     /** Set once the handler and our fds are released, by the agent's thread or, after it ended, the connection's. */
     private boolean released;
     private long idleSince;
+    /** How long {@link #drain()} waits; lowered by {@link #limitDrain} before a stop. */
+    private volatile long drainNanos = DRAIN_NANOS;
 
     /**
      * @param kickFd the guest's kick eventfd (owned by the connection, non-blocking), or -1 to poll the ring without one
@@ -81,6 +83,14 @@ public final class QueueAgent implements Agent {
         if (sleeping) {
             EventFd.signal(wakeFd);
         }
+    }
+
+    /**
+     * Lets the coming stop wait at most {@code nanos} for the requests in flight (any thread, before the stop): for a
+     * queue whose requests the in-flight region tracks, what is left is run again by the next engine.
+     */
+    public void limitDrain(final long nanos) {
+        drainNanos = Math.min(drainNanos, nanos); // volatile: read by the agent's thread in drain() after the stop
     }
 
     /** Wakes the agent unconditionally, so it notices a stop request promptly. */
@@ -181,14 +191,21 @@ public final class QueueAgent implements Agent {
 
     /** Finishes what the handler has taken, without taking anything new (see {@link QueueHandler#finishInFlight}). */
     private void drain() throws Exception {
-        final long deadline = System.nanoTime() + DRAIN_NANOS;
+        final long budget = drainNanos;
+        final long deadline = System.nanoTime() + budget;
         while (handler.inFlight() > 0 && System.nanoTime() < deadline) {
             if (handler.finishInFlight() == 0) {
                 sleepOn(-1, 10);
             }
         }
         if (handler.inFlight() > 0) {
-            LOG.warn("queue {}: {} requests still in flight after 30 s at stop; they are abandoned", queue.index, handler.inFlight());
+            if (budget < DRAIN_NANOS) {
+                LOG.info("queue {}: {} requests still in flight at stop are left to the next engine (the in-flight region"
+                    + " tracks them)", queue.index, handler.inFlight());
+            } else {
+                LOG.warn("queue {}: {} requests still in flight after {} s at stop; they are abandoned", queue.index,
+                    handler.inFlight(), budget / 1_000_000_000L);
+            }
         }
     }
 

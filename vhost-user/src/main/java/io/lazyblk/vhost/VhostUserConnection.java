@@ -33,7 +33,15 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED;
 public final class VhostUserConnection implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(VhostUserConnection.class);
     static final long PROTOCOL_FEATURES = (1L << Protocol.PF_MQ) | (1L << Protocol.PF_REPLY_ACK)
-        | (1L << Protocol.PF_CONFIG) | (1L << Protocol.PF_RESET_DEVICE) | (1L << Protocol.PF_CONFIGURE_MEM_SLOTS);
+        | (1L << Protocol.PF_CONFIG) | (1L << Protocol.PF_RESET_DEVICE) | (1L << Protocol.PF_CONFIGURE_MEM_SLOTS)
+        | (1L << Protocol.PF_INFLIGHT_SHMFD);
+    /**
+     * How long a tracked queue finishes its requests when the front end goes away or the engine stops: what local I/O
+     * can answer in that time is answered; a read parked on a fetch from a stalled provider is left marked in the
+     * in-flight region, and the next engine runs it again. (Untracked queues wait QueueAgent's full drain: nobody
+     * else would answer them.)
+     */
+    static final long TRACKED_TEARDOWN_DRAIN_NANOS = 1_000_000_000L;
 
     private final UnixSocket socket;
     private final VhostUserDevice device;
@@ -43,7 +51,9 @@ public final class VhostUserConnection implements AutoCloseable {
     private final MemorySegment payload = buf.asSlice(Protocol.HEADER_SIZE);
     private final int[] fds = new int[UnixSocket.MAX_FDS];
     private final int[] fdCount = new int[1];
+    private final int[] replyFd = new int[1];
     private final QueueState[] queues;
+    private final InflightTracking inflight;
     private final long offeredFeatures;
     private long ackedFeatures;
     private long protocolFeatures;
@@ -58,6 +68,7 @@ public final class VhostUserConnection implements AutoCloseable {
         for (int i = 0; i < queues.length; i++) {
             queues[i] = new QueueState(i);
         }
+        this.inflight = new InflightTracking(queues.length);
     }
 
     /** Serves messages until the front end disconnects or breaks the protocol; then releases everything. */
@@ -114,6 +125,7 @@ public final class VhostUserConnection implements AutoCloseable {
             }
             final boolean needReply = (flags & Protocol.FLAG_NEED_REPLY) != 0
                 && Protocol.has(protocolFeatures, Protocol.PF_REPLY_ACK);
+            LOG.debug("{}: {}-byte payload, {} fds, flags 0x{}", req, size, nfds, Integer.toHexString(flags));
             final long status = handle(req, size, nfds);
             if (needReply && !hasOwnReply(req)) {
                 payload.set(JAVA_LONG_UNALIGNED, 0, status);
@@ -129,7 +141,8 @@ public final class VhostUserConnection implements AutoCloseable {
 
     private static boolean hasOwnReply(final Request r) {
         return switch (r) {
-            case GET_FEATURES, GET_PROTOCOL_FEATURES, GET_QUEUE_NUM, GET_VRING_BASE, GET_CONFIG, GET_MAX_MEM_SLOTS -> true;
+            case GET_FEATURES, GET_PROTOCOL_FEATURES, GET_QUEUE_NUM, GET_VRING_BASE, GET_CONFIG, GET_MAX_MEM_SLOTS,
+                 GET_INFLIGHT_FD -> true;
             default -> false;
         };
     }
@@ -269,6 +282,25 @@ public final class VhostUserConnection implements AutoCloseable {
             case SET_BACKEND_REQ_FD -> {
                 // Not offered (no BACKEND_REQ); the fd is closed with the message.
             }
+            case GET_INFLIGHT_FD -> {
+                requireInflight(r);
+                stopAll();
+                replyFd[0] = inflight.create(payload);
+                buf.set(JAVA_INT_UNALIGNED, Protocol.HDR_REQUEST, r.code);
+                buf.set(JAVA_INT_UNALIGNED, Protocol.HDR_FLAGS, Protocol.VERSION | Protocol.FLAG_REPLY);
+                buf.set(JAVA_INT_UNALIGNED, Protocol.HDR_SIZE, Protocol.INFLIGHT_SIZE);
+                socket.send(buf, Protocol.HEADER_SIZE + Protocol.INFLIGHT_SIZE, replyFd, 1);
+                startAllThatShould("the in-flight region changed");
+            }
+            case SET_INFLIGHT_FD -> {
+                requireInflight(r);
+                if (nfds != 1) {
+                    throw new ProtocolException("SET_INFLIGHT_FD without its fd");
+                }
+                stopAll();
+                inflight.adopt(payload, takeFd(0));
+                startAllThatShould("the in-flight region changed");
+            }
             case GET_CONFIG -> getConfig(r, size);
             case SET_CONFIG -> {
                 return setConfig(size);
@@ -276,6 +308,12 @@ public final class VhostUserConnection implements AutoCloseable {
             default -> throw new ProtocolException("unhandled request " + r);
         }
         return 0;
+    }
+
+    private void requireInflight(final Request r) throws ProtocolException {
+        if (!Protocol.has(protocolFeatures, Protocol.PF_INFLIGHT_SHMFD)) {
+            throw new ProtocolException(r + " without INFLIGHT_SHMFD negotiated");
+        }
     }
 
     /**
@@ -347,7 +385,13 @@ public final class VhostUserConnection implements AutoCloseable {
             throw new ProtocolException("queue " + q.ring.index + " cannot start: " + err);
         }
         q.ring.setBase(q.base);
+        final boolean resumed = inflight.attach(q);
         q.ring.setCallFd(q.callFd);
+        if (resumed && q.callFd >= 0) {
+            // A previous device may have published answers whose interrupt the front end never delivered (it stopped
+            // watching the call eventfd first): one spurious interrupt makes the guest look at its used ring.
+            io.lazyblk.sys.EventFd.signal(q.callFd);
+        }
         try {
             final QueueAgent agent = new QueueAgent(q.ring, waker -> device.openQueue(q.ring, waker), q.kickFd, q.errFd, spinNanos);
             final ErrorHandler onError = t -> LOG.error("queue " + q.ring.index + " agent failed", t);
@@ -361,8 +405,19 @@ public final class VhostUserConnection implements AutoCloseable {
 
     /** Stops the queue's agent, waiting for its in-flight requests, and records where the ring stopped. */
     private void stopQueue(final QueueState q) {
+        stopQueue(q, false);
+    }
+
+    /**
+     * @param leaving the front end went away or the engine stops: a queue whose requests the in-flight region tracks
+     *     waits only {@link #TRACKED_TEARDOWN_DRAIN_NANOS} for them
+     */
+    private void stopQueue(final QueueState q, final boolean leaving) {
         if (!q.running()) {
             return;
+        }
+        if (leaving && inflight.tracks(q.ring.index)) {
+            q.agent.limitDrain(TRACKED_TEARDOWN_DRAIN_NANOS);
         }
         q.agent.interruptSleep();
         // The agent drains its in-flight requests for up to QueueAgent.DRAIN_NANOS before it stops: wait that out in
@@ -389,6 +444,7 @@ public final class VhostUserConnection implements AutoCloseable {
         for (final QueueState q : queues) {
             q.reset();
         }
+        inflight.close(); // the front end asks for a new region after a reset (QEMU frees its copy)
         ackedFeatures = 0;
         device.reset();
     }
@@ -479,11 +535,15 @@ public final class VhostUserConnection implements AutoCloseable {
                 r.close();
             }
         }
+        startAllThatShould("the memory table changed");
+    }
+
+    private void startAllThatShould(final String why) {
         for (final QueueState q : queues) {
             try {
                 maybeStart(q);
             } catch (final ProtocolException e) {
-                LOG.warn("queue {} stays stopped after the memory table changed: {}", q.ring.index, e.getMessage());
+                LOG.warn("queue {} stays stopped after {}: {}", q.ring.index, why, e.getMessage());
             }
         }
     }
@@ -534,10 +594,13 @@ public final class VhostUserConnection implements AutoCloseable {
     }
 
     private void teardown() {
-        stopAll();
+        for (final QueueState q : queues) {
+            stopQueue(q, true);
+        }
         for (final QueueState q : queues) {
             q.reset();
         }
+        inflight.close();
         for (final MemoryRegion r : memory.regions()) {
             r.close();
         }
@@ -547,9 +610,15 @@ public final class VhostUserConnection implements AutoCloseable {
         arena.close();
     }
 
-    /** Ends {@link #run()} from another thread. */
+    /**
+     * Ends {@link #run()} from another thread, the front end still connected while the queues finish: only this end's
+     * reading is shut down, so the control thread leaves its loop and stops the queues (their last answers reach the
+     * guest through call eventfds the front end still watches) before the socket closes. Shutting down both ways
+     * would tell QEMU first: it stops watching the call eventfds, and an answer published after that never
+     * interrupts the guest, which then waits for it forever.
+     */
     @Override
     public void close() {
-        socket.shutdown();
+        socket.shutdownInput();
     }
 }

@@ -22,6 +22,7 @@ public final class Protocol {
     public static final int PF_MQ = 0;
     public static final int PF_REPLY_ACK = 3;
     public static final int PF_CONFIG = 9;
+    public static final int PF_INFLIGHT_SHMFD = 12;
     public static final int PF_RESET_DEVICE = 13;
     public static final int PF_CONFIGURE_MEM_SLOTS = 15;
 
@@ -46,6 +47,16 @@ public final class Protocol {
     /** Largest config space a GET/SET_CONFIG may address (VHOST_USER_MAX_CONFIG_SIZE). */
     public static final int MAX_CONFIG_SIZE = 256;
     public static final int CONFIG_HEADER = 12;
+
+    /**
+     * GET/SET_INFLIGHT_FD payload, QEMU's {@code VhostUserInflight}: u64 mmap_size, u64 mmap_offset, u16 num_queues,
+     * u16 queue_size, padded to 8 bytes (24).
+     */
+    public static final int INFLIGHT_SIZE = 24;
+    public static final int INFLIGHT_MMAP_SIZE = 0;
+    public static final int INFLIGHT_MMAP_OFFSET = 8;
+    public static final int INFLIGHT_NUM_QUEUES = 16;
+    public static final int INFLIGHT_QUEUE_SIZE = 18;
 
     private Protocol() {
     }

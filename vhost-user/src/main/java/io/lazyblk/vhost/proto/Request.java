@@ -24,6 +24,8 @@ public enum Request {
     SET_VRING_ENABLE(18, 8, 0),
     SET_BACKEND_REQ_FD(21, 0, 1),
     GET_CONFIG(24, -1, 0),
+    GET_INFLIGHT_FD(31, Protocol.INFLIGHT_SIZE, 0),
+    SET_INFLIGHT_FD(32, Protocol.INFLIGHT_SIZE, 1),
     SET_CONFIG(25, -1, 0),
     RESET_DEVICE(34, 0, 0),
     GET_MAX_MEM_SLOTS(36, 0, 0),

@@ -1,5 +1,7 @@
 package io.lazyblk.vhost.ring;
 
+import io.lazyblk.vhost.inflight.InflightException;
+import io.lazyblk.vhost.inflight.InflightQueue;
 import io.lazyblk.vhost.mem.GuestMemory;
 import io.lazyblk.vhost.mem.MemoryRegion;
 import io.lazyblk.sys.EventFd;
@@ -52,6 +54,11 @@ public final class SplitVirtqueue {
     private boolean signalledValid;
     private int callFd = -1;
     private boolean broken;
+    /** In-flight tracking (INFLIGHT_SHMFD), or null: marked on the avail side, linked and cleared on the used side. */
+    private InflightQueue inflight;
+    /** Requests a restart found in flight, in the order they were taken: popped before anything new. */
+    private int[] resubmit = new int[0];
+    private int resubmitNext;
 
     public SplitVirtqueue(final int index) {
         this.index = index;
@@ -99,6 +106,30 @@ public final class SplitVirtqueue {
         publishedUsed = nextUsed;
         signalledValid = false;
         broken = false;
+        inflight = null;
+        resubmit = new int[0];
+        resubmitNext = 0;
+    }
+
+    /**
+     * Starts tracking in-flight requests in {@code q} (after {@link #setBase} and {@link #setAddresses}, before the
+     * queue runs): what the region says was in flight when the previous device stopped is popped again first, and
+     * the ring resumes where the region and the used ring say it stopped (see {@link InflightQueue#attach}).
+     *
+     * @return how many requests are resubmitted
+     */
+    public int attachInflight(final InflightQueue q, final int base) throws InflightException {
+        // Acquire: read the driver's indices as they are now; the queue is stopped, so only the driver moves them.
+        final int usedIdx = Short.toUnsignedInt((short) IDX.getAcquire(used, 2L));
+        final int availIdx = Short.toUnsignedInt((short) IDX.getAcquire(avail, 2L));
+        final InflightQueue.Resume r = q.attach(size, base, usedIdx, availIdx);
+        lastAvail = r.lastAvail();
+        nextUsed = r.nextUsed();
+        publishedUsed = nextUsed;
+        resubmit = r.resubmit();
+        resubmitNext = 0;
+        inflight = q;
+        return resubmit.length;
     }
 
     /** The index GET_VRING_BASE reports: the next avail entry the device would consume. */
@@ -124,6 +155,10 @@ public final class SplitVirtqueue {
 
     /** Entries the driver has made available that we have not consumed; marks the queue broken on a bogus index. */
     public int pending() {
+        final int again = resubmit.length - resubmitNext;
+        if (again > 0) {
+            return again;
+        }
         // Acquire pairs with the driver's write barrier before it bumps avail->idx: ring entries and the
         // descriptors they name are visible once we see the new index.
         final int availIdx = Short.toUnsignedInt((short) IDX.getAcquire(avail, 2L));
@@ -137,8 +172,14 @@ public final class SplitVirtqueue {
 
     /** Consumes the next available head index; call only when {@link #pending()} was positive. */
     public int pop() {
+        if (resubmitNext < resubmit.length) {
+            return resubmit[resubmitNext++]; // still marked in flight, with the counter it was first taken with
+        }
         final int head = Short.toUnsignedInt(avail.get(U16, 4 + 2L * (lastAvail & mask)));
         lastAvail = (lastAvail + 1) & 0xffff;
+        if (inflight != null) {
+            inflight.taken(head);
+        }
         return head;
     }
 
@@ -241,6 +282,9 @@ public final class SplitVirtqueue {
         used.set(U32, off, head);
         used.set(U32, off + 4, len);
         nextUsed = (nextUsed + 1) & 0xffff;
+        if (inflight != null) {
+            inflight.linked(head);
+        }
     }
 
     /** Publishes pushed used entries and signals the call eventfd if the driver asked for it. */
@@ -253,6 +297,9 @@ public final class SplitVirtqueue {
         // pushUsed (and the status bytes and data written before them) are visible before the new index.
         IDX.setRelease(used, 2L, (short) nextUsed);
         publishedUsed = nextUsed;
+        if (inflight != null) {
+            inflight.published(nextUsed); // after the index: a crash in between leaves the batch for the repair
+        }
         if (needsSignal(old, nextUsed)) {
             if (callFd >= 0) {
                 EventFd.signal(callFd);
