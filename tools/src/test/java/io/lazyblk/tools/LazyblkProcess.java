@@ -250,6 +250,21 @@ final class LazyblkProcess implements AutoCloseable {
         }
     }
 
+    /** Sends {@code signal} (e.g. {@code STOP}, {@code CONT}) with kill(1). */
+    void signal(final String signal) {
+        try {
+            final Process k = new ProcessBuilder("kill", "-" + signal, Long.toString(process.pid())).inheritIO().start();
+            if (!k.waitFor(10, TimeUnit.SECONDS) || k.exitValue() != 0) {
+                throw new AssertionError("kill -" + signal + " " + process.pid() + " failed");
+            }
+        } catch (final IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        } catch (final InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new AssertionError("interrupted signalling " + name, e);
+        }
+    }
+
     private void awaitGone() {
         try {
             if (!process.waitFor(10, TimeUnit.SECONDS)) {

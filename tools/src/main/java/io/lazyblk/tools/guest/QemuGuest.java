@@ -119,6 +119,18 @@ public final class QemuGuest {
         }
     }
 
+    /**
+     * How a run differs from the plain one.
+     *
+     * @param reconnect the vhost-user chardev reconnects ({@code reconnect=1}): QEMU survives the back end going away
+     *     and connects again every second; the guest's requests wait meanwhile
+     * @param cpus guest vCPUs ({@code -smp}); more than one spreads the guest's I/O over several queues
+     * @param onLine called on the console reader thread with every line as it arrives (null for none); should be quick
+     */
+    public record RunOptions(boolean reconnect, int cpus, java.util.function.Consumer<String> onLine) {
+        public static final RunOptions PLAIN = new RunOptions(false, 1, null);
+    }
+
     private final Path guestScriptsDir;
     private final Path guestDir;
     private final Path logDir;
@@ -259,7 +271,13 @@ public final class QemuGuest {
      */
     public Result boot(final Path socket, final String test, final int queues, final Duration timeout,
                        final String... extraKernelArgs) throws IOException, InterruptedException {
-        return run(socket, test, queues, timeout, null, null, extraKernelArgs);
+        return run(socket, test, queues, timeout, null, null, RunOptions.PLAIN, extraKernelArgs);
+    }
+
+    /** {@link #boot(Path, String, int, Duration, String...)} with {@code options}. */
+    public Result boot(final Path socket, final String test, final int queues, final Duration timeout, final RunOptions options,
+                       final String... extraKernelArgs) throws IOException, InterruptedException {
+        return run(socket, test, queues, timeout, null, null, options, extraKernelArgs);
     }
 
     /**
@@ -296,17 +314,18 @@ public final class QemuGuest {
         final String[] args = new String[extraKernelArgs.length + 1];
         args[0] = ROOT_KERNEL_ARG;
         System.arraycopy(extraKernelArgs, 0, args, 1, extraKernelArgs.length);
-        return run(socket, test, queues, timeout, atInitMarker, atResultMarker, args);
+        return run(socket, test, queues, timeout, atInitMarker, atResultMarker, RunOptions.PLAIN, args);
     }
 
     private Result run(final Path socket, final String test, final int queues, final Duration timeout,
-                       final Runnable atInitMarker, final Runnable atResultMarker, final String... extraKernelArgs)
+                       final Runnable atInitMarker, final Runnable atResultMarker, final RunOptions options,
+                       final String... extraKernelArgs)
             throws IOException, InterruptedException {
         if (queues < 1) {
             throw new IllegalArgumentException("queues must be >= 1: " + queues);
         }
         prepare();
-        final List<String> command = command(socket, test, queues, extraKernelArgs);
+        final List<String> command = command(socket, test, queues, options, extraKernelArgs);
         final Path logFile = Files.createTempFile(logDir, "qemu-" + test + "-", ".log");
         final List<String> lines = Collections.synchronizedList(new ArrayList<>());
         final long[] initNanos = {-1};
@@ -351,6 +370,9 @@ public final class QemuGuest {
                             initramfsNanos[0] = System.nanoTime() - start;
                         }
                         lines.add(line);
+                        if (options.onLine() != null) {
+                            options.onLine().accept(line);
+                        }
                         synchronized (log) {
                             log.write(line);
                             log.newLine();
@@ -385,17 +407,17 @@ public final class QemuGuest {
         }
     }
 
-    private List<String> command(final Path socket, final String test, final int queues,
+    private List<String> command(final Path socket, final String test, final int queues, final RunOptions options,
                                  final String... extraKernelArgs) {
         final List<String> cmd = new ArrayList<>(List.of(QEMU,
                 "-nographic", "-no-reboot", "-nic", "none",
-                "-machine", "q35,accel=tcg", "-cpu", "max", "-m", "512M"));
+                "-machine", "q35,accel=tcg", "-cpu", "max", "-m", "512M", "-smp", Integer.toString(options.cpus())));
         if (Files.isRegularFile(QBOOT)) {
             cmd.addAll(List.of("-bios", QBOOT.toString()));
         }
         cmd.addAll(List.of(
                 "-object", "memory-backend-memfd,id=mem0,size=512M,share=on", "-numa", "node,memdev=mem0",
-                "-chardev", "socket,id=vub0,path=" + socket.toAbsolutePath(),
+                "-chardev", "socket,id=vub0,path=" + socket.toAbsolutePath() + (options.reconnect() ? ",reconnect=1" : ""),
                 "-device", "vhost-user-blk-pci,chardev=vub0,num-queues=" + queues,
                 "-kernel", guestDir.resolve("vmlinuz").toString(),
                 "-initrd", guestDir.resolve("initramfs.gz").toString(),
