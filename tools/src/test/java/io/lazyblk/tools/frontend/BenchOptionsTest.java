@@ -48,7 +48,7 @@ class BenchOptionsTest {
 
     @Test
     void shouldPrintExactlyTheFourFieldsOfTheResultLine() {
-        final BenchResult r = new BenchResult(1000, 4_096_000, 0, 2.0, 12.34, 56.78, 90, 10, 0);
+        final BenchResult r = new BenchResult(1000, 4_096_000, 0, 2.0, 12.34, 56.78, 90, 10, 0, 0.5, 0, 0);
 
         assertEquals("iops=500 mbps=2.0 p50_us=12.3 p99_us=56.8", r.line());
         assertEquals(r.line(), r.toString());
