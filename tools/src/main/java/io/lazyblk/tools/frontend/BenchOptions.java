@@ -10,13 +10,14 @@ import java.nio.file.Path;
  * @param blockSize bytes per request, a multiple of 512
  * @param iodepth requests kept in flight per queue
  * @param seconds measured time, after a {@link BenchRunner#WARMUP_SECONDS} s warm-up
- * @param queues virtqueues, one polling thread each
+ * @param queues virtqueues, one thread each
  * @param seed seeds the random offsets (queue {@code i} uses a stream derived from {@code seed} and {@code i})
  * @param distinctStride see {@link #withDistinctStrides}; 0 for none
  * @param singlePass see {@link #withSinglePass}
+ * @param waitMode how the queue threads wait for completions: spinning (the default) or sleeping on the call eventfd
  */
 public record BenchOptions(Path socket, BenchPattern pattern, int blockSize, int iodepth, int seconds, int queues,
-                           long seed, long distinctStride, boolean singlePass) {
+                           long seed, long distinctStride, boolean singlePass, BenchWait waitMode) {
     /** A queue holds at most 1024 entries in QEMU; three descriptors per request without indirect tables. */
     public static final int MAX_IODEPTH = 1024 / 3;
 
@@ -36,6 +37,9 @@ public record BenchOptions(Path socket, BenchPattern pattern, int blockSize, int
         if (distinctStride < 0 || distinctStride % blockSize != 0) {
             throw new IllegalArgumentException("distinct stride " + distinctStride + " must be a multiple of the block size " + blockSize);
         }
+        if (waitMode == null) {
+            throw new IllegalArgumentException("no wait mode given");
+        }
         if (singlePass && (pattern.random || distinctStride > 0)) {
             throw new IllegalArgumentException("a single pass is for sequential patterns, not " + pattern
                 + (distinctStride > 0 ? " with distinct strides" : ""));
@@ -44,7 +48,7 @@ public record BenchOptions(Path socket, BenchPattern pattern, int blockSize, int
 
     public BenchOptions(final Path socket, final BenchPattern pattern, final int blockSize, final int iodepth, final int seconds,
                         final int queues, final long seed) {
-        this(socket, pattern, blockSize, iodepth, seconds, queues, seed, 0, false);
+        this(socket, pattern, blockSize, iodepth, seconds, queues, seed, 0, false, BenchWait.POLL);
     }
 
     /**
@@ -52,7 +56,7 @@ public record BenchOptions(Path socket, BenchPattern pattern, int blockSize, int
      * stride was read once: with the stride of a lazily filled disk's pages, every read is a demand miss.
      */
     public BenchOptions withDistinctStrides(final long stride) {
-        return new BenchOptions(socket, pattern, blockSize, iodepth, seconds, queues, seed, stride, singlePass);
+        return new BenchOptions(socket, pattern, blockSize, iodepth, seconds, queues, seed, stride, singlePass, waitMode);
     }
 
     /**
@@ -61,6 +65,16 @@ public record BenchOptions(Path socket, BenchPattern pattern, int blockSize, int
      * For a JVM whose code paths earlier runs warmed up.
      */
     public BenchOptions withSinglePass() {
-        return new BenchOptions(socket, pattern, blockSize, iodepth, seconds, queues, seed, distinctStride, true);
+        return new BenchOptions(socket, pattern, blockSize, iodepth, seconds, queues, seed, distinctStride, true, waitMode);
+    }
+
+    /** The same run with its queue threads waiting for completions as {@code w} says. */
+    public BenchOptions withWait(final BenchWait w) {
+        return new BenchOptions(socket, pattern, blockSize, iodepth, seconds, queues, seed, distinctStride, singlePass, w);
+    }
+
+    /** The same run against another back end's socket. */
+    public BenchOptions withSocket(final Path s) {
+        return new BenchOptions(s, pattern, blockSize, iodepth, seconds, queues, seed, distinctStride, singlePass, waitMode);
     }
 }

@@ -5,8 +5,10 @@ import java.lang.foreign.ValueLayout;
 import java.util.SplittableRandom;
 
 /**
- * One queue of a benchmark: keeps {@code iodepth} requests in flight, busy-polling the used ring and resubmitting
- * each completed slot at once; publishes (and kicks, when the device asks) once per harvested batch.
+ * One queue of a benchmark: keeps {@code iodepth} requests in flight, resubmitting each completed slot at once;
+ * publishes (and kicks, when the device asks) once per harvested batch. With nothing completed it either spins on
+ * the used ring ({@link BenchWait#POLL}) or sleeps on the call eventfd ({@link BenchWait#INTERRUPT},
+ * {@link DriverQueue#awaitUsed}), as an interrupt-driven guest driver does.
  *
  * <p>Everything a request needs is laid out at construction: per slot a header, a status byte, an indirect table
  * written once (it never changes: only the header's sector does) and a data buffer. The loop touches guest RAM
@@ -44,6 +46,7 @@ final class BenchWorker implements Runnable {
     private final long firstBlock;
     private long nextBlock;
     private final boolean singlePass;
+    private final boolean sleepWhenIdle;
     private final long measureStart;
     private long measureEnd;
     private final long measureNanos;
@@ -55,6 +58,9 @@ final class BenchWorker implements Runnable {
     /** Thread allocation counter at the first and last completion of the measured window (-1: not yet). */
     private long allocatedAtStart = -1;
     private long allocatedBytes = -1;
+    /** This thread's CPU time at the first and last completion of the measured window (-1: not yet, or unsupported). */
+    private long cpuAtStart = -1;
+    private long cpuNanos = -1;
 
     BenchWorker(final DriverQueue queue, final GuestRam ram, final BenchOptions o, final boolean indirect,
                 final int segmentBytes, final long diskBytes, final long measureStart, final long measureEnd,
@@ -74,6 +80,7 @@ final class BenchWorker implements Runnable {
         this.random = new SplittableRandom(o.seed() * 0x9E3779B97F4A7C15L + queue.index());
         this.strideBlocks = o.distinctStride() / blockSize;
         this.singlePass = o.singlePass();
+        this.sleepWhenIdle = o.waitMode() == BenchWait.INTERRUPT;
         this.strides = strideBlocks > 0 ? diskBytes / o.distinctStride() : 0;
         final long diskBlocks = diskBytes / blockSize;
         if (pattern.random) {
@@ -155,11 +162,13 @@ final class BenchWorker implements Runnable {
                 if (strideBlocks > 0 ? distinctWarm && now < measureEnd : now >= measureStart && now < measureEnd) {
                     if (allocatedAtStart < 0) {
                         allocatedAtStart = allocatedByThisThread();
+                        cpuAtStart = THREADS.getCurrentThreadCpuTime();
                     }
                     histogram.record(now - submittedAt[s]);
                     ops++;
                 } else if (now >= measureEnd && allocatedAtStart >= 0 && allocatedBytes < 0) {
                     allocatedBytes = Math.max(0, allocatedByThisThread() - allocatedAtStart);
+                    cpuNanos = cpuAtStart < 0 ? -1 : Math.max(0, THREADS.getCurrentThreadCpuTime() - cpuAtStart);
                 }
                 if (now < measureEnd && !stop.stopped && !exhausted()) {
                     submit(s, now);
@@ -173,12 +182,18 @@ final class BenchWorker implements Runnable {
                 lastProgress = now;
                 continue;
             }
-            if (System.nanoTime() - lastProgress > STALL_NANOS) {
+            final long idle = System.nanoTime() - lastProgress;
+            if (idle > STALL_NANOS) {
                 throw new IllegalStateException("queue " + queue.index() + ": no completion for " + STALL_NANOS / 1_000_000_000L
                     + " s with " + outstanding + " requests in flight (avail idx " + queue.availIdx() + ", used idx "
                     + queue.usedIdx() + ", avail_event " + queue.availEvent() + ", " + queue.kicks() + " kicks)");
             }
-            Thread.onSpinWait();
+            if (sleepWhenIdle) {
+                // Until the stall deadline at most: awaitUsed returns false then, and the check above fails the run.
+                queue.awaitUsed(STALL_NANOS - idle + 1);
+            } else {
+                Thread.onSpinWait();
+            }
         }
     }
 
@@ -234,5 +249,10 @@ final class BenchWorker implements Runnable {
     /** Heap bytes this thread allocated during the measured window (0 if unknown). */
     long allocatedBytes() {
         return Math.max(0, allocatedBytes);
+    }
+
+    /** CPU time this thread used during the measured window, in nanoseconds (-1 if unknown). */
+    long cpuNanos() {
+        return cpuNanos;
     }
 }

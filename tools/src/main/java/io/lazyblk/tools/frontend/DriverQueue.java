@@ -93,6 +93,9 @@ public final class DriverQueue implements AutoCloseable {
     private int cachedUsedIdx;
     private int lastLength;
     private long kicks;
+    /** poll(2) calls {@link #awaitUsed} made, and how many of them found the call eventfd signalled. */
+    private long sleeps;
+    private long wakeups;
     private boolean closed;
 
     private DriverQueue(final GuestRam ram, final int index, final int size, final boolean eventIdx,
@@ -375,8 +378,10 @@ public final class DriverQueue implements AutoCloseable {
     }
 
     /**
-     * Waits up to {@code timeoutNanos} for a used entry, sleeping on the call eventfd: enables device signals,
-     * re-checks, sleeps, and suppresses signals again before returning.
+     * Waits up to {@code timeoutNanos} for a used entry, sleeping on the call eventfd: enables device signals
+     * ({@code used_event} at the next entry with EVENT_IDX, else {@code VIRTQ_AVAIL_F_NO_INTERRUPT} cleared), re-checks
+     * used->idx after the fence in {@link #requestSignal} (an entry the device published while signals were off would
+     * otherwise never signal), sleeps in poll(2), and suppresses signals again before returning. Allocates nothing.
      *
      * @return whether a used entry is ready
      */
@@ -398,8 +403,10 @@ public final class DriverQueue implements AutoCloseable {
                 pollFd.set(ValueLayout.JAVA_INT, 0, callFd);
                 pollFd.set(ValueLayout.JAVA_SHORT, 4, POLLIN);
                 pollFd.set(ValueLayout.JAVA_SHORT, 6, (short) 0);
+                sleeps++;
                 final int rc = LibC.rawPoll(pollFd, 1, (int) Math.min(Integer.MAX_VALUE, (left + 999_999) / 1_000_000));
                 if (rc > 0) {
+                    wakeups++;
                     EventFd.drain(callFd);
                 }
             }
@@ -531,6 +538,16 @@ public final class DriverQueue implements AutoCloseable {
     /** Times the kick eventfd was signalled. */
     public long kicks() {
         return kicks;
+    }
+
+    /** Times {@link #awaitUsed} went to sleep in poll(2) on the call eventfd (a blocked wait, or one a stale signal ended at once). */
+    public long sleeps() {
+        return sleeps;
+    }
+
+    /** Times such a poll(2) returned because the call eventfd was signalled (rather than at its timeout). */
+    public long wakeups() {
+        return wakeups;
     }
 
     public long descGpa() {

@@ -47,8 +47,22 @@ class BenchOptionsTest {
     }
 
     @Test
+    void shouldTakeSeveralSocketsAndAWaitModeWithPollByDefault() {
+        final BenchCommand cmd = new BenchCommand();
+        new CommandLine(cmd).parseArgs("--socket", "/a.sock", "--socket", "/b.sock", "--wait", "interrupt");
+        final BenchCommand plain = new BenchCommand();
+        new CommandLine(plain).parseArgs("--socket", "/a.sock");
+
+        assertEquals(java.util.List.of(Path.of("/a.sock"), Path.of("/b.sock")), cmd.sockets);
+        assertEquals(BenchWait.INTERRUPT, cmd.wait);
+        assertEquals(BenchWait.POLL, plain.wait);
+        assertThrows(CommandLine.ParameterException.class,
+            () -> new CommandLine(new BenchCommand()).parseArgs("--socket", "/a.sock", "--wait", "spin"));
+    }
+
+    @Test
     void shouldPrintExactlyTheFourFieldsOfTheResultLine() {
-        final BenchResult r = new BenchResult(1000, 4_096_000, 0, 2.0, 12.34, 56.78, 90, 10, 0);
+        final BenchResult r = new BenchResult(1000, 4_096_000, 0, 2.0, 12.34, 56.78, 90, 10, 0, 0.5, 0, 0);
 
         assertEquals("iops=500 mbps=2.0 p50_us=12.3 p99_us=56.8", r.line());
         assertEquals(r.line(), r.toString());

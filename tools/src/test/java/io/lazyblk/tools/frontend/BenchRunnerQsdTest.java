@@ -98,6 +98,27 @@ class BenchRunnerQsdTest {
         assertTrue(r.allocatedBytes() * 10 < r.ops(), "under 0.1 byte per request: " + r.details());
     }
 
+    /**
+     * Against a back end that takes 2 ms per request, a queue thread that sleeps between completions uses a sliver of
+     * a core; the same run polling spins for all of it. The polling run is the control: it shows the measure can tell.
+     */
+    @Test
+    void shouldUseLittleCpuWaitingForASlowBackEndInInterruptModeAndMuchMoreWhenPolling() throws Exception {
+        qsd = QsdProcess.start(dir, "driver=null-co,node-name=f0,size=" + IMAGE_BYTES + ",latency-ns=2000000", 1);
+        final BenchOptions o = new BenchOptions(qsd.socket(), BenchPattern.RANDREAD, 4096, 1, 2, 1, 11);
+
+        final BenchResult interrupt = BenchRunner.run(o.withWait(BenchWait.INTERRUPT));
+        final BenchResult poll = BenchRunner.run(o.withWait(BenchWait.POLL));
+
+        assertTrue(interrupt.ops() > 100, interrupt.details());
+        assertEquals(0, interrupt.errors());
+        assertTrue(interrupt.cpuSeconds() >= 0 && interrupt.cpuSeconds() < 0.2,
+            "under a tenth of the 2 measured seconds on the CPU: " + interrupt.details());
+        assertTrue(interrupt.wakeups() >= interrupt.ops(), "woken by the back end for every request: " + interrupt.details());
+        assertTrue(poll.cpuSeconds() > 5 * interrupt.cpuSeconds() + 0.1, "polling spins: " + poll.details()
+            + " against " + interrupt.details());
+    }
+
     private Path image() throws IOException {
         final Path image = dir.resolve("disk.img");
         try (RandomAccessFile f = new RandomAccessFile(image.toFile(), "rw")) {

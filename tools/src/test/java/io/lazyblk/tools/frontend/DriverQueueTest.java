@@ -213,6 +213,53 @@ class DriverQueueTest {
         assertFalse(VringLayout.needEvent(dev.usedEvent(), 2, 1), "signals suppressed again after the wait");
     }
 
+    /** Without EVENT_IDX the wait clears VIRTQ_AVAIL_F_NO_INTERRUPT, and sets it again once woken. */
+    @Test
+    void shouldWakeFromBlockingWaitWithNoInterruptFlagClearedWithoutEventIdx() throws Exception {
+        setUp(16, false, 0, 0);
+        final int head = q.add(0x1000, 1, false).submit();
+        q.publish();
+        final CompletableFuture<Void> device = CompletableFuture.runAsync(() -> {
+            final int h = dev.pop();
+            // What a device does without EVENT_IDX: signal only while the driver leaves NO_INTERRUPT clear.
+            final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while ((dev.availFlags() & VringLayout.VIRTQ_AVAIL_F_NO_INTERRUPT) != 0 && System.nanoTime() < deadline) {
+                Thread.onSpinWait();
+            }
+            dev.complete(h, 3);
+            if ((dev.availFlags() & VringLayout.VIRTQ_AVAIL_F_NO_INTERRUPT) == 0) {
+                EventFd.signal(q.callFd());
+            }
+        });
+
+        assertTrue(q.awaitUsed(TimeUnit.SECONDS.toNanos(10)));
+
+        device.get(10, TimeUnit.SECONDS);
+        assertEquals(head, q.reap());
+        assertEquals(VringLayout.VIRTQ_AVAIL_F_NO_INTERRUPT, dev.availFlags(), "signals suppressed again after the wait");
+    }
+
+    /** sleeps() counts each poll(2) of a wait, wakeups() those the call eventfd ended; a signal left over ends one at once. */
+    @Test
+    void shouldCountSleepsAndWakeupsOfBlockingWaits() throws NativeException {
+        setUp(16, true, 0, 0);
+        q.add(0x1000, 1, false).submit();
+        q.publish();
+
+        assertFalse(q.awaitUsed(TimeUnit.MILLISECONDS.toNanos(20)));
+        assertEquals(1, q.sleeps(), "one poll(2) that ran to its timeout");
+        assertEquals(0, q.wakeups());
+
+        EventFd.signal(q.callFd()); // a spurious signal: the wait wakes, drains it, finds nothing, and sleeps again
+        assertFalse(q.awaitUsed(TimeUnit.MILLISECONDS.toNanos(20)));
+        assertEquals(3, q.sleeps());
+        assertEquals(1, q.wakeups());
+
+        dev.complete(dev.pop(), 0);
+        assertTrue(q.awaitUsed(TimeUnit.SECONDS.toNanos(10)));
+        assertEquals(3, q.sleeps(), "an entry already published is seen without sleeping");
+    }
+
     @Test
     void shouldGiveUpBlockingWaitAtDeadline() throws NativeException {
         setUp(16, true, 0, 0);
