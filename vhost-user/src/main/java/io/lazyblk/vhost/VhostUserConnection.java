@@ -16,9 +16,7 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.util.ArrayList;
 import java.util.HashSet;
-import java.util.List;
 import java.util.Set;
 
 import static java.lang.foreign.ValueLayout.JAVA_INT_UNALIGNED;
@@ -185,14 +183,14 @@ public final class VhostUserConnection implements AutoCloseable {
             case RESET_OWNER, RESET_DEVICE -> resetDevice();
             case GET_QUEUE_NUM -> replyU64(r, queues.length);
             case GET_MAX_MEM_SLOTS -> replyU64(r, Protocol.MAX_MEM_SLOTS);
-            case SET_MEM_TABLE -> {
-                return setMemTable(size, nfds);
-            }
-            case ADD_MEM_REG -> {
-                return addMemReg(nfds);
-            }
+            case SET_MEM_TABLE -> swapMemory(MemoryMessages.setMemTable(payload, size, nfds, this::takeFd));
+            case ADD_MEM_REG -> swapMemory(MemoryMessages.addMemReg(memory, payload, nfds, this::takeFd));
             case REM_MEM_REG -> {
-                return remMemReg();
+                final GuestMemory without = MemoryMessages.remMemReg(memory, payload);
+                if (without == null) {
+                    return 1;
+                }
+                swapMemory(without);
             }
             case SET_VRING_NUM -> {
                 final QueueState q = queue(payload.get(JAVA_INT_UNALIGNED, 0) & 0xffffffffL, r);
@@ -447,76 +445,6 @@ public final class VhostUserConnection implements AutoCloseable {
         inflight.close(); // the front end asks for a new region after a reset (QEMU frees its copy)
         ackedFeatures = 0;
         device.reset();
-    }
-
-    private long setMemTable(final int size, final int nfds) throws ProtocolException, NativeException {
-        if (size < 8) {
-            throw new ProtocolException("SET_MEM_TABLE payload of " + size + " bytes");
-        }
-        final int n = payload.get(JAVA_INT_UNALIGNED, 0);
-        if (n < 1 || n > Protocol.MAX_REGIONS || size != 8 + n * Protocol.REGION_SIZE) {
-            throw new ProtocolException("SET_MEM_TABLE with " + n + " regions in a " + size + "-byte payload");
-        }
-        if (nfds != n) {
-            throw new ProtocolException("SET_MEM_TABLE with " + n + " regions but " + nfds + " fds");
-        }
-        final List<MemoryRegion> mapped = new ArrayList<>();
-        final GuestMemory table;
-        try {
-            for (int i = 0; i < n; i++) {
-                final long off = 8 + (long) i * Protocol.REGION_SIZE;
-                mapped.add(mapRegion(takeFd(i), off));
-            }
-            table = GuestMemory.of(mapped);
-        } catch (final IllegalArgumentException | NativeException e) {
-            mapped.forEach(MemoryRegion::close);
-            throw new ProtocolException("SET_MEM_TABLE refused: " + e.getMessage());
-        }
-        swapMemory(table);
-        return 0;
-    }
-
-    private MemoryRegion mapRegion(final int fd, final long off) throws NativeException {
-        return MemoryRegion.map(fd, payload.get(JAVA_LONG_UNALIGNED, off), payload.get(JAVA_LONG_UNALIGNED, off + 8),
-            payload.get(JAVA_LONG_UNALIGNED, off + 16), payload.get(JAVA_LONG_UNALIGNED, off + 24));
-    }
-
-    private long addMemReg(final int nfds) throws ProtocolException, NativeException {
-        if (nfds != 1) {
-            throw new ProtocolException("ADD_MEM_REG without its fd");
-        }
-        if (memory.size() >= Protocol.MAX_MEM_SLOTS) {
-            throw new ProtocolException("ADD_MEM_REG beyond " + Protocol.MAX_MEM_SLOTS + " memory slots");
-        }
-        final MemoryRegion region;
-        try {
-            region = mapRegion(takeFd(0), 8);
-        } catch (final IllegalArgumentException e) {
-            throw new ProtocolException("ADD_MEM_REG refused: " + e.getMessage());
-        }
-        final GuestMemory table;
-        try {
-            table = memory.with(region);
-        } catch (final IllegalArgumentException e) {
-            region.close();
-            throw new ProtocolException("ADD_MEM_REG refused: " + e.getMessage());
-        }
-        swapMemory(table);
-        return 0;
-    }
-
-    private long remMemReg() {
-        final long gpa = payload.get(JAVA_LONG_UNALIGNED, 8);
-        final long sz = payload.get(JAVA_LONG_UNALIGNED, 16);
-        final long uva = payload.get(JAVA_LONG_UNALIGNED, 24);
-        for (final MemoryRegion r : memory.regions()) {
-            if (r.matches(gpa, sz, uva)) {
-                swapMemory(memory.without(r));
-                return 0;
-            }
-        }
-        LOG.warn("REM_MEM_REG for a region that is not mapped (gpa=0x{}, size=0x{})", Long.toHexString(gpa), Long.toHexString(sz));
-        return 1;
     }
 
     /**
