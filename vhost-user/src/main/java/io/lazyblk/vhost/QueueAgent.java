@@ -33,6 +33,21 @@ public final class QueueAgent implements Agent {
      * wake-up. Polling longer alone did not shorten a loopback miss here; reading the answers on this thread did.
      */
     static final long IN_FLIGHT_SPIN_NANOS = 500_000;
+    /**
+     * A yield that comes back after more than this handed the core to a thread that wanted it for longer than a whole
+     * poll: the host is oversubscribed (busy front ends, other engines, the guest's vCPUs), and polling on only takes
+     * the core from whoever must run for our next request to come. The queue then sleeps on its kick eventfd at once,
+     * and a kick wakes it with the scheduler's preference for a thread that slept. Uncontended, a yield returns in
+     * ~1 us; a context switch to a short-lived thread and back takes a few; a busy thread keeps the core for its
+     * whole time slice (0.75-3 ms).
+     */
+    static final long DESCHEDULED_NANOS = 50_000;
+    /**
+     * After a late yield the queue does not poll at all for this long (it sleeps as soon as it has nothing to do), then
+     * tries one poll again: polling on a contended core costs a whole time slice of someone else's before the queue
+     * notices, so it is tried again at most ten times a second (a few percent of a busy queue's time).
+     */
+    static final long NO_POLL_AFTER_DESCHEDULED_NANOS = 100_000_000;
     /** Sleep at most this long in poll(2): bounds how late a lost wake-up could be noticed. */
     private static final int SLEEP_MILLIS = 100;
     /** How long {@link #onClose()} waits for in-flight requests to finish before giving up on them. */
@@ -56,6 +71,8 @@ public final class QueueAgent implements Agent {
     /** Set once the handler and our fds are released, by the agent's thread or, after it ended, the connection's. */
     private boolean released;
     private long idleSince;
+    /** Until when the queue sleeps without polling, after it was last descheduled while polling (0: poll). */
+    private long noPollUntil;
     /** How long {@link #drain()} waits; lowered by {@link #limitDrain} before a stop. */
     private volatile long drainNanos = DRAIN_NANOS;
 
@@ -233,10 +250,14 @@ public final class QueueAgent implements Agent {
                     idleSince = now;
                 }
                 final long spin = spinNanos > 0 && handler.inFlight() > 0 ? Math.max(spinNanos, IN_FLIGHT_SPIN_NANOS) : spinNanos;
-                if (now - idleSince < spin) {
+                if (now - idleSince < spin && (noPollUntil == 0 || now - noPollUntil >= 0)) {
                     // Yield, not onSpinWait: on a 2-core host a polling queue shares a core with other threads
                     // (dedicated I/O agents, the front end); spinning in place cost ~25 us per request there.
                     Thread.yield();
+                    final long back = System.nanoTime();
+                    if (back - now > DESCHEDULED_NANOS) {
+                        noPollUntil = back + NO_POLL_AFTER_DESCHEDULED_NANOS; // someone else needed this core
+                    }
                     return;
                 }
                 prepareAndSleep();
