@@ -4,12 +4,17 @@ import io.lazyblk.pagemap.Await;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
+import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.stream.Collectors;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * The threads an engine costs, by name, as an operator counts them ({@code ls /proc/PID/task/*}{@code /comm}): hosts run
@@ -37,6 +42,34 @@ class EngineThreadsTest {
         }
         for (final Thread t : started) {
             Await.until(t.getName() + " ended after close()", FrontEnds.DEADLINE, () -> !t.isAlive());
+        }
+    }
+
+    /** The names of a process's threads as the kernel shows them (15 characters at most). */
+    private static List<String> threadNames(final long pid) throws IOException {
+        try (var tasks = Files.list(Path.of("/proc", Long.toString(pid), "task"))) {
+            return tasks.map(t -> {
+                try {
+                    return Files.readString(t.resolve("comm")).strip();
+                } catch (final IOException e) {
+                    return null; // the thread ended meanwhile
+                }
+            }).filter(java.util.Objects::nonNull).toList();
+        }
+    }
+
+    @Test
+    void serveAnswersStatusOnItsMainThreadWithNoStatusThreadOfItsOwn() throws Exception {
+        final Path image = TestImage.create(dir.resolve("disk.img"), 1 << 20, 1);
+        final Path sock = dir.resolve("vhost.sock");
+        try (LazyblkProcess serve = LazyblkProcess.start("serve", dir, "serve", "--socket", sock.toString(), "--local", image.toString())) {
+            serve.awaitLine("serving", LazyblkProcess.START_TIMEOUT);
+            final Map<String, String> status = StatusCommand.read(StatusServer.controlSocket(sock));
+            assertEquals("disk-only", status.get("mode"), "status answered: " + status);
+            assertEquals("ok", status.get("storage"), "status answered: " + status);
+            final List<String> names = threadNames(serve.pid());
+            assertTrue(names.contains("vhost-user-cont"), "the control thread runs: " + names);
+            assertFalse(names.contains("status"), "status is answered by serve's main thread, which only waited before: " + names);
         }
     }
 }
