@@ -30,7 +30,11 @@ final class StatusServer implements AutoCloseable {
     private final ServerSocketChannel channel;
     /** Its own thread, or null when a caller serves it ({@link #serveUntil}). */
     private final Thread thread;
-    /** The selector {@link #serveUntil} waits in, so {@link #close()} can wake it; null until then. */
+    /**
+     * The selector {@link #serveUntil} waits in, so {@link #close()} can wake it; null until then. Set by the serving
+     * thread before it reads {@link #closed}; {@link #close()} writes {@code closed} before it reads this: both volatile,
+     * so either the loop sees {@code closed} or close() sees the selector to wake (waking a closed one does nothing).
+     */
     private volatile java.nio.channels.Selector selector;
     private final long[] sampleBytes = new long[RATE_WINDOW + 1];
     private final long[] sampleNanos = new long[RATE_WINDOW + 1];
