@@ -125,6 +125,14 @@ public final class Engine implements AutoCloseable {
      * fill is served from disk without contacting the provider; a local file of another image is refused.
      */
     public static Engine startLazy(final Options o, final LazySource src) throws IOException {
+        return startLazy(o, src, false);
+    }
+
+    /**
+     * As {@link #startLazy(Options, LazySource)}; with {@code statusOnCaller} the status server gets no thread of its own
+     * and is served by the thread that calls {@link #join()} (see {@link #start(Options, boolean)}).
+     */
+    static Engine startLazy(final Options o, final LazySource src, final boolean statusOnCaller) throws IOException {
         final Path local = o.localImage();
         final Path stateFile = PageStateFile.beside(local);
         final java.util.Optional<String> complete = Files.isRegularFile(local) ? PageStateFile.diskOnlyImage(stateFile)
@@ -135,7 +143,7 @@ public final class Engine implements AutoCloseable {
                     + ": it belongs to another image. Use another --local path, or name the image it holds");
             }
             LOG.info("{} is complete (its state file records the switch to disk-only): serving from disk, the provider is not contacted", local);
-            return start(o, completeCopy(local, stateFile, o.readOnly()));
+            return start(o, completeCopy(local, stateFile, o.readOnly()), statusOnCaller);
         }
         byte[] pinned = null;
         Manifest saved = null;
@@ -171,7 +179,7 @@ public final class Engine implements AutoCloseable {
                 bootProfile(source, state));
             LOG.info("lazy fill of {} ({} pages of {} KiB, {} local already) from {}", local, m.pageCount(), m.pageSize() >> 10,
                 state.localCount(), src.sources().size() == 1 ? src.sources().get(0) : src.sources());
-            final Engine e = start(o, store);
+            final Engine e = start(o, store, statusOnCaller);
             e.sourceNames = src.sources().stream().map(SourceUri::toString).toList();
             return e;
         } catch (final IOException | RuntimeException e) {
@@ -342,8 +350,18 @@ public final class Engine implements AutoCloseable {
      * peer never serves them); a partly filled one is refused, as its absent pages would read as zeros.
      */
     public static Engine start(final Options o) throws IOException {
+        return start(o, false);
+    }
+
+    /**
+     * As {@link #start(Options)}; with {@code statusOnCaller} the status server gets no thread of its own and is served
+     * by the thread that calls {@link #join()}, which {@code serve}'s main thread does anyway: one thread less per engine
+     * (issue 13: many engines per host, each a JVM). Until {@link #join()} is called, status requests wait in the socket's
+     * backlog.
+     */
+    static Engine start(final Options o, final boolean statusOnCaller) throws IOException {
         if (o.localImage() == null) {
-            return start(o, new NullBackend(o.nullSize()));
+            return start(o, new NullBackend(o.nullSize()), statusOnCaller);
         }
         final Path stateFile = PageStateFile.beside(o.localImage());
         if (Files.exists(stateFile)) {
@@ -352,9 +370,9 @@ public final class Engine implements AutoCloseable {
                     + " says so): its absent pages would read as zeros. Serve it with the --source it is filled from, or, if the"
                     + " file is a plain image, delete " + stateFile.getFileName());
             }
-            return start(o, completeCopy(o.localImage(), stateFile, o.readOnly()));
+            return start(o, completeCopy(o.localImage(), stateFile, o.readOnly()), statusOnCaller);
         }
-        return start(o, new FileBackend(LocalImage.open(o.localImage(), o.readOnly())));
+        return start(o, new FileBackend(LocalImage.open(o.localImage(), o.readOnly())), statusOnCaller);
     }
 
     /**
@@ -382,7 +400,7 @@ public final class Engine implements AutoCloseable {
         }
     }
 
-    private static Engine start(final Options o, final BlockBackend backend) throws IOException {
+    private static Engine start(final Options o, final BlockBackend backend, final boolean statusOnCaller) throws IOException {
         if (o.queues() < 1 || o.queues() > 64) {
             backend.close();
             throw new IllegalArgumentException("--queues must be between 1 and 64, not " + o.queues());
@@ -396,7 +414,7 @@ public final class Engine implements AutoCloseable {
             final VirtioBlkDevice device = new VirtioBlkDevice(backend, o.queues(), o.ioThreadsPerQueue(), serial);
             final Engine e = new Engine(new VhostUserServer(o.socket(), device, o.pollNanos()), backend);
             e.thread.start();
-            e.status = new StatusServer(e, o.socket());
+            e.status = new StatusServer(e, o.socket(), !statusOnCaller);
             return e;
         } catch (final IOException | RuntimeException ex) {
             backend.close();
@@ -422,8 +440,14 @@ public final class Engine implements AutoCloseable {
         return backend.sizeBytes();
     }
 
-    /** Blocks until the server stops. */
+    /**
+     * Blocks until the server stops; for an engine started with its status server on the caller, serves status requests
+     * on this thread meanwhile (until {@link #close()}, or the server stops by itself).
+     */
     public void join() throws InterruptedException {
+        if (!status.ownThread()) {
+            status.serveUntil(() -> !thread.isAlive());
+        }
         thread.join();
     }
 

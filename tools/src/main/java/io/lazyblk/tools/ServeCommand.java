@@ -98,7 +98,8 @@ public final class ServeCommand implements Callable<Integer> {
         }
         final Engine engine;
         try {
-            engine = Engine.start(new Engine.Options(socket, local, nullSize, queues, readOnly, ioThreads, pollMicros * 1000));
+            // The status server runs on this thread, in engine.join(): it would only wait there otherwise.
+            engine = Engine.start(new Engine.Options(socket, local, nullSize, queues, readOnly, ioThreads, pollMicros * 1000), true);
         } catch (final IllegalArgumentException e) {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 2;
@@ -244,7 +245,7 @@ public final class ServeCommand implements Callable<Integer> {
         try {
             engine = Engine.startLazy(new Engine.Options(socket, local, 0, queues, false, ioThreads, pollMicros * 1000),
                 new Engine.LazySource(parsed, tokenSources, memoryBudget, fillRate, java.time.Duration.ofSeconds(demandTimeoutSeconds),
-                    (int) Math.min(pageSize, Integer.MAX_VALUE)));
+                    (int) Math.min(pageSize, Integer.MAX_VALUE)), true);
         } catch (final java.io.IOException | IllegalArgumentException e) {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 1;

@@ -19,7 +19,7 @@ import java.util.Map;
 /**
  * The engine's control socket ({@code SOCK.ctl} beside the vhost-user socket): each connection gets the current
  * status as {@code key=value} lines and is closed. Also samples the fill every second to report a rate and an
- * ETA. One daemon thread; {@link #close()} stops it.
+ * ETA. On a daemon thread of its own, or on a caller's thread ({@link #serveUntil}); {@link #close()} stops it.
  */
 final class StatusServer implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(StatusServer.class);
@@ -28,33 +28,54 @@ final class StatusServer implements AutoCloseable {
     private final Engine engine;
     private final Path path;
     private final ServerSocketChannel channel;
+    /** Its own thread, or null when a caller serves it ({@link #serveUntil}). */
     private final Thread thread;
+    /**
+     * The selector {@link #serveUntil} waits in, so {@link #close()} can wake it; null until then. Set by the serving
+     * thread before it reads {@link #closed}; {@link #close()} writes {@code closed} before it reads this: both volatile,
+     * so either the loop sees {@code closed} or close() sees the selector to wake (waking a closed one does nothing).
+     */
+    private volatile java.nio.channels.Selector selector;
     private final long[] sampleBytes = new long[RATE_WINDOW + 1];
     private final long[] sampleNanos = new long[RATE_WINDOW + 1];
     private int samples;
     private volatile boolean closed;
 
-    StatusServer(final Engine engine, final Path vhostSocket) throws IOException {
+    /** @param ownThread serve on a daemon thread started here; else a caller serves it with {@link #serveUntil}. */
+    StatusServer(final Engine engine, final Path vhostSocket, final boolean ownThread) throws IOException {
         this.engine = engine;
         this.path = controlSocket(vhostSocket);
         Files.deleteIfExists(path);
         this.channel = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
         channel.bind(UnixDomainSocketAddress.of(path));
         channel.configureBlocking(false);
-        this.thread = new Thread(this::run, "status");
-        thread.setDaemon(true);
-        thread.start();
+        if (ownThread) {
+            this.thread = new Thread(() -> serveUntil(() -> false), "status");
+            thread.setDaemon(true);
+            thread.start();
+        } else {
+            this.thread = null;
+        }
+    }
+
+    boolean ownThread() {
+        return thread != null;
     }
 
     static Path controlSocket(final Path vhostSocket) {
         return vhostSocket.resolveSibling(vhostSocket.getFileName() + ".ctl");
     }
 
-    private void run() {
+    /**
+     * Answers status requests and samples the fill on the calling thread until {@link #close()} or until {@code done}
+     * holds (checked at least once a second).
+     */
+    void serveUntil(final java.util.function.BooleanSupplier done) {
         try (java.nio.channels.Selector sel = java.nio.channels.Selector.open()) {
+            selector = sel;
             channel.register(sel, java.nio.channels.SelectionKey.OP_ACCEPT);
             long nextSample = 0;
-            while (!closed) {
+            while (!closed && !done.getAsBoolean()) {
                 final long now = System.nanoTime();
                 if (now >= nextSample) {
                     sample(now);
@@ -202,7 +223,13 @@ final class StatusServer implements AutoCloseable {
         } catch (final IOException ignored) {
             // closing anyway
         }
-        thread.interrupt();
+        if (thread != null) {
+            thread.interrupt();
+        }
+        final java.nio.channels.Selector sel = selector;
+        if (sel != null) {
+            sel.wakeup(); // a caller serving it: a thread interrupt would not reach the selector of a thread not ours
+        }
         try {
             Files.deleteIfExists(path);
         } catch (final IOException ignored) {
