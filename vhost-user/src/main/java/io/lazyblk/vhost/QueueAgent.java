@@ -48,6 +48,11 @@ public final class QueueAgent implements Agent {
      * notices, so it is tried again at most ten times a second (a few percent of a busy queue's time).
      */
     static final long NO_POLL_AFTER_DESCHEDULED_NANOS = 100_000_000;
+    /**
+     * Late yields in a row before the queue stops polling: one can be a kernel thread or a timer that ran once; two in a
+     * row (with no on-time yield between) is a core that others keep wanting.
+     */
+    static final int LATE_YIELDS_TO_STOP_POLLING = 2;
     /** Sleep at most this long in poll(2): bounds how late a lost wake-up could be noticed. */
     private static final int SLEEP_MILLIS = 100;
     /** How long {@link #onClose()} waits for in-flight requests to finish before giving up on them. */
@@ -71,6 +76,8 @@ public final class QueueAgent implements Agent {
     /** Set once the handler and our fds are released, by the agent's thread or, after it ended, the connection's. */
     private boolean released;
     private long idleSince;
+    /** Late yields in a row (see {@link #DESCHEDULED_NANOS}); an on-time one resets it. */
+    private int lateYields;
     /** Until when the queue sleeps without polling, after it was last descheduled while polling (0: poll). */
     private long noPollUntil;
     /** How long {@link #drain()} waits; lowered by {@link #limitDrain} before a stop. */
@@ -255,8 +262,11 @@ public final class QueueAgent implements Agent {
                     // (dedicated I/O agents, the front end); spinning in place cost ~25 us per request there.
                     Thread.yield();
                     final long back = System.nanoTime();
-                    if (back - now > DESCHEDULED_NANOS) {
-                        noPollUntil = back + NO_POLL_AFTER_DESCHEDULED_NANOS; // someone else needed this core
+                    if (back - now <= DESCHEDULED_NANOS) {
+                        lateYields = 0;
+                    } else if (++lateYields >= LATE_YIELDS_TO_STOP_POLLING) {
+                        lateYields = 0;
+                        noPollUntil = back + NO_POLL_AFTER_DESCHEDULED_NANOS; // others keep needing this core
                     }
                     return;
                 }
