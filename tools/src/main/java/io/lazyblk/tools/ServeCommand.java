@@ -17,7 +17,7 @@ import java.util.function.Function;
 @Command(name = "serve", mixinStandardHelpOptions = true,
     description = {"Serve a disk to QEMU over a vhost-user-blk socket.",
         "QEMU: -object memory-backend-memfd,id=mem0,size=1G,share=on -numa node,memdev=mem0",
-        "      -chardev socket,id=vub0,path=SOCK -device vhost-user-blk-pci,chardev=vub0,num-queues=N"},
+        "      -chardev socket,id=vub0,path=SOCK,reconnect=1 -device vhost-user-blk-pci,chardev=vub0,num-queues=N"},
     footer = {"", "With --source and neither --token nor --token-file, the access token is taken from the environment variable "
         + TokenSource.ENV + ": one token for all sources, or one per --source in order, separated by commas."})
 public final class ServeCommand implements Callable<Integer> {
