@@ -94,7 +94,12 @@ class EngineRestartGuestTest {
     }
 
     @Test
-    void shouldSurviveRestartsWithTwoQueues() throws Exception {
+    void shouldSurviveRestartsOfALocalEngineWithTwoQueues() throws Exception {
+        run(false, 2, Stop.KILL, Stop.TERM, Stop.KILL, Stop.TERM);
+    }
+
+    @Test
+    void shouldSurviveRestartsOfALazyEngineWithTwoQueues() throws Exception {
         final int resubmitted = run(true, 2, Stop.KILL, Stop.TERM, Stop.KILL, Stop.TERM);
         assertTrue(resubmitted > 0, "some requests were in flight at a stop and ran again after it");
     }
