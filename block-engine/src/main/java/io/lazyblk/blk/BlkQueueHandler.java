@@ -194,6 +194,7 @@ final class BlkQueueHandler implements QueueHandler {
         int n = 0;
         // poll() is an acquire: everything the I/O agent wrote (status byte, guest data) is visible here.
         while ((req = completions.poll()) != null) {
+            queue.logWrites(req.chain); // migrating: the pages its data and status went to are sent again
             queue.pushUsed(req.chain.head, req.usedLen);
             free[freeCount++] = req;
             n++;
@@ -213,6 +214,7 @@ final class BlkQueueHandler implements QueueHandler {
      */
     void complete(final BlkRequest req) {
         if (usedLease.compareAndSet(0, 1)) {
+            queue.logWrites(req.chain);
             queue.pushUsed(req.chain.head, req.usedLen);
             queue.publishUsed(); // the release store of used->idx makes the data and status visible to the driver
             usedLease.set(0);

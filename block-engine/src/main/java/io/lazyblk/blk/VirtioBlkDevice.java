@@ -15,6 +15,7 @@ import static java.lang.foreign.ValueLayout.JAVA_BYTE;
  * thread; each opened queue runs its own {@link BlkQueueHandler}.
  */
 public final class VirtioBlkDevice implements VhostUserDevice {
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(VirtioBlkDevice.class);
     private final BlockBackend backend;
     private final BlkDeviceConfig cfg;
     private final int ioThreadsPerQueue;
@@ -70,6 +71,22 @@ public final class VirtioBlkDevice implements VhostUserDevice {
     @Override
     public QueueHandler openQueue(final SplitVirtqueue queue, final Runnable waker) {
         return new BlkQueueHandler(queue, waker, cfg, backend, ioThreadsPerQueue);
+    }
+
+    @Override
+    public boolean migratable() {
+        return backend.migratable();
+    }
+
+    /**
+     * A queue stopped (the VM stops or migrates): what it answered is made durable, as QEMU's own block layer flushes
+     * at a stop, so that a destination host reading the same storage finds the guest's writes.
+     */
+    @Override
+    public void queueStopped(final int index) {
+        if (backend.flush() != VirtioBlk.S_OK) {
+            LOG.warn("queue {} stopped but the disk could not be made durable: {}", index, backend.failure());
+        }
     }
 
     @Override

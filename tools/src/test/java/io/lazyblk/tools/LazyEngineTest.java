@@ -29,6 +29,7 @@ import java.util.concurrent.TimeUnit;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -71,6 +72,19 @@ class LazyEngineTest {
 
     private static byte[] range(final byte[] a, final int from, final int len) {
         return Arrays.copyOfRange(a, from, from + len);
+    }
+
+    @Test
+    void shouldNotOfferDirtyLoggingSoQemuRefusesToMigrateAVmWhoseDiskIsStillFilling() throws Exception {
+        final Path local = dir.resolve("local.img");
+        final Path sock = dir.resolve("lazy.sock");
+        try (Engine engine = Engine.startLazy(Engine.Options.file(sock, local), source(1024));
+             VhostUserFrontend fe = VhostUserFrontend.connect(sock, GuestRam.create(32L << 20))) {
+            assertNotNull(engine.lazyStore());
+            assertFalse(io.lazyblk.vhost.proto.Protocol.has(fe.offeredFeatures(), io.lazyblk.vhost.proto.Protocol.F_LOG_ALL),
+                "no VHOST_F_LOG_ALL: its page map and state file cannot follow the VM yet");
+            assertFalse(io.lazyblk.vhost.proto.Protocol.has(fe.offeredProtocolFeatures(), io.lazyblk.vhost.proto.Protocol.PF_LOG_SHMFD));
+        }
     }
 
     @Test

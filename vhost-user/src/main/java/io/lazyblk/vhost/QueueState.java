@@ -12,6 +12,8 @@ final class QueueState {
     long descUva;
     long availUva;
     long usedUva;
+    /** Guest physical address the used ring's writes are logged at (SET_VRING_ADDR with the log flag), or -1. */
+    long usedLogGpa = -1;
     int base;
     int kickFd = -1;
     boolean kickSet;
@@ -48,6 +50,7 @@ final class QueueState {
         errFd = -1;
         kickSet = false;
         addressesSet = false;
+        usedLogGpa = -1;
         enabled = false;
         size = 0;
         base = 0;

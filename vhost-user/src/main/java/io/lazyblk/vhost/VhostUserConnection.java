@@ -52,7 +52,10 @@ public final class VhostUserConnection implements AutoCloseable {
     private final int[] replyFd = new int[1];
     private final QueueState[] queues;
     private final InflightTracking inflight;
+    private final DirtyLogging dirtyLogs = new DirtyLogging();
     private final long offeredFeatures;
+    /** The protocol features offered: {@link #PROTOCOL_FEATURES}, with LOG_SHMFD for a device that can migrate. */
+    private final long offeredProtocolFeatures;
     private long ackedFeatures;
     private long protocolFeatures;
     private GuestMemory memory = GuestMemory.EMPTY;
@@ -61,7 +64,10 @@ public final class VhostUserConnection implements AutoCloseable {
         this.socket = socket;
         this.device = device;
         this.spinNanos = spinNanos;
-        this.offeredFeatures = device.features() | (1L << Protocol.F_PROTOCOL_FEATURES);
+        // Dirty logging only for a device that can migrate: QEMU refuses to migrate a VM whose backend offers none.
+        final boolean migratable = device.migratable();
+        this.offeredFeatures = device.features() | (1L << Protocol.F_PROTOCOL_FEATURES) | (migratable ? 1L << Protocol.F_LOG_ALL : 0);
+        this.offeredProtocolFeatures = PROTOCOL_FEATURES | (migratable ? 1L << Protocol.PF_LOG_SHMFD : 0);
         this.queues = new QueueState[device.numQueues()];
         for (int i = 0; i < queues.length; i++) {
             queues[i] = new QueueState(i);
@@ -140,7 +146,7 @@ public final class VhostUserConnection implements AutoCloseable {
     private static boolean hasOwnReply(final Request r) {
         return switch (r) {
             case GET_FEATURES, GET_PROTOCOL_FEATURES, GET_QUEUE_NUM, GET_VRING_BASE, GET_CONFIG, GET_MAX_MEM_SLOTS,
-                 GET_INFLIGHT_FD -> true;
+                 GET_INFLIGHT_FD, SET_LOG_BASE -> true;
             default -> false;
         };
     }
@@ -169,12 +175,14 @@ public final class VhostUserConnection implements AutoCloseable {
                 }
                 ackedFeatures = f;
                 device.featuresAcked(f);
+                applyLog(); // LOG_ALL on or off; running queues are not restarted and keep their indices
             }
-            case GET_PROTOCOL_FEATURES -> replyU64(r, PROTOCOL_FEATURES);
+            case GET_PROTOCOL_FEATURES -> replyU64(r, offeredProtocolFeatures);
             case SET_PROTOCOL_FEATURES -> {
                 final long f = payload.get(JAVA_LONG_UNALIGNED, 0);
-                if ((f & ~PROTOCOL_FEATURES) != 0) {
-                    throw new ProtocolException("SET_PROTOCOL_FEATURES acks features never offered: 0x" + Long.toHexString(f & ~PROTOCOL_FEATURES));
+                if ((f & ~offeredProtocolFeatures) != 0) {
+                    throw new ProtocolException("SET_PROTOCOL_FEATURES acks features never offered: 0x"
+                        + Long.toHexString(f & ~offeredProtocolFeatures));
                 }
                 protocolFeatures = f;
             }
@@ -206,12 +214,26 @@ public final class VhostUserConnection implements AutoCloseable {
             }
             case SET_VRING_ADDR -> {
                 final QueueState q = queue(payload.get(JAVA_INT_UNALIGNED, 0) & 0xffffffffL, r);
-                if (q.running()) {
-                    throw new ProtocolException("SET_VRING_ADDR on running queue " + q.ring.index);
+                final int flags = payload.get(JAVA_INT_UNALIGNED, 4);
+                final long desc = payload.get(JAVA_LONG_UNALIGNED, 8);
+                final long used = payload.get(JAVA_LONG_UNALIGNED, 16);
+                final long avail = payload.get(JAVA_LONG_UNALIGNED, 24);
+                if ((flags & ~Protocol.VRING_F_LOG) != 0) {
+                    throw new ProtocolException("SET_VRING_ADDR with unknown flags 0x" + Integer.toHexString(flags));
                 }
-                q.descUva = payload.get(JAVA_LONG_UNALIGNED, 8);
-                q.usedUva = payload.get(JAVA_LONG_UNALIGNED, 16);
-                q.availUva = payload.get(JAVA_LONG_UNALIGNED, 24);
+                q.usedLogGpa = (flags & Protocol.VRING_F_LOG) != 0 ? payload.get(JAVA_LONG_UNALIGNED, 32) : -1;
+                if (q.running()) {
+                    // QEMU turns used-ring logging on and off on a running ring at migration (same addresses, log flag):
+                    // applied in place, the ring keeps its indices. Moving a running ring is refused.
+                    if (desc != q.descUva || used != q.usedUva || avail != q.availUva) {
+                        throw new ProtocolException("SET_VRING_ADDR moves running queue " + q.ring.index);
+                    }
+                    q.ring.setUsedLog(q.usedLogGpa);
+                    return 0;
+                }
+                q.descUva = desc;
+                q.usedUva = used;
+                q.availUva = avail;
                 q.addressesSet = true;
                 if (q.size == 0) {
                     throw new ProtocolException("SET_VRING_ADDR before SET_VRING_NUM on queue " + q.ring.index);
@@ -240,6 +262,9 @@ public final class VhostUserConnection implements AutoCloseable {
                 LibC.close(q.kickFd);
                 q.kickFd = -1;
                 q.kickSet = false;
+                // Before the reply: QEMU takes the answers as done when it has it (at a migration's switchover it then
+                // reads the used index and syncs the dirty log for the last time).
+                device.queueStopped(q.ring.index);
                 payload.set(JAVA_INT_UNALIGNED, 0, q.ring.index);
                 payload.set(JAVA_INT_UNALIGNED, 4, q.base);
                 reply(r, 8);
@@ -277,6 +302,33 @@ public final class VhostUserConnection implements AutoCloseable {
                     stopQueue(q);
                 }
             }
+            case SET_LOG_BASE -> {
+                if (!Protocol.has(protocolFeatures, Protocol.PF_LOG_SHMFD)) {
+                    throw new ProtocolException("SET_LOG_BASE without LOG_SHMFD negotiated");
+                }
+                if (nfds != 1) {
+                    throw new ProtocolException("SET_LOG_BASE without its fd");
+                }
+                if (dirtyLogs.setBase(payload, takeFd(0), memory)) {
+                    stopAll(); // no queue marks a replaced log once stopped: unmap them
+                    dirtyLogs.releaseRetired();
+                    applyLog();
+                    startAllThatShould("dirty logs were released");
+                } else {
+                    applyLog();
+                }
+                // QEMU waits for a reply with this request code (no need_reply flag): a u64 0.
+                replyU64(r, 0);
+            }
+            case SET_LOG_FD -> {
+                // An eventfd to tell the front end the log changed; QEMU polls the log instead. Closed with the message.
+                if (!Protocol.has(protocolFeatures, Protocol.PF_LOG_SHMFD)) {
+                    throw new ProtocolException("SET_LOG_FD without LOG_SHMFD negotiated");
+                }
+                if (size > 8) {
+                    throw new ProtocolException("SET_LOG_FD with a " + size + "-byte payload");
+                }
+            }
             case SET_BACKEND_REQ_FD -> {
                 // Not offered (no BACKEND_REQ); the fd is closed with the message.
             }
@@ -306,6 +358,14 @@ public final class VhostUserConnection implements AutoCloseable {
             default -> throw new ProtocolException("unhandled request " + r);
         }
         return 0;
+    }
+
+    /** Points every queue's ring at the log to mark (null while the front end does not log). */
+    private void applyLog() {
+        final io.lazyblk.vhost.mem.DirtyLog active = dirtyLogs.active(ackedFeatures);
+        for (final QueueState q : queues) {
+            q.ring.setLog(active);
+        }
     }
 
     private void requireInflight(final Request r) throws ProtocolException {
@@ -383,6 +443,7 @@ public final class VhostUserConnection implements AutoCloseable {
             throw new ProtocolException("queue " + q.ring.index + " cannot start: " + err);
         }
         q.ring.setBase(q.base);
+        q.ring.setUsedLog(q.usedLogGpa);
         final boolean resumed = inflight.attach(q);
         q.ring.setCallFd(q.callFd);
         if (resumed && q.callFd >= 0) {
@@ -442,8 +503,13 @@ public final class VhostUserConnection implements AutoCloseable {
         for (final QueueState q : queues) {
             q.reset();
         }
-        inflight.close(); // the front end asks for a new region after a reset (QEMU frees its copy)
+        inflight.close();
         ackedFeatures = 0;
+        applyLog();
+        dirtyLogs.close(); // the front end asks for a new region after a reset (QEMU frees its copy)
+        ackedFeatures = 0;
+        applyLog();
+        dirtyLogs.close();
         device.reset();
     }
 
@@ -529,6 +595,9 @@ public final class VhostUserConnection implements AutoCloseable {
             q.reset();
         }
         inflight.close();
+        ackedFeatures = 0;
+        applyLog();
+        dirtyLogs.close();
         for (final MemoryRegion r : memory.regions()) {
             r.close();
         }

@@ -30,7 +30,7 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED;
 public final class VhostUserFrontend implements AutoCloseable {
     /** The protocol features we ack when offered (the ones QEMU 7.2 uses for vhost-user-blk that we implement). */
     public static final long WANTED_PROTOCOL_FEATURES = VirtioBlk.bits(Protocol.PF_MQ, Protocol.PF_REPLY_ACK,
-        Protocol.PF_CONFIG, Protocol.PF_CONFIGURE_MEM_SLOTS, Protocol.PF_RESET_DEVICE);
+        Protocol.PF_CONFIG, Protocol.PF_CONFIGURE_MEM_SLOTS, Protocol.PF_RESET_DEVICE, Protocol.PF_LOG_SHMFD);
     private static final int VRING_ADDR_SIZE = 40;
 
     private final VhostUserChannel channel;

@@ -39,6 +39,21 @@ public interface VhostUserDevice {
      */
     QueueHandler openQueue(SplitVirtqueue queue, Runnable waker);
 
+    /**
+     * Whether the device can follow its VM in a live migration: then the connection offers dirty logging
+     * (VHOST_F_LOG_ALL, LOG_SHMFD), without which QEMU refuses to migrate. Default: no.
+     */
+    default boolean migratable() {
+        return false;
+    }
+
+    /**
+     * The front end stopped a queue (GET_VRING_BASE: the VM stops, migrates or resets) and every request the queue took
+     * is answered; called before the reply, so the device can make them durable first. Default: nothing.
+     */
+    default void queueStopped(final int index) {
+    }
+
     /** The front end went away or reset the device: forget per-connection state. */
     default void reset() {
     }

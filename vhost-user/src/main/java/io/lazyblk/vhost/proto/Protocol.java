@@ -20,6 +20,7 @@ public final class Protocol {
 
     // Protocol feature bits (GET/SET_PROTOCOL_FEATURES).
     public static final int PF_MQ = 0;
+    public static final int PF_LOG_SHMFD = 1;
     public static final int PF_REPLY_ACK = 3;
     public static final int PF_CONFIG = 9;
     public static final int PF_INFLIGHT_SHMFD = 12;
@@ -30,6 +31,8 @@ public final class Protocol {
     public static final int F_PROTOCOL_FEATURES = 30;
 
     // Virtio transport features the virtqueue implementation supports.
+    /** VHOST_F_LOG_ALL: the front end asks the device to log every guest page it writes (live migration). */
+    public static final int F_LOG_ALL = 26;
     public static final int F_INDIRECT_DESC = 28;
     public static final int F_EVENT_IDX = 29;
     public static final int F_VERSION_1 = 32;
@@ -43,6 +46,11 @@ public final class Protocol {
     /** SET_VRING_KICK/CALL/ERR payload: bits 0..7 queue index, bit 8 "no fd" (polling). */
     public static final long VRING_IDX_MASK = 0xff;
     public static final long VRING_NOFD_MASK = 0x100;
+
+    /** SET_VRING_ADDR flags: VHOST_VRING_F_LOG, log the used ring's writes at the message's log address. */
+    public static final int VRING_F_LOG = 1;
+    /** SET_LOG_BASE payload (vhost-user "log description"): u64 mmap_size, u64 mmap_offset. */
+    public static final int LOG_BASE_SIZE = 16;
 
     /** Largest config space a GET/SET_CONFIG may address (VHOST_USER_MAX_CONFIG_SIZE). */
     public static final int MAX_CONFIG_SIZE = 256;

@@ -11,6 +11,8 @@ public enum Request {
     SET_OWNER(3, 0, 0),
     RESET_OWNER(4, 0, 0),
     SET_MEM_TABLE(5, -1, 8),
+    SET_LOG_BASE(6, Protocol.LOG_BASE_SIZE, 1),
+    SET_LOG_FD(7, -1, 1),
     SET_VRING_NUM(8, 8, 0),
     SET_VRING_ADDR(9, 40, 0),
     SET_VRING_BASE(10, 8, 0),

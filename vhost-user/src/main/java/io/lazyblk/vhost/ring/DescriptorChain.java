@@ -8,6 +8,8 @@ package io.lazyblk.vhost.ring;
 public final class DescriptorChain {
     public final long[] address;
     public final int[] length;
+    /** Guest physical address of each buffer (what the dirty log is indexed by). */
+    public final long[] gpa;
     /** Head descriptor index: the id the used ring entry must carry. */
     public int head;
     /** Number of buffers. */
@@ -22,10 +24,13 @@ public final class DescriptorChain {
      */
     public long lastAddress;
     public int lastLength;
+    /** Guest physical address of the last buffer. */
+    public long lastGpa;
 
     public DescriptorChain(final int capacity) {
         this.address = new long[capacity];
         this.length = new int[capacity];
+        this.gpa = new long[capacity];
     }
 
     public int capacity() {
@@ -40,6 +45,7 @@ public final class DescriptorChain {
         writableBytes = 0;
         lastAddress = 0;
         lastLength = 0;
+        lastGpa = 0;
     }
 
 }

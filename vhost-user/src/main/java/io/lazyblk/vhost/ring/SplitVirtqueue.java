@@ -2,6 +2,7 @@ package io.lazyblk.vhost.ring;
 
 import io.lazyblk.vhost.inflight.InflightException;
 import io.lazyblk.vhost.inflight.InflightQueue;
+import io.lazyblk.vhost.mem.DirtyLog;
 import io.lazyblk.vhost.mem.GuestMemory;
 import io.lazyblk.vhost.mem.MemoryRegion;
 import io.lazyblk.sys.EventFd;
@@ -59,6 +60,13 @@ public final class SplitVirtqueue {
     /** Requests a restart found in flight, in the order they were taken: popped before anything new. */
     private int[] resubmit = new int[0];
     private int resubmitNext;
+    /**
+     * The dirty log while the front end logs (live migration), else null: set by the control thread while the queue
+     * runs, read on every answer. Volatile: a queue sees logging start before the front end's next message is answered.
+     */
+    private volatile DirtyLog log;
+    /** Guest physical address of the used ring for the dirty log (SET_VRING_ADDR's log address), or -1: not logged. */
+    private volatile long usedLogGpa = -1;
 
     public SplitVirtqueue(final int index) {
         this.index = index;
@@ -135,6 +143,43 @@ public final class SplitVirtqueue {
     /** The index GET_VRING_BASE reports: the next avail entry the device would consume. */
     public int base() {
         return lastAvail;
+    }
+
+    /** Starts (non-null) or stops (null) marking what the device writes in {@code dirtyLog}; any time, control thread. */
+    public void setLog(final DirtyLog dirtyLog) {
+        log = dirtyLog;
+    }
+
+    /** Whether writes to the used ring are logged too, and where the used ring is in guest physical memory (-1: not). */
+    public void setUsedLog(final long gpa) {
+        usedLogGpa = gpa;
+    }
+
+    /**
+     * Marks in the dirty log, if logging is on, every guest page this chain's device-writable buffers lie in (the data
+     * a read put there, the status byte): call before the chain's used entry is pushed. One volatile read when off.
+     */
+    public void logWrites(final DescriptorChain c) {
+        final DirtyLog l = log;
+        if (l == null) {
+            return;
+        }
+        for (int i = c.readable; i < c.count; i++) {
+            l.mark(c.gpa[i], Integer.toUnsignedLong(c.length[i]));
+        }
+        if (c.lastLength != 0) {
+            l.mark(c.lastGpa + Integer.toUnsignedLong(c.lastLength) - 1, 1); // the status byte, also past the kept buffers
+        }
+    }
+
+    private void logUsed(final long offset, final int length) {
+        final DirtyLog l = log;
+        if (l != null) {
+            final long u = usedLogGpa;
+            if (u >= 0) {
+                l.mark(u + offset, length);
+            }
+        }
     }
 
     public void setCallFd(final int fd) {
@@ -251,6 +296,7 @@ public final class SplitVirtqueue {
                 }
                 out.lastAddress = a;
                 out.lastLength = len;
+                out.lastGpa = addr;
                 if (out.count == out.capacity()) {
                     // Keep walking: a chain that is sound but for its length still gets a status byte (its last
                     // buffer's last byte), so every later buffer is checked like the ones we keep.
@@ -261,6 +307,7 @@ public final class SplitVirtqueue {
                     }
                     out.address[out.count] = a;
                     out.length[out.count] = len;
+                    out.gpa[out.count] = addr;
                     out.count++;
                 }
             } else if (!writable && out.writableBytes != 0) {
@@ -281,6 +328,7 @@ public final class SplitVirtqueue {
         final long off = 4 + 8L * (nextUsed & mask);
         used.set(U32, off, head);
         used.set(U32, off + 4, len);
+        logUsed(off, 8);
         nextUsed = (nextUsed + 1) & 0xffff;
         if (inflight != null) {
             inflight.linked(head);
@@ -296,6 +344,7 @@ public final class SplitVirtqueue {
         // Release pairs with the driver's read barrier after it reads used->idx: the used entries written by
         // pushUsed (and the status bytes and data written before them) are visible before the new index.
         IDX.setRelease(used, 2L, (short) nextUsed);
+        logUsed(2, 2);
         publishedUsed = nextUsed;
         if (inflight != null) {
             inflight.published(nextUsed); // after the index: a crash in between leaves the batch for the repair
@@ -326,6 +375,7 @@ public final class SplitVirtqueue {
     public void disableNotifications() {
         if (!eventIdx) {
             used.set(U16, 0, USED_F_NO_NOTIFY);
+            logUsed(0, 2);
         }
         // With EVENT_IDX the avail_event we last wrote is behind, so the driver stops kicking on its own.
     }
@@ -338,8 +388,10 @@ public final class SplitVirtqueue {
     public boolean enableNotifications() {
         if (eventIdx) {
             used.set(U16, 4 + 8L * size, (short) lastAvail);
+            logUsed(4 + 8L * size, 2);
         } else {
             used.set(U16, 0, (short) 0);
+            logUsed(0, 2);
         }
         // Full fence: our avail_event / flags write must be visible before we re-read avail->idx; pairs with the
         // driver's barrier between publishing avail->idx and reading avail_event (else a kick is lost).
