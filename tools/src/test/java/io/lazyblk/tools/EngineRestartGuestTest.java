@@ -10,12 +10,9 @@ import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.MessageDigest;
 import java.time.Duration;
-import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ExecutorService;
@@ -27,7 +24,6 @@ import java.util.regex.Pattern;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assertions.fail;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
@@ -47,10 +43,8 @@ class EngineRestartGuestTest {
     /** The writer's 1 MiB at 1 MiB, the readers from 4 MiB: 2 x 12 chunks of 256 KiB end at 10 MiB of the 16 MiB image. */
     private static final int WRITE_BLOCKS = 256;
     private static final int READ_BLOCKS = 1024;
-    private static final int CHUNK = 256 << 10;
     /** 16 KiB/s: the fill needs 4 s a page and never reaches the readers' area while the test runs. */
     private static final String SLOW_FILL = "16k";
-    private static final Pattern READ = Pattern.compile("LAZYBLK-READ reader=(\\d) round=(\\d+) offset=(\\d+) md5=([0-9a-f]{32})");
     private static final Pattern RESUBMITTED = Pattern.compile("(\\d+) requests were in flight when the previous engine stopped");
 
     private static QemuGuest guest;
@@ -122,12 +116,12 @@ class EngineRestartGuestTest {
         int resubmitted = 0;
         int round = 0;
         for (int i = 0; i < stops.length; i++) {
-            round = awaitRound(console, round + 1);
+            round = VerifyWorkload.awaitRound(console, round + 1, STEP);
             if (provider != null) {
                 provider.signal("STOP");
                 // Two rounds of the writer after the provider stopped: the second began after it, so its readers' reads
                 // wait on fetches nobody answers while the writer's requests complete around them.
-                round = awaitRound(console, round + 2);
+                round = VerifyWorkload.awaitRound(console, round + 2, STEP);
             }
             if (stops[i] == Stop.KILL) {
                 engine.kill();
@@ -141,21 +135,9 @@ class EngineRestartGuestTest {
             engines.add(engine);
         }
         final QemuGuest.Result r = run.get(GUEST_TIMEOUT.toSeconds() + 30, TimeUnit.SECONDS);
-        for (final String line : r.consoleLines()) {
-            assertTrue(!line.contains("I/O error") && !line.contains("is not a head") && !line.contains("Buffer I/O"),
-                "the guest saw a disk error: " + line + "; log " + r.logFile());
-        }
+        VerifyWorkload.assertNoDiskErrors(r.consoleLines(), "log " + r.logFile());
         assertTrue(r.ok(), () -> "the guest's checks failed: " + r.resultLine().orElse("no result line") + "; log " + r.logFile());
-        int reads = 0;
-        for (final String line : r.consoleLines()) {
-            final Matcher m = READ.matcher(line);
-            if (m.find()) {
-                final long offset = Long.parseLong(m.group(3));
-                assertEquals(md5(LazyProcesses.slice(lazy.golden, offset, CHUNK)), m.group(4), "reader's chunk at " + offset);
-                reads++;
-            }
-        }
-        assertEquals(2 * ROUNDS, reads, "every read of both readers reported");
+        assertEquals(2 * ROUNDS, VerifyWorkload.checkReads(r.consoleLines(), lazy.golden), "every read of both readers reported");
         for (final LazyblkProcess e : engines) {
             final Matcher m = RESUBMITTED.matcher(e.output());
             while (m.find()) {
@@ -163,13 +145,13 @@ class EngineRestartGuestTest {
             }
         }
         engine.stop();
-        final byte[] expected = roundPattern(ROUNDS);
-        assertEquals(md5(expected), r.writeMd5(), "the guest's last write is the last round's pattern");
+        final byte[] expected = VerifyWorkload.roundPattern(ROUNDS);
+        assertEquals(VerifyWorkload.md5(expected), r.writeMd5(), "the guest's last write is the last round's pattern");
         final byte[] onHost = new byte[expected.length];
         try (var f = java.nio.channels.FileChannel.open(local)) {
             f.read(java.nio.ByteBuffer.wrap(onHost), (long) WRITE_BLOCKS * 4096);
         }
-        assertEquals(md5(expected), md5(onHost), "the host file holds what the guest wrote last");
+        assertEquals(VerifyWorkload.md5(expected), VerifyWorkload.md5(onHost), "the host file holds what the guest wrote last");
         return resubmitted;
     }
 
@@ -183,40 +165,5 @@ class EngineRestartGuestTest {
             "--queues", Integer.toString(queues));
         e.awaitLine("lazyblk: serving", LazyblkProcess.START_TIMEOUT);
         return e;
-    }
-
-    /** Waits for the writer's round {@code round} (or a later one); returns the round seen. */
-    private static int awaitRound(final LinkedBlockingQueue<String> console, final int round) throws InterruptedException {
-        final long deadline = System.nanoTime() + STEP.toNanos();
-        while (true) {
-            final String line = console.poll(Math.max(1, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
-            if (line == null) {
-                fail("the guest did not reach round " + round + " within " + STEP.toSeconds() + " s");
-            }
-            if (line.contains("LAZYBLK-RESULT")) {
-                fail("the guest ended before round " + round + ": " + line);
-            }
-            final int at = line.indexOf("LAZYBLK-ROUND ");
-            if (at >= 0) {
-                final int seen = Integer.parseInt(line.substring(at + 14).split(" ")[0]);
-                if (seen >= round) {
-                    return seen;
-                }
-            }
-        }
-    }
-
-    /** What the guest's writer writes in round {@code r}: "lazyblk-round-R\n" repeated, cut at 1 MiB. */
-    private static byte[] roundPattern(final int r) {
-        final byte[] line = ("lazyblk-round-" + r + "\n").getBytes(StandardCharsets.US_ASCII);
-        final byte[] out = new byte[1 << 20];
-        for (int i = 0; i < out.length; i++) {
-            out[i] = line[i % line.length];
-        }
-        return out;
-    }
-
-    private static String md5(final byte[] b) throws Exception {
-        return HexFormat.of().formatHex(MessageDigest.getInstance("MD5").digest(b));
     }
 }

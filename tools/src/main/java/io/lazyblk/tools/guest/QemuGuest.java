@@ -126,9 +126,18 @@ public final class QemuGuest {
      *     and connects again every second; the guest's requests wait meanwhile
      * @param cpus guest vCPUs ({@code -smp}); more than one spreads the guest's I/O over several queues
      * @param onLine called on the console reader thread with every line as it arrives (null for none); should be quick
+     * @param extraArgs appended to QEMU's command line (e.g. {@code -qmp}, {@code -incoming})
      */
-    public record RunOptions(boolean reconnect, int cpus, java.util.function.Consumer<String> onLine) {
+    public record RunOptions(boolean reconnect, int cpus, java.util.function.Consumer<String> onLine, List<String> extraArgs) {
         public static final RunOptions PLAIN = new RunOptions(false, 1, null);
+
+        public RunOptions {
+            extraArgs = List.copyOf(extraArgs);
+        }
+
+        public RunOptions(final boolean reconnect, final int cpus, final java.util.function.Consumer<String> onLine) {
+            this(reconnect, cpus, onLine, List.of());
+        }
     }
 
     private final Path guestScriptsDir;
@@ -423,6 +432,7 @@ public final class QemuGuest {
                 "-initrd", guestDir.resolve("initramfs.gz").toString(),
                 "-append", "console=ttyS0 quiet panic=-1 lazyblk.test=" + test
                         + (extraKernelArgs.length == 0 ? "" : " " + String.join(" ", extraKernelArgs))));
+        cmd.addAll(options.extraArgs());
         return cmd;
     }
 
