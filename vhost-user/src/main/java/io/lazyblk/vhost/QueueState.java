@@ -27,6 +27,43 @@ final class QueueState {
         this.ring = new SplitVirtqueue(index);
     }
 
+    /**
+     * SET_VRING_ADDR: takes the ring's addresses and its log flag and address from {@code payload}. QEMU turns used-ring
+     * logging on and off on a running ring when a migration starts and ends (same addresses, the log flag): that is
+     * applied in place and the ring keeps its indices.
+     *
+     * @return true if that was all (the queue runs on); false if the addresses were stored for the next start
+     * @throws ProtocolException for unknown flags, a running ring moved, or addresses before the size
+     */
+    boolean setAddresses(final java.lang.foreign.MemorySegment payload) throws ProtocolException {
+        final int flags = payload.get(java.lang.foreign.ValueLayout.JAVA_INT_UNALIGNED, 4);
+        final long desc = payload.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 8);
+        final long used = payload.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 16);
+        final long avail = payload.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 24);
+        if ((flags & ~io.lazyblk.vhost.proto.Protocol.VRING_F_LOG) != 0) {
+            throw new ProtocolException("SET_VRING_ADDR with unknown flags 0x" + Integer.toHexString(flags));
+        }
+        final long logGpa = (flags & io.lazyblk.vhost.proto.Protocol.VRING_F_LOG) != 0
+            ? payload.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 32) : -1;
+        if (running()) {
+            if (desc != descUva || used != usedUva || avail != availUva) {
+                throw new ProtocolException("SET_VRING_ADDR moves running queue " + ring.index);
+            }
+            usedLogGpa = logGpa;
+            ring.setUsedLog(logGpa);
+            return true;
+        }
+        if (size == 0) {
+            throw new ProtocolException("SET_VRING_ADDR before SET_VRING_NUM on queue " + ring.index);
+        }
+        usedLogGpa = logGpa;
+        descUva = desc;
+        usedUva = used;
+        availUva = avail;
+        addressesSet = true;
+        return false;
+    }
+
     boolean running() {
         return runner != null;
     }

@@ -214,29 +214,8 @@ public final class VhostUserConnection implements AutoCloseable {
             }
             case SET_VRING_ADDR -> {
                 final QueueState q = queue(payload.get(JAVA_INT_UNALIGNED, 0) & 0xffffffffL, r);
-                final int flags = payload.get(JAVA_INT_UNALIGNED, 4);
-                final long desc = payload.get(JAVA_LONG_UNALIGNED, 8);
-                final long used = payload.get(JAVA_LONG_UNALIGNED, 16);
-                final long avail = payload.get(JAVA_LONG_UNALIGNED, 24);
-                if ((flags & ~Protocol.VRING_F_LOG) != 0) {
-                    throw new ProtocolException("SET_VRING_ADDR with unknown flags 0x" + Integer.toHexString(flags));
-                }
-                q.usedLogGpa = (flags & Protocol.VRING_F_LOG) != 0 ? payload.get(JAVA_LONG_UNALIGNED, 32) : -1;
-                if (q.running()) {
-                    // QEMU turns used-ring logging on and off on a running ring at migration (same addresses, log flag):
-                    // applied in place, the ring keeps its indices. Moving a running ring is refused.
-                    if (desc != q.descUva || used != q.usedUva || avail != q.availUva) {
-                        throw new ProtocolException("SET_VRING_ADDR moves running queue " + q.ring.index);
-                    }
-                    q.ring.setUsedLog(q.usedLogGpa);
-                    return 0;
-                }
-                q.descUva = desc;
-                q.usedUva = used;
-                q.availUva = avail;
-                q.addressesSet = true;
-                if (q.size == 0) {
-                    throw new ProtocolException("SET_VRING_ADDR before SET_VRING_NUM on queue " + q.ring.index);
+                if (q.setAddresses(payload)) {
+                    return 0; // a running ring's log flag, applied in place
                 }
                 final String err = resolve(q, memory);
                 if (err != null) {
@@ -279,12 +258,8 @@ public final class VhostUserConnection implements AutoCloseable {
                 if (noFd != (nfds == 0)) {
                     throw new ProtocolException(r + (noFd ? " says no fd but carried one" : " carried no fd"));
                 }
-                if (!noFd && !LibC.describeFd(fds[0]).equals("anon_inode:[eventfd]")) {
-                    // A pipe or socket here could block the queue agent on a write: only eventfds are accepted.
-                    throw new ProtocolException(r + " passed " + LibC.describeFd(fds[0]) + ", not an eventfd");
-                }
                 if (!noFd) {
-                    makeNonBlocking(r, fds[0]);
+                    RingEventFds.check(r, fds[0]);
                 }
                 final int fd = noFd ? -1 : takeFd(0);
                 setRingFd(r, q, fd);
@@ -371,23 +346,6 @@ public final class VhostUserConnection implements AutoCloseable {
     private void requireInflight(final Request r) throws ProtocolException {
         if (!Protocol.has(protocolFeatures, Protocol.PF_INFLIGHT_SHMFD)) {
             throw new ProtocolException(r + " without INFLIGHT_SHMFD negotiated");
-        }
-    }
-
-    /**
-     * Queue agents must never block on a front end's eventfd: a blocking call fd whose counter the front end holds
-     * at its maximum would block the agent in write(2), and a blocking kick fd the front end also reads can be
-     * emptied between the agent's poll(2) and its read(2); either way the stop that follows waits for that thread
-     * forever. O_NONBLOCK belongs to the open file description, which the front end shares, so this changes its
-     * view too. That is safe for QEMU, whose event notifiers are created with EFD_NONBLOCK (and KVM's ioeventfd and
-     * irqfd signal and consume them in the kernel, where the flag does not apply); a front end that blocks in
-     * read(2) on its own call fd instead of polling it would now see EAGAIN, and must poll as QEMU does.
-     */
-    private static void makeNonBlocking(final Request r, final int fd) throws ProtocolException {
-        try {
-            LibC.setNonBlocking(fd);
-        } catch (final NativeException e) {
-            throw new ProtocolException(r + ": cannot make its eventfd non-blocking: " + e.getMessage());
         }
     }
 
@@ -543,36 +501,21 @@ public final class VhostUserConnection implements AutoCloseable {
     }
 
     private void getConfig(final Request r, final int size) throws ProtocolException, IOException {
-        if (size < Protocol.CONFIG_HEADER) {
-            throw new ProtocolException("GET_CONFIG payload of " + size + " bytes");
-        }
-        final int offset = payload.get(JAVA_INT_UNALIGNED, 0);
-        final int len = payload.get(JAVA_INT_UNALIGNED, 4);
-        if (len < 0 || len > Protocol.MAX_CONFIG_SIZE || size != Protocol.CONFIG_HEADER + len) {
-            throw new ProtocolException("GET_CONFIG for " + len + " bytes in a " + size + "-byte payload");
-        }
-        if (offset < 0 || (long) offset + len > device.configSize()) { // long: offset near 2^31 must not wrap into range
-            LOG.warn("GET_CONFIG for bytes {}..{} outside the {}-byte config space", offset, (long) offset + len, device.configSize());
+        final int len = ConfigMessages.range(payload, size, device.configSize(), r);
+        if (len < 0) {
             reply(r, 0); // an empty reply tells the front end the read failed
             return;
         }
-        device.readConfig(offset, payload.asSlice(Protocol.CONFIG_HEADER, len));
+        device.readConfig(payload.get(JAVA_INT_UNALIGNED, 0), payload.asSlice(Protocol.CONFIG_HEADER, len));
         reply(r, size);
     }
 
     private long setConfig(final int size) throws ProtocolException {
-        if (size < Protocol.CONFIG_HEADER) {
-            throw new ProtocolException("SET_CONFIG payload of " + size + " bytes");
-        }
-        final int offset = payload.get(JAVA_INT_UNALIGNED, 0);
-        final int len = payload.get(JAVA_INT_UNALIGNED, 4);
-        if (len < 0 || len > Protocol.MAX_CONFIG_SIZE || size != Protocol.CONFIG_HEADER + len) {
-            throw new ProtocolException("SET_CONFIG for " + len + " bytes in a " + size + "-byte payload");
-        }
-        if (offset < 0 || (long) offset + len > device.configSize()) { // long: offset near 2^31 must not wrap into range
+        final int len = ConfigMessages.range(payload, size, device.configSize(), Request.SET_CONFIG);
+        if (len < 0) {
             return 1;
         }
-        return device.writeConfig(offset, payload.asSlice(Protocol.CONFIG_HEADER, len)) ? 0 : 1;
+        return device.writeConfig(payload.get(JAVA_INT_UNALIGNED, 0), payload.asSlice(Protocol.CONFIG_HEADER, len)) ? 0 : 1;
     }
 
     private void replyU64(final Request r, final long v) throws IOException {
