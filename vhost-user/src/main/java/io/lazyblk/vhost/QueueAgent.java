@@ -80,6 +80,8 @@ public final class QueueAgent implements Agent {
     private int lateYields;
     /** Until when the queue sleeps without polling, after it was last descheduled while polling (0: poll). */
     private long noPollUntil;
+    /** Set by {@link #interruptSleep()}: the agent no longer sleeps in poll(2), its runner is about to stop it. */
+    private volatile boolean stopping;
     /** How long {@link #drain()} waits; lowered by {@link #limitDrain} before a stop. */
     private volatile long drainNanos = DRAIN_NANOS;
 
@@ -117,8 +119,14 @@ public final class QueueAgent implements Agent {
         drainNanos = Math.min(drainNanos, nanos); // volatile: read by the agent's thread in drain() after the stop
     }
 
-    /** Wakes the agent unconditionally, so it notices a stop request promptly. */
+    /**
+     * The agent is about to be stopped (its runner closed): from now on it does not go to sleep, and it is woken if it
+     * sleeps. Waking it alone was not enough: it could wake, find nothing to do and sleep again (up to
+     * {@link #SLEEP_MILLIS}) before the runner's stop flag was set, so each stop, and so a migration's switchover, could
+     * take 100 ms more.
+     */
     public void interruptSleep() {
+        stopping = true; // volatile: read by the agent's idle strategy before it sleeps, after this store
         EventFd.signal(wakeFd);
     }
 
@@ -252,6 +260,10 @@ public final class QueueAgent implements Agent {
 
             @Override
             public void idle() {
+                if (stopping) {
+                    Thread.yield(); // the runner's stop flag comes next; do not sleep past it
+                    return;
+                }
                 final long now = System.nanoTime();
                 if (idleSince == 0) {
                     idleSince = now;
