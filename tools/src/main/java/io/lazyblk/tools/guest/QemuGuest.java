@@ -127,8 +127,11 @@ public final class QemuGuest {
      * @param cpus guest vCPUs ({@code -smp}); more than one spreads the guest's I/O over several queues
      * @param onLine called on the console reader thread with every line as it arrives (null for none); should be quick
      * @param extraArgs appended to QEMU's command line (e.g. {@code -qmp}, {@code -incoming})
+     * @param ownDisk null for the engine's disk over vhost-user (the socket); else an image file QEMU serves itself
+     *     (virtio-blk-pci over {@code -drive}, raw, cache=none, aio=native): the reference a measurement compares with
      */
-    public record RunOptions(boolean reconnect, int cpus, java.util.function.Consumer<String> onLine, List<String> extraArgs) {
+    public record RunOptions(boolean reconnect, int cpus, java.util.function.Consumer<String> onLine, List<String> extraArgs,
+                             Path ownDisk) {
         public static final RunOptions PLAIN = new RunOptions(false, 1, null);
 
         public RunOptions {
@@ -136,7 +139,12 @@ public final class QemuGuest {
         }
 
         public RunOptions(final boolean reconnect, final int cpus, final java.util.function.Consumer<String> onLine) {
-            this(reconnect, cpus, onLine, List.of());
+            this(reconnect, cpus, onLine, List.of(), null);
+        }
+
+        public RunOptions(final boolean reconnect, final int cpus, final java.util.function.Consumer<String> onLine,
+                          final List<String> extraArgs) {
+            this(reconnect, cpus, onLine, extraArgs, null);
         }
     }
 
@@ -424,10 +432,17 @@ public final class QemuGuest {
         if (Files.isRegularFile(QBOOT)) {
             cmd.addAll(List.of("-bios", QBOOT.toString()));
         }
-        cmd.addAll(List.of(
-                "-object", "memory-backend-memfd,id=mem0,size=512M,share=on", "-numa", "node,memdev=mem0",
+        cmd.addAll(List.of("-object", "memory-backend-memfd,id=mem0,size=512M,share=on", "-numa", "node,memdev=mem0"));
+        if (options.ownDisk() == null) {
+            cmd.addAll(List.of(
                 "-chardev", "socket,id=vub0,path=" + socket.toAbsolutePath() + (options.reconnect() ? ",reconnect=1" : ""),
-                "-device", "vhost-user-blk-pci,chardev=vub0,num-queues=" + queues,
+                "-device", "vhost-user-blk-pci,chardev=vub0,num-queues=" + queues));
+        } else {
+            cmd.addAll(List.of(
+                "-drive", "file=" + options.ownDisk().toAbsolutePath() + ",format=raw,if=none,id=d0,cache=none,aio=native",
+                "-device", "virtio-blk-pci,drive=d0,num-queues=" + queues));
+        }
+        cmd.addAll(List.of(
                 "-kernel", guestDir.resolve("vmlinuz").toString(),
                 "-initrd", guestDir.resolve("initramfs.gz").toString(),
                 "-append", "console=ttyS0 quiet panic=-1 lazyblk.test=" + test
