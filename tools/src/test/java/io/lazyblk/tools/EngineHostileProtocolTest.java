@@ -109,8 +109,7 @@ class EngineHostileProtocolTest {
     }
 
     private void assertClosedAndNextFrontEndServed() throws IOException {
-        assertTrue(fe.isClosedByPeer(FrontEnds.DEADLINE), "the engine closed the connection");
-        FrontEnds.assertEngineServesNewFrontEnd(socket, image, 8);
+        FrontEnds.assertClosedAndNextServed(fe, socket, image);
     }
 
     // ---------------------------------------------------------------- framing

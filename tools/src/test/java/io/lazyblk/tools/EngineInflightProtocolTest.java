@@ -68,18 +68,7 @@ class EngineInflightProtocolTest {
     }
 
     private void assertClosedAndNextFrontEndServed() throws IOException {
-        assertTrue(fe.isClosedByPeer(FrontEnds.DEADLINE), "the engine closed the connection");
-        FrontEnds.assertEngineServesNewFrontEnd(socket, image, 8);
-    }
-
-    /** A memfd of {@code size} bytes, sealed against shrinking unless {@code sealed} is false. */
-    private static int memfd(final long size, final boolean sealed) throws Exception {
-        final int fd = LibC.memfdCreate("test-inflight", LibC.MFD_ALLOW_SEALING);
-        LibC.ftruncate(fd, size);
-        if (sealed) {
-            LibC.addSeals(fd, LibC.F_SEAL_SHRINK | LibC.F_SEAL_GROW);
-        }
-        return fd;
+        FrontEnds.assertClosedAndNextServed(fe, socket, image);
     }
 
     @Test
@@ -119,7 +108,7 @@ class EngineInflightProtocolTest {
     void shouldAcceptARegionOfTheRightSizeInASealedMemfd() throws Exception {
         negotiate();
         final long size = InflightRegion.sizeFor(1, 128);
-        final int fd = memfd(size, true);
+        final int fd = FrontEnds.memfd(size, true);
         try {
             assertEquals(0, call(Request.SET_INFLIGHT_FD, inflight(size, 0, 1, 128), fd).u64(), "SET_INFLIGHT_FD acked");
         } finally {
@@ -131,7 +120,7 @@ class EngineInflightProtocolTest {
     void shouldCloseOnARegionInAMemfdThatCouldShrink() throws Exception {
         negotiate();
         final long size = InflightRegion.sizeFor(1, 128);
-        final int fd = memfd(size, false);
+        final int fd = FrontEnds.memfd(size, false);
         try {
             fe.sendRaw(Request.SET_INFLIGHT_FD.code, Protocol.VERSION, inflight(size, 0, 1, 128), fd);
         } finally {
@@ -144,7 +133,7 @@ class EngineInflightProtocolTest {
     void shouldCloseOnARegionLargerThanItsMemfdOrOfTheWrongSize() throws Exception {
         negotiate();
         final long size = InflightRegion.sizeFor(1, 128);
-        final int fd = memfd(size, true);
+        final int fd = FrontEnds.memfd(size, true);
         try {
             fe.sendRaw(Request.SET_INFLIGHT_FD.code, Protocol.VERSION, inflight(size, 4096, 1, 128), fd);
         } finally {
@@ -154,7 +143,7 @@ class EngineInflightProtocolTest {
         fe.close();
         fe = VhostUserFrontend.open(socket, GuestRam.create(1 << 20), FrontEnds.DEADLINE);
         negotiate();
-        final int fd2 = memfd(1 << 20, true);
+        final int fd2 = FrontEnds.memfd(1 << 20, true);
         try {
             fe.sendRaw(Request.SET_INFLIGHT_FD.code, Protocol.VERSION, inflight(1 << 20, 0, 1, 128), fd2);
         } finally {

@@ -24,7 +24,6 @@ import java.util.regex.Pattern;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The engine restarted under a running QEMU guest (chardev {@code reconnect=1}), killed with SIGKILL or stopped with
@@ -58,9 +57,7 @@ class EngineRestartGuestTest {
 
     @BeforeAll
     static void findQemu() throws Exception {
-        assumeTrue(QemuGuest.available(), "QEMU is not installed here: " + QemuGuest.unavailableReason());
-        guest = new QemuGuest(QemuGuest.findGuestScriptsDir().orElseThrow(() -> new IllegalStateException("no tools/guest above the working directory")));
-        guest.prepare();
+        guest = VerifyWorkload.guest();
     }
 
     @BeforeEach

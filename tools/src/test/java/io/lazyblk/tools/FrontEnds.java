@@ -46,4 +46,24 @@ final class FrontEnds {
                 "the image file holds what the new front end wrote");
         }
     }
+
+    /**
+     * A memfd of {@code bytes} bytes as a front end would hand one over (an in-flight region, a dirty log): sealed against
+     * shrinking and growing unless {@code sealed} is false. The caller closes it.
+     */
+    static int memfd(final long bytes, final boolean sealed) throws Exception {
+        final int fd = io.lazyblk.sys.LibC.memfdCreate("test-shared", io.lazyblk.sys.LibC.MFD_ALLOW_SEALING);
+        io.lazyblk.sys.LibC.ftruncate(fd, bytes);
+        if (sealed) {
+            io.lazyblk.sys.LibC.addSeals(fd, io.lazyblk.sys.LibC.F_SEAL_SHRINK | io.lazyblk.sys.LibC.F_SEAL_GROW);
+        }
+        return fd;
+    }
+
+    /** The engine closed {@code fe}'s connection, and then serves a new front end that writes and reads {@code image}. */
+    static void assertClosedAndNextServed(final io.lazyblk.tools.frontend.VhostUserFrontend fe, final Path socket, final Path image)
+        throws IOException {
+        org.junit.jupiter.api.Assertions.assertTrue(fe.isClosedByPeer(DEADLINE), "the engine closed the connection");
+        assertEngineServesNewFrontEnd(socket, image, 8);
+    }
 }

@@ -22,7 +22,6 @@ import java.util.concurrent.TimeUnit;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * Live migration of a running QEMU guest between two QEMUs on this host, each with its own engine serving the same
@@ -56,9 +55,7 @@ class LiveMigrationGuestTest {
 
     @BeforeAll
     static void findQemu() throws Exception {
-        assumeTrue(QemuGuest.available(), "QEMU is not installed here: " + QemuGuest.unavailableReason());
-        guest = new QemuGuest(QemuGuest.findGuestScriptsDir().orElseThrow(() -> new IllegalStateException("no tools/guest above the working directory")));
-        guest.prepare();
+        guest = VerifyWorkload.guest();
     }
 
     @BeforeEach

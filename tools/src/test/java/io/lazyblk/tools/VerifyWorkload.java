@@ -26,6 +26,16 @@ final class VerifyWorkload {
     private VerifyWorkload() {
     }
 
+    /** The test guest, built and ready; the calling test is skipped (with the reason) where QEMU is not installed. */
+    static io.lazyblk.tools.guest.QemuGuest guest() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(io.lazyblk.tools.guest.QemuGuest.available(),
+            "QEMU is not installed here: " + io.lazyblk.tools.guest.QemuGuest.unavailableReason());
+        final io.lazyblk.tools.guest.QemuGuest g = new io.lazyblk.tools.guest.QemuGuest(io.lazyblk.tools.guest.QemuGuest
+            .findGuestScriptsDir().orElseThrow(() -> new IllegalStateException("no tools/guest above the working directory")));
+        g.prepare();
+        return g;
+    }
+
     /** Waits for the writer's round {@code round} (or a later one) on {@code console}; returns the round seen. */
     static int awaitRound(final BlockingQueue<String> console, final int round, final Duration step) throws InterruptedException {
         final long deadline = System.nanoTime() + step.toNanos();

@@ -2,6 +2,7 @@ package io.lazyblk.vhost.inflight;
 
 import io.lazyblk.sys.LibC;
 import io.lazyblk.sys.NativeException;
+import io.lazyblk.vhost.mem.SealedMemfd;
 import io.lazyblk.vhost.ring.SplitVirtqueue;
 
 import java.lang.foreign.Arena;
@@ -14,8 +15,6 @@ import java.lang.foreign.MemorySegment;
  * {@link #close()} once no queue runs.
  */
 public final class InflightRegion implements AutoCloseable {
-    private static final long PAGE = 4096;
-
     public final int numQueues;
     public final int queueSize;
     public final long mmapSize;
@@ -23,13 +22,12 @@ public final class InflightRegion implements AutoCloseable {
     private final InflightQueue[] queues;
     private int fd;
 
-    private InflightRegion(final int fd, final long address, final long mmapSize, final int numQueues, final int queueSize) {
+    private InflightRegion(final int fd, final MemorySegment all, final Arena arena, final int numQueues, final int queueSize) {
         this.fd = fd;
         this.numQueues = numQueues;
         this.queueSize = queueSize;
-        this.mmapSize = mmapSize;
-        this.arena = Arena.ofShared();
-        final MemorySegment all = MemorySegment.ofAddress(address).reinterpret(mmapSize, arena, s -> LibC.munmap(s.address(), mmapSize));
+        this.mmapSize = all.byteSize();
+        this.arena = arena;
         this.queues = new InflightQueue[numQueues];
         final long stride = InflightLayout.queueRegionSize(queueSize);
         for (int i = 0; i < numQueues; i++) {
@@ -61,11 +59,13 @@ public final class InflightRegion implements AutoCloseable {
     public static InflightRegion create(final int numQueues, final int queueSize) throws NativeException {
         final long size = sizeFor(numQueues, queueSize);
         final int memfd = LibC.memfdCreate("lazyblk-inflight", LibC.MFD_ALLOW_SEALING);
+        final Arena arena = Arena.ofShared();
         try {
             LibC.ftruncate(memfd, size);
             LibC.addSeals(memfd, LibC.F_SEAL_SHRINK | LibC.F_SEAL_GROW | LibC.F_SEAL_SEAL);
-            return new InflightRegion(memfd, LibC.mmapShared(memfd, size, 0), size, numQueues, queueSize);
+            return new InflightRegion(memfd, SealedMemfd.mapShared(memfd, size, 0, arena), arena, numQueues, queueSize);
         } catch (final NativeException | RuntimeException e) {
+            arena.close();
             LibC.close(memfd);
             throw e;
         }
@@ -87,33 +87,14 @@ public final class InflightRegion implements AutoCloseable {
                 throw new InflightException("in-flight region of " + Long.toUnsignedString(mmapSize) + " bytes; "
                     + numQueues + " queues of " + queueSize + " descriptors take " + expected);
             }
-            if (mmapOffset < 0 || mmapOffset % PAGE != 0 || mmapOffset > Long.MAX_VALUE - mmapSize) {
-                throw new InflightException("in-flight region at offset " + Long.toUnsignedString(mmapOffset)
-                    + ", not a page-aligned offset");
-            }
-            final int seals;
-            final long fileSize;
+            final Arena arena = Arena.ofShared();
             try {
-                seals = LibC.seals(fd);
-                fileSize = LibC.fileSize(fd);
-            } catch (final NativeException e) {
-                throw new InflightException("in-flight region's fd (" + LibC.describeFd(fd) + ") is not a sealable memfd: " + e.getMessage());
+                return new InflightRegion(-1, SealedMemfd.map(fd, mmapSize, mmapOffset, "in-flight region", arena), arena,
+                    numQueues, queueSize);
+            } catch (final IllegalArgumentException e) {
+                arena.close();
+                throw new InflightException(e.getMessage());
             }
-            // Without the seal the front end could shrink the file and make our next access to the region fault.
-            if ((seals & LibC.F_SEAL_SHRINK) == 0) {
-                throw new InflightException("in-flight region's memfd is not sealed against shrinking");
-            }
-            if (fileSize < mmapOffset + mmapSize) {
-                throw new InflightException("in-flight region of " + mmapSize + " bytes at offset " + mmapOffset
-                    + " does not fit in its " + fileSize + "-byte memfd");
-            }
-            final long address;
-            try {
-                address = LibC.mmapShared(fd, mmapSize, mmapOffset);
-            } catch (final NativeException e) {
-                throw new InflightException("cannot map the in-flight region: " + e.getMessage());
-            }
-            return new InflightRegion(-1, address, mmapSize, numQueues, queueSize);
         } finally {
             LibC.close(fd);
         }

@@ -1,7 +1,6 @@
 package io.lazyblk.vhost.mem;
 
 import io.lazyblk.sys.LibC;
-import io.lazyblk.sys.NativeException;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -22,7 +21,6 @@ public final class DirtyLog implements AutoCloseable {
      * asking for more is broken or hostile.
      */
     public static final long MAX_SIZE = 1L << 30;
-    private static final long MAP_ALIGN = 4096;
     private static final VarHandle WORD = ValueLayout.JAVA_LONG.varHandle();
 
     private final MemorySegment bits;
@@ -50,32 +48,13 @@ public final class DirtyLog implements AutoCloseable {
                 throw new IllegalArgumentException("dirty log of " + Long.toUnsignedString(size) + " bytes; a log is a whole number of"
                     + " 64-bit words, at most " + MAX_SIZE);
             }
-            if (offset < 0 || offset % MAP_ALIGN != 0 || offset > Long.MAX_VALUE - size) {
-                throw new IllegalArgumentException("dirty log at offset " + Long.toUnsignedString(offset) + ", not a page-aligned offset");
-            }
-            final int seals;
-            final long fileSize;
-            try {
-                seals = LibC.seals(fd);
-                fileSize = LibC.fileSize(fd);
-            } catch (final NativeException e) {
-                throw new IllegalArgumentException("dirty log's fd (" + LibC.describeFd(fd) + ") is not a sealable memfd: " + e.getMessage());
-            }
-            if ((seals & LibC.F_SEAL_SHRINK) == 0) {
-                throw new IllegalArgumentException("dirty log's memfd is not sealed against shrinking");
-            }
-            if (fileSize < offset + size) {
-                throw new IllegalArgumentException("dirty log of " + size + " bytes at offset " + offset + " does not fit in its "
-                    + fileSize + "-byte memfd");
-            }
-            final long address;
-            try {
-                address = LibC.mmapShared(fd, size, offset);
-            } catch (final NativeException e) {
-                throw new IllegalArgumentException("cannot map the dirty log: " + e.getMessage());
-            }
             final Arena arena = Arena.ofShared();
-            return new DirtyLog(MemorySegment.ofAddress(address).reinterpret(size, arena, s -> LibC.munmap(s.address(), size)), arena);
+            try {
+                return new DirtyLog(SealedMemfd.map(fd, size, offset, "dirty log", arena), arena);
+            } catch (final IllegalArgumentException e) {
+                arena.close();
+                throw e;
+            }
         } finally {
             LibC.close(fd);
         }

@@ -61,7 +61,7 @@ class InflightRegionTest {
 
     /** A device on the region as the front end hands it back (SET_INFLIGHT_FD): a new mapping of the same memfd. */
     private SplitVirtqueue device(final int base) throws Exception {
-        final InflightRegion r = InflightRegion.adopt(reopenRw(regionFd), InflightRegion.sizeFor(1, SIZE), 0, 1, SIZE, 1);
+        final InflightRegion r = InflightRegion.adopt(io.lazyblk.vhost.FdPassing.throughSocket(regionFd), InflightRegion.sizeFor(1, SIZE), 0, 1, SIZE, 1);
         open.add(r);
         final SplitVirtqueue q = new SplitVirtqueue(0);
         q.configure(SIZE, true, true);
@@ -69,20 +69,6 @@ class InflightRegionTest {
         q.setBase(base);
         q.attachInflight(r.queue(0), base);
         return q;
-    }
-
-    /** The memfd as the front end passes it back: a new fd for it, through a real socket with SCM_RIGHTS. */
-    private static int reopenRw(final int fd) throws Exception {
-        final io.lazyblk.sys.UnixSocket[] pair = io.lazyblk.sys.UnixSocket.pair();
-        try (var a = pair[0]; var b = pair[1]) {
-            final MemorySegment buf = java.lang.foreign.Arena.ofAuto().allocate(8);
-            a.send(buf, 1, new int[] {fd}, 1);
-            final int[] fds = new int[io.lazyblk.sys.UnixSocket.MAX_FDS];
-            final int[] n = new int[1];
-            b.receive(buf, 1, fds, n);
-            assertEquals(1, n[0]);
-            return fds[0];
-        }
     }
 
     private void offer(final int head) {
@@ -187,10 +173,9 @@ class InflightRegionTest {
     /** The region's bytes as the front end sees them (its own mapping). */
     private MemorySegment mapped() throws Exception {
         final long size = InflightRegion.sizeFor(1, SIZE);
-        final long addr = LibC.mmapShared(regionFd, size, 0);
         final java.lang.foreign.Arena a = java.lang.foreign.Arena.ofShared();
         open.add(a::close);
-        return MemorySegment.ofAddress(addr).reinterpret(size, a, s -> LibC.munmap(s.address(), size));
+        return io.lazyblk.vhost.mem.SealedMemfd.mapShared(regionFd, size, 0, a);
     }
 
     private InflightException refusedAfter(final java.util.function.Consumer<MemorySegment> corrupt) throws Exception {
@@ -270,13 +255,13 @@ class InflightRegionTest {
     @Test
     void shouldRefuseARegionOfTheWrongSizeOffsetOrFile() throws Exception {
         final long size = InflightRegion.sizeFor(1, SIZE);
-        assertThrows(InflightException.class, () -> InflightRegion.adopt(reopenRw(regionFd), size + 64, 0, 1, SIZE, 1));
-        assertThrows(InflightException.class, () -> InflightRegion.adopt(reopenRw(regionFd), size, 100, 1, SIZE, 1));
-        assertThrows(InflightException.class, () -> InflightRegion.adopt(reopenRw(regionFd), size, 4096, 1, SIZE, 1),
+        assertThrows(InflightException.class, () -> InflightRegion.adopt(io.lazyblk.vhost.FdPassing.throughSocket(regionFd), size + 64, 0, 1, SIZE, 1));
+        assertThrows(InflightException.class, () -> InflightRegion.adopt(io.lazyblk.vhost.FdPassing.throughSocket(regionFd), size, 100, 1, SIZE, 1));
+        assertThrows(InflightException.class, () -> InflightRegion.adopt(io.lazyblk.vhost.FdPassing.throughSocket(regionFd), size, 4096, 1, SIZE, 1),
             "past the end of the memfd");
-        assertThrows(InflightException.class, () -> InflightRegion.adopt(reopenRw(regionFd), InflightRegion.sizeFor(2, SIZE), 0, 2, SIZE, 1),
+        assertThrows(InflightException.class, () -> InflightRegion.adopt(io.lazyblk.vhost.FdPassing.throughSocket(regionFd), InflightRegion.sizeFor(2, SIZE), 0, 2, SIZE, 1),
             "more queues than the device has");
-        assertThrows(InflightException.class, () -> InflightRegion.adopt(reopenRw(regionFd), size, 0, 1, 6, 1), "not a power of two");
+        assertThrows(InflightException.class, () -> InflightRegion.adopt(io.lazyblk.vhost.FdPassing.throughSocket(regionFd), size, 0, 1, 6, 1), "not a power of two");
         final int unsealed = LibC.memfdCreate("unsealed", LibC.MFD_ALLOW_SEALING);
         LibC.ftruncate(unsealed, size);
         final InflightException e = assertThrows(InflightException.class, () -> InflightRegion.adopt(unsealed, size, 0, 1, SIZE, 1));

@@ -45,10 +45,9 @@ class DirtyLogTest {
         logFd = LibC.memfdCreate("log", LibC.MFD_ALLOW_SEALING);
         LibC.ftruncate(logFd, LOG_BYTES);
         LibC.addSeals(logFd, LibC.F_SEAL_SHRINK | LibC.F_SEAL_GROW);
-        final long addr = LibC.mmapShared(logFd, LOG_BYTES, 0);
         final Arena a = Arena.ofShared();
         open.add(a::close);
-        view = MemorySegment.ofAddress(addr).reinterpret(LOG_BYTES, a, s -> LibC.munmap(s.address(), LOG_BYTES));
+        view = SealedMemfd.mapShared(logFd, LOG_BYTES, 0, a);
     }
 
     @AfterEach
@@ -60,20 +59,9 @@ class DirtyLogTest {
     }
 
     private DirtyLog log() throws Exception {
-        final DirtyLog l = DirtyLog.map(reopen(logFd), LOG_BYTES, 0);
+        final DirtyLog l = DirtyLog.map(io.lazyblk.vhost.FdPassing.throughSocket(logFd), LOG_BYTES, 0);
         open.add(l);
         return l;
-    }
-
-    private static int reopen(final int fd) throws Exception {
-        final io.lazyblk.sys.UnixSocket[] pair = io.lazyblk.sys.UnixSocket.pair();
-        try (var a = pair[0]; var b = pair[1]) {
-            final MemorySegment buf = Arena.ofAuto().allocate(8);
-            a.send(buf, 1, new int[] {fd}, 1);
-            final int[] fds = new int[io.lazyblk.sys.UnixSocket.MAX_FDS];
-            b.receive(buf, 1, fds, new int[1]);
-            return fds[0];
-        }
     }
 
     /** The pages whose bits are set, as the front end would collect them. */
@@ -116,10 +104,10 @@ class DirtyLogTest {
         final int unsealed = LibC.memfdCreate("unsealed", LibC.MFD_ALLOW_SEALING);
         LibC.ftruncate(unsealed, LOG_BYTES);
         assertTrue(assertThrows(IllegalArgumentException.class, () -> DirtyLog.map(unsealed, LOG_BYTES, 0)).getMessage().contains("sealed"));
-        assertThrows(IllegalArgumentException.class, () -> DirtyLog.map(reopen(logFd), LOG_BYTES, 4096), "past the end of the memfd");
-        assertThrows(IllegalArgumentException.class, () -> DirtyLog.map(reopen(logFd), 12, 0), "not whole words");
-        assertThrows(IllegalArgumentException.class, () -> DirtyLog.map(reopen(logFd), 8, 100), "unaligned offset");
-        assertThrows(IllegalArgumentException.class, () -> DirtyLog.map(reopen(logFd), DirtyLog.MAX_SIZE * 2, 0), "too large");
+        assertThrows(IllegalArgumentException.class, () -> DirtyLog.map(io.lazyblk.vhost.FdPassing.throughSocket(logFd), LOG_BYTES, 4096), "past the end of the memfd");
+        assertThrows(IllegalArgumentException.class, () -> DirtyLog.map(io.lazyblk.vhost.FdPassing.throughSocket(logFd), 12, 0), "not whole words");
+        assertThrows(IllegalArgumentException.class, () -> DirtyLog.map(io.lazyblk.vhost.FdPassing.throughSocket(logFd), 8, 100), "unaligned offset");
+        assertThrows(IllegalArgumentException.class, () -> DirtyLog.map(io.lazyblk.vhost.FdPassing.throughSocket(logFd), DirtyLog.MAX_SIZE * 2, 0), "too large");
         assertThrows(IllegalArgumentException.class, () -> DirtyLog.map(LibC.eventfd(0), 8, 0), "not a memfd");
     }
 
