@@ -50,14 +50,6 @@ public interface BlockBackend extends AutoCloseable {
     }
 
     /** Why the backend's storage failed (the first error, with what to do), or null while it is healthy. */
-    /**
-     * Whether a VM served from this backend may live-migrate (dirty logging is offered). A file the destination opens
-     * as it is can; a lazily filled one cannot yet: its page map and state file would have to move with it.
-     */
-    default boolean migratable() {
-        return false;
-    }
-
     default String failure() {
         return null;
     }

@@ -82,11 +82,6 @@ public final class FileBackend implements BlockBackend {
         return rc;
     }
 
-    /** A plain file: the destination opens the same file (shared storage) and serves it as it is. */
-    @Override
-    public boolean migratable() {
-        return true;
-    }
 
     @Override
     public int flush() {

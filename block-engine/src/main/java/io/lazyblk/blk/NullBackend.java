@@ -31,11 +31,6 @@ public final class NullBackend implements BlockBackend {
         return 0;
     }
 
-    /** Nothing to carry: a null disk migrates as it is. */
-    @Override
-    public boolean migratable() {
-        return true;
-    }
 
     @Override
     public int flush() {

@@ -16,13 +16,18 @@ import static java.lang.foreign.ValueLayout.JAVA_BYTE;
  */
 public final class VirtioBlkDevice implements VhostUserDevice {
     private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(VirtioBlkDevice.class);
-    private final BlockBackend backend;
+    private final Storage storage;
     private final BlkDeviceConfig cfg;
     private final int ioThreadsPerQueue;
 
     public VirtioBlkDevice(final BlockBackend backend, final int numQueues, final int ioThreadsPerQueue, final String serial) {
-        this.backend = backend;
-        this.cfg = new BlkDeviceConfig(backend.sizeBytes(), backend.readOnly(), numQueues, serial);
+        this(Storage.fixed(backend), numQueues, ioThreadsPerQueue, serial);
+    }
+
+    /** A device over storage that a live migration may hand over ({@link Storage}): opened at the first queue's start. */
+    public VirtioBlkDevice(final Storage storage, final int numQueues, final int ioThreadsPerQueue, final String serial) {
+        this.storage = storage;
+        this.cfg = new BlkDeviceConfig(storage.sizeBytes(), storage.readOnly(), numQueues, serial);
         this.ioThreadsPerQueue = ioThreadsPerQueue;
     }
 
@@ -70,12 +75,22 @@ public final class VirtioBlkDevice implements VhostUserDevice {
 
     @Override
     public QueueHandler openQueue(final SplitVirtqueue queue, final Runnable waker) {
+        final boolean opening = storage.current() == null;
+        final BlockBackend backend = storage.take(); // a migration's destination: waits for the image's lock here
+        if (opening && storage.carriedWriteback() >= 0) {
+            cfg.writeback = storage.carriedWriteback() == 1; // the mode the guest chose on the source host
+        }
         return new BlkQueueHandler(queue, waker, cfg, backend, ioThreadsPerQueue);
     }
 
+    /** Every backend can: a plain file or a lazily filled one (its state file moves with it) is handed over whole. */
     @Override
     public boolean migratable() {
-        return backend.migratable();
+        return true;
+    }
+
+    public Storage storage() {
+        return storage;
     }
 
     /**
@@ -84,9 +99,16 @@ public final class VirtioBlkDevice implements VhostUserDevice {
      */
     @Override
     public void queueStopped(final int index) {
-        if (backend.flush() != VirtioBlk.S_OK) {
+        final BlockBackend backend = storage.current();
+        if (backend != null && backend.flush() != VirtioBlk.S_OK) {
             LOG.warn("queue {} stopped but the disk could not be made durable: {}", index, backend.failure());
         }
+    }
+
+    /** The migration's switchover: the image goes to the destination engine, with the guest's write-cache mode. */
+    @Override
+    public void switchedOver() {
+        storage.handOver(cfg.writeback);
     }
 
     @Override

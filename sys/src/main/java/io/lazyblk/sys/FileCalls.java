@@ -60,6 +60,22 @@ public final class FileCalls {
     private static final MethodHandle MINCORE = plain("mincore", JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG);
     private static final MethodHandle MUNMAP = plain("munmap", JAVA_INT, JAVA_LONG, JAVA_LONG);
     private static final MethodHandle FSTAT = fn("fstat", JAVA_INT, JAVA_INT, JAVA_LONG);
+    // fcntl is variadic: the third argument (a struct flock pointer) must be passed the varargs way.
+    private static final MethodHandle FCNTL_PTR = Downcalls.variadic("fcntl", 2, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG);
+    private static final MethodHandle FSETXATTR = fn("fsetxattr", JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT);
+    private static final MethodHandle FGETXATTR = fn("fgetxattr", JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG);
+    private static final MethodHandle FREMOVEXATTR = fn("fremovexattr", JAVA_INT, JAVA_INT, JAVA_LONG);
+    /** Open file description locks (Linux 3.15+): owned by the open file, not the process, and released when it closes. */
+    private static final int F_OFD_GETLK = 36;
+    private static final int F_OFD_SETLK = 37;
+    public static final short F_RDLCK = 0;
+    public static final short F_WRLCK = 1;
+    public static final short F_UNLCK = 2;
+    /** x86-64 {@code struct flock}: l_type s16 at 0, l_whence s16 at 2, l_start at 8, l_len at 16, l_pid s32 at 24; 32 bytes. */
+    private static final int FLOCK_BYTES = 32;
+    public static final int EAGAIN = 11;
+    public static final int EACCES = 13;
+    public static final int ENODATA = 61;
     /** x86-64 {@code struct stat}: 144 bytes, {@code st_blocks} (512-byte units, whatever the file system's block) at 64. */
     private static final int STAT_BYTES = 144;
     private static final int ST_BLOCKS = 64;
@@ -272,6 +288,102 @@ public final class FileCalls {
                 throw failure("fstat", errno(st));
             }
             return stat.get(JAVA_LONG, ST_BLOCKS) * 512;
+        } catch (final IOException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * {@code fcntl(fd, F_OFD_SETLK)} over the whole file: takes ({@link #F_RDLCK}, {@link #F_WRLCK}) or drops
+     * ({@link #F_UNLCK}) an open file description lock without waiting. Returns true if taken, false if another open
+     * file (in this process or any other, on this host or, on NFS, another) holds a conflicting one.
+     */
+    public static boolean ofdLock(final int fd, final short type) throws IOException {
+        final MemorySegment st = state();
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment fl = a.allocate(FLOCK_BYTES, 8); // zeroed: whence SEEK_SET, start 0, len 0 (to the end), pid 0
+            fl.set(ValueLayout.JAVA_SHORT, 0, type);
+            if ((int) FCNTL_PTR.invokeExact(st, fd, F_OFD_SETLK, fl.address()) == 0) {
+                return true;
+            }
+            final int errno = errno(st);
+            if (errno == EAGAIN || errno == EACCES) {
+                return false;
+            }
+            throw failure("fcntl(F_OFD_SETLK)", errno);
+        } catch (final IOException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Whether an open file description lock of {@code type} on the whole file would be refused now ({@code F_OFD_GETLK}). */
+    public static boolean ofdLockHeld(final int fd, final short type) throws IOException {
+        final MemorySegment st = state();
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment fl = a.allocate(FLOCK_BYTES, 8);
+            fl.set(ValueLayout.JAVA_SHORT, 0, type);
+            if ((int) FCNTL_PTR.invokeExact(st, fd, F_OFD_GETLK, fl.address()) != 0) {
+                throw failure("fcntl(F_OFD_GETLK)", errno(st));
+            }
+            return fl.get(ValueLayout.JAVA_SHORT, 0) != F_UNLCK;
+        } catch (final IOException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code fsetxattr}: sets extended attribute {@code name} (e.g. {@code user.x}) of the open file to {@code value}. */
+    public static void setXattr(final int fd, final String name, final byte[] value) throws IOException {
+        final MemorySegment st = state();
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment v = a.allocate(Math.max(1, value.length));
+            MemorySegment.copy(value, 0, v, ValueLayout.JAVA_BYTE, 0, value.length);
+            if ((int) FSETXATTR.invokeExact(st, fd, a.allocateFrom(name).address(), v.address(), (long) value.length, 0) != 0) {
+                throw failure("fsetxattr(" + name + ")", errno(st));
+            }
+        } catch (final IOException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code fgetxattr}: the value of extended attribute {@code name} (at most {@code max} bytes), or null if it has none. */
+    public static byte[] getXattr(final int fd, final String name, final int max) throws IOException {
+        final MemorySegment st = state();
+        try (Arena a = Arena.ofConfined()) {
+            final MemorySegment v = a.allocate(max);
+            final long n = (long) FGETXATTR.invokeExact(st, fd, a.allocateFrom(name).address(), v.address(), (long) max);
+            if (n < 0) {
+                final int errno = errno(st);
+                if (errno == ENODATA) {
+                    return null;
+                }
+                throw failure("fgetxattr(" + name + ")", errno);
+            }
+            return v.asSlice(0, n).toArray(ValueLayout.JAVA_BYTE);
+        } catch (final IOException e) {
+            throw e;
+        } catch (final Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code fremovexattr}; an attribute that is not there is no error. */
+    public static void removeXattr(final int fd, final String name) throws IOException {
+        final MemorySegment st = state();
+        try (Arena a = Arena.ofConfined()) {
+            if ((int) FREMOVEXATTR.invokeExact(st, fd, a.allocateFrom(name).address()) != 0) {
+                final int errno = errno(st);
+                if (errno != ENODATA) {
+                    throw failure("fremovexattr(" + name + ")", errno);
+                }
+            }
         } catch (final IOException e) {
             throw e;
         } catch (final Throwable t) {

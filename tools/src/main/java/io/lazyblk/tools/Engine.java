@@ -28,32 +28,49 @@ import java.nio.file.Path;
 public final class Engine implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Engine.class);
     private final VhostUserServer server;
-    private final BlockBackend backend;
+    private final io.lazyblk.blk.Storage storage;
     /** The --source URIs of a lazy engine, nearest first (for status); empty otherwise. */
     private volatile java.util.List<String> sourceNames = java.util.List.of();
     private final Thread thread;
     private StatusServer status;
 
-    private Engine(final VhostUserServer server, final BlockBackend backend) {
+    private Engine(final VhostUserServer server, final io.lazyblk.blk.Storage storage) {
         this.server = server;
-        this.backend = backend;
+        this.storage = storage;
         this.thread = new Thread(server::run, "vhost-user-control");
         this.thread.setDaemon(true);
     }
 
-    /** Settings of one engine; {@code localImage == null} with {@code nullSize > 0} selects the null backend. */
+    /** How long an engine whose image another engine holds waits for it when its VM starts, unless told otherwise. */
+    public static final Duration DEFAULT_LOCK_WAIT = Duration.ofSeconds(60);
+
+    /**
+     * Settings of one engine; {@code localImage == null} with {@code nullSize > 0} selects the null backend.
+     *
+     * @param lockWait how long to wait for the image's lock when the VM starts, if another engine holds it (a live
+     *     migration's destination waits so for the source to let go)
+     */
     public record Options(Path socket, Path localImage, long nullSize, int queues, boolean readOnly,
-                          int ioThreadsPerQueue, long pollNanos) {
+                          int ioThreadsPerQueue, long pollNanos, Duration lockWait) {
+        public Options(final Path socket, final Path localImage, final long nullSize, final int queues, final boolean readOnly,
+                       final int ioThreadsPerQueue, final long pollNanos) {
+            this(socket, localImage, nullSize, queues, readOnly, ioThreadsPerQueue, pollNanos, DEFAULT_LOCK_WAIT);
+        }
+
         public static Options file(final Path socket, final Path image) {
             return new Options(socket, image, 0, 1, false, 0, VhostUserServer.DEFAULT_SPIN_NANOS);
         }
 
         public Options withQueues(final int n) {
-            return new Options(socket, localImage, nullSize, n, readOnly, ioThreadsPerQueue, pollNanos);
+            return new Options(socket, localImage, nullSize, n, readOnly, ioThreadsPerQueue, pollNanos, lockWait);
         }
 
         public Options withReadOnly(final boolean ro) {
-            return new Options(socket, localImage, nullSize, queues, ro, ioThreadsPerQueue, pollNanos);
+            return new Options(socket, localImage, nullSize, queues, ro, ioThreadsPerQueue, pollNanos, lockWait);
+        }
+
+        public Options withLockWait(final Duration d) {
+            return new Options(socket, localImage, nullSize, queues, readOnly, ioThreadsPerQueue, pollNanos, d);
         }
     }
 
@@ -134,6 +151,20 @@ public final class Engine implements AutoCloseable {
      */
     static Engine startLazy(final Options o, final LazySource src, final boolean statusOnCaller) throws IOException {
         final Path local = o.localImage();
+        final io.lazyblk.blk.Storage.Opener opener = () -> openLazy(o, src);
+        // The lock first, unless the file is still to be made: a live migration's destination must not even read the
+        // state file before the source engine let go of it (it changes until then).
+        final io.lazyblk.blk.Storage storage = Files.exists(local)
+            ? io.lazyblk.blk.Storage.open(local, false, o.lockWait(), opener)
+            : io.lazyblk.blk.Storage.adopt(local, openLazy(o, src), o.lockWait(), opener);
+        final Engine e = start(o, storage, statusOnCaller);
+        e.sourceNames = src.sources().stream().map(SourceUri::toString).toList();
+        return e;
+    }
+
+    /** The backend of a lazily filled local file (see {@link #startLazy}); with its lock held, if the file exists. */
+    private static BlockBackend openLazy(final Options o, final LazySource src) throws IOException {
+        final Path local = o.localImage();
         final Path stateFile = PageStateFile.beside(local);
         final java.util.Optional<String> complete = Files.isRegularFile(local) ? PageStateFile.diskOnlyImage(stateFile)
             : java.util.Optional.empty();
@@ -143,7 +174,7 @@ public final class Engine implements AutoCloseable {
                     + ": it belongs to another image. Use another --local path, or name the image it holds");
             }
             LOG.info("{} is complete (its state file records the switch to disk-only): serving from disk, the provider is not contacted", local);
-            return start(o, completeCopy(local, stateFile, o.readOnly()), statusOnCaller);
+            return completeCopy(local, stateFile, o.readOnly());
         }
         byte[] pinned = null;
         Manifest saved = null;
@@ -179,9 +210,7 @@ public final class Engine implements AutoCloseable {
                 bootProfile(source, state));
             LOG.info("lazy fill of {} ({} pages of {} KiB, {} local already) from {}", local, m.pageCount(), m.pageSize() >> 10,
                 state.localCount(), src.sources().size() == 1 ? src.sources().get(0) : src.sources());
-            final Engine e = start(o, store, statusOnCaller);
-            e.sourceNames = src.sources().stream().map(SourceUri::toString).toList();
-            return e;
+            return store;
         } catch (final IOException | RuntimeException e) {
             source.close();
             throw e;
@@ -361,8 +390,13 @@ public final class Engine implements AutoCloseable {
      */
     static Engine start(final Options o, final boolean statusOnCaller) throws IOException {
         if (o.localImage() == null) {
-            return start(o, new NullBackend(o.nullSize()), statusOnCaller);
+            return start(o, io.lazyblk.blk.Storage.fixed(new NullBackend(o.nullSize())), statusOnCaller);
         }
+        return start(o, io.lazyblk.blk.Storage.open(o.localImage(), o.readOnly(), o.lockWait(), () -> openLocal(o)), statusOnCaller);
+    }
+
+    /** The backend of {@code --local} without {@code --source}; with its lock held. */
+    private static BlockBackend openLocal(final Options o) throws IOException {
         final Path stateFile = PageStateFile.beside(o.localImage());
         if (Files.exists(stateFile)) {
             if (PageStateFile.diskOnlyImage(stateFile).isEmpty()) {
@@ -370,9 +404,9 @@ public final class Engine implements AutoCloseable {
                     + " says so): its absent pages would read as zeros. Serve it with the --source it is filled from, or, if the"
                     + " file is a plain image, delete " + stateFile.getFileName());
             }
-            return start(o, completeCopy(o.localImage(), stateFile, o.readOnly()), statusOnCaller);
+            return completeCopy(o.localImage(), stateFile, o.readOnly());
         }
-        return start(o, new FileBackend(LocalImage.open(o.localImage(), o.readOnly())), statusOnCaller);
+        return new FileBackend(LocalImage.open(o.localImage(), o.readOnly()));
     }
 
     /**
@@ -400,7 +434,7 @@ public final class Engine implements AutoCloseable {
         }
     }
 
-    private static Engine start(final Options o, final BlockBackend backend, final boolean statusOnCaller) throws IOException {
+    private static Engine start(final Options o, final io.lazyblk.blk.Storage backend, final boolean statusOnCaller) throws IOException {
         if (o.queues() < 1 || o.queues() > 64) {
             backend.close();
             throw new IllegalArgumentException("--queues must be between 1 and 64, not " + o.queues());
@@ -426,18 +460,24 @@ public final class Engine implements AutoCloseable {
         return sourceNames;
     }
 
-    /** The lazy store, or null when the engine serves a complete local file. */
+    /** The lazy store, or null when the engine serves a complete local file (or has none open: see {@link #storage()}). */
     public LazyStore lazyStore() {
-        return backend instanceof LazyStore l ? l : null;
+        return storage.current() instanceof LazyStore l ? l : null;
+    }
+
+    /** The image and whether this engine holds it (a live migration hands it from engine to engine). */
+    public io.lazyblk.blk.Storage storage() {
+        return storage;
     }
 
     /** Why the engine's storage failed (sticky: every FLUSH fails since), with what to do; null while healthy. */
     public String storageFailure() {
-        return backend.failure();
+        final BlockBackend b = storage.current();
+        return b == null ? null : b.failure();
     }
 
     public long sizeBytes() {
-        return backend.sizeBytes();
+        return storage.sizeBytes();
     }
 
     /**
@@ -467,6 +507,6 @@ public final class Engine implements AutoCloseable {
         } catch (final InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        backend.close();
+        storage.close();
     }
 }

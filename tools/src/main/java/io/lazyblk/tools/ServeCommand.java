@@ -80,6 +80,11 @@ public final class ServeCommand implements Callable<Integer> {
         description = "how long a guest read waits for an absent page while the provider is unreachable before it gets IOERR (default ${DEFAULT-VALUE})")
     int demandTimeoutSeconds;
 
+    @Option(names = "--lock-wait", defaultValue = "60", paramLabel = "SECONDS",
+        description = "if another engine holds the image (a live migration's source), how long to wait for it when the VM"
+            + " starts before refusing to serve it (default ${DEFAULT-VALUE})")
+    int lockWaitSeconds;
+
     @Option(names = "--poll-us", defaultValue = "50", description = "µs a queue polls its ring after the last request before sleeping; at least 500 while requests are in flight; 0: never poll (default ${DEFAULT-VALUE})")
     long pollMicros;
 
@@ -99,7 +104,8 @@ public final class ServeCommand implements Callable<Integer> {
         final Engine engine;
         try {
             // The status server runs on this thread, in engine.join(): it would only wait there otherwise.
-            engine = Engine.start(new Engine.Options(socket, local, nullSize, queues, readOnly, ioThreads, pollMicros * 1000), true);
+            engine = Engine.start(new Engine.Options(socket, local, nullSize, queues, readOnly, ioThreads, pollMicros * 1000,
+                java.time.Duration.ofSeconds(lockWaitSeconds)), true);
         } catch (final IllegalArgumentException e) {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 2;
@@ -116,7 +122,7 @@ public final class ServeCommand implements Callable<Integer> {
         while (true) {
             final java.util.Map<String, String> m = engine.status();
             System.err.print("\r" + StatusServer.human(m) + "   ");
-            if (!"lazy".equals(m.get("mode"))) {
+            if (!"lazy".equals(m.get("mode")) && !"standby".equals(m.get("mode"))) {
                 System.err.println();
                 return;
             }
@@ -243,7 +249,8 @@ public final class ServeCommand implements Callable<Integer> {
         }
         final Engine engine;
         try {
-            engine = Engine.startLazy(new Engine.Options(socket, local, 0, queues, false, ioThreads, pollMicros * 1000),
+            engine = Engine.startLazy(new Engine.Options(socket, local, 0, queues, false, ioThreads, pollMicros * 1000,
+                java.time.Duration.ofSeconds(lockWaitSeconds)),
                 new Engine.LazySource(parsed, tokenSources, memoryBudget, fillRate, java.time.Duration.ofSeconds(demandTimeoutSeconds),
                     (int) Math.min(pageSize, Integer.MAX_VALUE)), true);
         } catch (final java.io.IOException | IllegalArgumentException e) {

@@ -128,7 +128,11 @@ final class StatusServer implements AutoCloseable {
     Map<String, String> status() {
         final Map<String, String> m = new LinkedHashMap<>();
         final LazyStore s = engine.lazyStore();
-        m.put("mode", s == null || s.diskOnly() ? "disk-only" : "lazy");
+        final io.lazyblk.blk.Storage storage = engine.storage();
+        // standby: another engine holds the image (a live migration's destination before its switchover); handed-over:
+        // this engine let go of it at a switchover (the VM runs on the destination now).
+        m.put("mode", storage.standingBy() ? "standby" : storage.handedOver() ? "handed-over"
+            : s == null || s.diskOnly() ? "disk-only" : "lazy");
         final String failure = engine.storageFailure();
         m.put("storage", failure == null ? "ok" : "failed");
         if (failure != null) {
@@ -193,6 +197,12 @@ final class StatusServer implements AutoCloseable {
     }
 
     private static String summary(final Map<String, String> m) {
+        if ("standby".equals(m.get("mode"))) {
+            return "standby: another engine holds the image (a live migration's source); taken when this engine's VM starts";
+        }
+        if ("handed-over".equals(m.get("mode"))) {
+            return "handed over: the image went to a live migration's destination engine; this engine serves it again only if its VM restarts here";
+        }
         if (!"lazy".equals(m.get("mode"))) {
             return "disk-only: every page is local (" + mib(Long.parseLong(m.getOrDefault("size_bytes", "0"))) + ")";
         }

@@ -65,23 +65,12 @@ class EngineDirtyLogTest {
         LibC.close(logFd);
     }
 
-    private static byte[] logBase(final long size) {
-        return ByteBuffer.allocate(16).order(ByteOrder.LITTLE_ENDIAN).putLong(size).putLong(0).array();
-    }
-
-    private Reply setLogBase(final int fd, final long size) throws IOException {
-        fe.sendRaw(Request.SET_LOG_BASE.code, Protocol.VERSION, logBase(size), fd);
-        return fe.readReply();
+    private io.lazyblk.tools.frontend.Reply setLogBase(final int fd, final long size) throws IOException {
+        return FrontEnds.setLogBase(fe, fd, size);
     }
 
     private void setVringAddrLogged(final DriverQueue q, final boolean log) throws IOException {
-        final GuestRam ram = fe.ram();
-        final byte[] p = ByteBuffer.allocate(40).order(ByteOrder.LITTLE_ENDIAN).putInt(0).putInt(log ? Protocol.VRING_F_LOG : 0)
-            .putLong(ram.userAddress(q.descGpa())).putLong(ram.userAddress(q.usedGpa())).putLong(ram.userAddress(q.availGpa()))
-            .putLong(q.usedGpa()).array();
-        fe.sendRaw(Request.SET_VRING_ADDR.code, Protocol.VERSION | Protocol.FLAG_NEED_REPLY, p);
-        final Reply r = fe.readReply();
-        assertEquals(0, r.u64(), "SET_VRING_ADDR with the log flag on a running ring acked");
+        FrontEnds.setVringAddrLogged(fe, q, log);
     }
 
     private int markedPages() {

@@ -66,4 +66,52 @@ final class FrontEnds {
         org.junit.jupiter.api.Assertions.assertTrue(fe.isClosedByPeer(DEADLINE), "the engine closed the connection");
         assertEngineServesNewFrontEnd(socket, image, 8);
     }
+
+    /** SET_LOG_BASE over {@code fd} as QEMU sends it (16-byte payload, no need_reply flag); returns the reply it waits for. */
+    static io.lazyblk.tools.frontend.Reply setLogBase(final VhostUserFrontend fe, final int fd, final long size) throws IOException {
+        final byte[] p = java.nio.ByteBuffer.allocate(16).order(java.nio.ByteOrder.LITTLE_ENDIAN).putLong(size).putLong(0).array();
+        fe.sendRaw(io.lazyblk.vhost.proto.Request.SET_LOG_BASE.code, io.lazyblk.vhost.proto.Protocol.VERSION, p, fd);
+        return fe.readReply();
+    }
+
+    /** SET_VRING_ADDR of queue {@code q} again, with the log flag and the used ring's guest address if {@code log}. */
+    static void setVringAddrLogged(final VhostUserFrontend fe, final io.lazyblk.tools.frontend.DriverQueue q, final boolean log)
+        throws IOException {
+        final GuestRam ram = fe.ram();
+        final byte[] p = java.nio.ByteBuffer.allocate(40).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(q.index())
+            .putInt(log ? io.lazyblk.vhost.proto.Protocol.VRING_F_LOG : 0)
+            .putLong(ram.userAddress(q.descGpa())).putLong(ram.userAddress(q.usedGpa())).putLong(ram.userAddress(q.availGpa()))
+            .putLong(q.usedGpa()).array();
+        fe.sendRaw(io.lazyblk.vhost.proto.Request.SET_VRING_ADDR.code, io.lazyblk.vhost.proto.Protocol.VERSION
+            | io.lazyblk.vhost.proto.Protocol.FLAG_NEED_REPLY, p);
+        assertEquals(0, fe.readReply().u64(), "SET_VRING_ADDR with the log flag on a running ring acked");
+    }
+
+    /**
+     * What QEMU 7.2's source sends when a migration starts on running rings: SET_LOG_BASE with a sealed memfd covering
+     * {@code ramBytes} of guest memory, SET_FEATURES with LOG_ALL, SET_VRING_ADDR with the log flag. Returns the log's fd
+     * (the caller closes it).
+     */
+    static int startMigration(final VhostUserFrontend fe, final long ramBytes) throws Exception {
+        final long logBytes = Math.max(8, ramBytes / 4096 / 8);
+        final int fd = memfd(logBytes, true);
+        setLogBase(fe, fd, logBytes);
+        fe.setFeatures(fe.features() | (1L << io.lazyblk.vhost.proto.Protocol.F_LOG_ALL));
+        for (int i = 0; i < fe.queueCount(); i++) {
+            setVringAddrLogged(fe, fe.queue(i), true);
+        }
+        return fd;
+    }
+
+    /** A migration's switchover as QEMU 7.2's source does it: SET_VRING_ENABLE 0 on every queue, then GET_VRING_BASE on each. */
+    static int[] switchover(final VhostUserFrontend fe) throws IOException {
+        for (int i = 0; i < fe.queueCount(); i++) {
+            fe.setVringEnable(i, false);
+        }
+        final int[] bases = new int[fe.queueCount()];
+        for (int i = 0; i < bases.length; i++) {
+            bases[i] = fe.stopQueue(i);
+        }
+        return bases;
+    }
 }

@@ -244,6 +244,9 @@ public final class VhostUserConnection implements AutoCloseable {
                 // Before the reply: QEMU takes the answers as done when it has it (at a migration's switchover it then
                 // reads the used index and syncs the dirty log for the last time).
                 device.queueStopped(q.ring.index);
+                if (dirtyLogs.active(ackedFeatures) != null && noQueueRunning()) {
+                    device.switchedOver(); // logging and nothing runs: the switchover (a plain stop never logs)
+                }
                 payload.set(JAVA_INT_UNALIGNED, 0, q.ring.index);
                 payload.set(JAVA_INT_UNALIGNED, 4, q.base);
                 reply(r, 8);
@@ -448,6 +451,15 @@ public final class VhostUserConnection implements AutoCloseable {
         q.base = q.ring.base();
         q.runner = null;
         q.agent = null;
+    }
+
+    private boolean noQueueRunning() {
+        for (final QueueState q : queues) {
+            if (q.running()) {
+                return false;
+            }
+        }
+        return true;
     }
 
     private void stopAll() {

@@ -54,6 +54,15 @@ public interface VhostUserDevice {
     default void queueStopped(final int index) {
     }
 
+    /**
+     * A live migration's switchover: the front end, logging dirty pages, stopped the last running queue (GET_VRING_BASE);
+     * the VM goes on on another host. Called before the reply, after {@link #queueStopped}, possibly once per queue it
+     * stops. The device lets go of what the destination's device takes over (shared storage); a queue started again
+     * afterwards (the migration failed) must find it taken back. Default: nothing.
+     */
+    default void switchedOver() {
+    }
+
     /** The front end went away or reset the device: forget per-connection state. */
     default void reset() {
     }
