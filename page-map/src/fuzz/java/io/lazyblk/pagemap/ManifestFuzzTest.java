@@ -19,7 +19,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * <p>Input: one byte choosing a page size to coarsen an accepted manifest to, then the manifest's bytes. Properties:
  * decode throws nothing but {@link IllegalArgumentException}; what it accepts re-encodes to exactly the bytes it
  * read; a coarsened view either is refused with {@link IllegalArgumentException} or covers the same image in whole
- * provider pages; {@link Manifest#verify} answers (never throws) for every page. Seeds: {@link #main}.
+ * provider pages; {@link Manifest#verify} answers (never throws) for every page. A live manifest (version 3: no
+ * hashes, see {@link Manifest#live}) stays live through re-encoding and coarsening, has no zero page, accepts every
+ * page of the right length and refuses {@link Manifest#pageHash}. Seeds: {@link #main}.
  */
 class ManifestFuzzTest {
     @FuzzTest
@@ -48,6 +50,7 @@ class ManifestFuzzTest {
             return;
         }
         assertEquals(m.size(), c.size());
+        assertEquals(m.isLive(), c.isLive(), "coarsening keeps a manifest live, or hashed");
         assertEquals(c.pageSize(), c.sourcePagesPerPage() * c.sourcePageSize());
         int sourcePages = 0;
         for (int p = 0; p < c.pageCount(); p++) {
@@ -68,7 +71,12 @@ class ManifestFuzzTest {
             }
             final ByteBuffer zeros = ByteBuffer.allocate(len);
             boolean expect = true;
-            for (int s = m.firstSourcePage(p); s < m.firstSourcePage(p) + m.sourcePageCount(p); s++) {
+            if (m.isLive()) {
+                assertEquals(false, m.isZeroPage(p), "a live manifest has no zero page");
+                assertEquals(0, m.zeroPageCount());
+                org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class, () -> m.pageHash(0));
+            }
+            for (int s = m.firstSourcePage(p); s < m.firstSourcePage(p) + m.sourcePageCount(p) && !m.isLive(); s++) {
                 final int sourceLen = (int) Math.min(m.sourcePageSize(), m.size() - (long) s * m.sourcePageSize());
                 expect &= Arrays.equals(sha256(new byte[sourceLen]), m.pageHash(s));
             }
@@ -136,6 +144,20 @@ class ManifestFuzzTest {
         final ByteBuffer v1 = ByteBuffer.wrap(okBytes.clone()).order(ByteOrder.LITTLE_ENDIAN);
         v1.putInt(4, 1);
         write(dir, "version-1", 0, v1);
+        // Live manifests (version 3): a digest instead of hashes; coarsened to 64 KiB (4096 << 4).
+        final byte[] digest = sha256(new byte[] {42});
+        write(dir, "live-coarsen-64k", 4, Manifest.live(10 * 4096 + 512, 4096, digest).encode());
+        final byte[] live = bytes(Manifest.live(3 * 4096, 4096, digest).encode());
+        write(dir, "live-truncated-digest", 0, ByteBuffer.wrap(live, 0, live.length - 1));
+        final ByteBuffer liveWithHashes = ByteBuffer.wrap(okBytes.clone()).order(ByteOrder.LITTLE_ENDIAN);
+        liveWithHashes.putInt(4, Manifest.LIVE_VERSION);
+        write(dir, "live-with-hashes", 0, liveWithHashes);
+        final ByteBuffer liveWrongCount = ByteBuffer.wrap(live.clone()).order(ByteOrder.LITTLE_ENDIAN);
+        liveWrongCount.putInt(20, 4);
+        write(dir, "live-wrong-page-count", 0, liveWrongCount);
+        final ByteBuffer liveHuge = ByteBuffer.wrap(live.clone()).order(ByteOrder.LITTLE_ENDIAN);
+        liveHuge.putLong(8, 1L << 40).putInt(16, 4096).putInt(20, 1 << 28);
+        write(dir, "live-too-many-pages", 0, liveHuge);
     }
 
     private static void write(final Path dir, final String name, final int coarsen, final ByteBuffer manifest) throws IOException {

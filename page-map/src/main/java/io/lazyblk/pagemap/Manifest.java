@@ -24,10 +24,20 @@ import java.util.HexFormat;
  *
  * <p>Wire form (little endian): magic "LZBM", version u32 = 2, size u64, page size u32, page count u32, then page count
  * x 32-byte SHA-256. {@link #decode} checks all of it: it comes from the network.
+ *
+ * <p>Live manifests ({@link #live}): a disk that is still being written (a running engine exporting its local file to
+ * the destination of a live migration) has no fixed page hashes. Its pages are trusted because they come from the
+ * export the access token authenticates, as a seed's manifest is trusted today; nothing checks them page by page.
+ * Its identity is a 32-byte digest the export gives (not computed from hashes), and it has no zero pages. Wire form:
+ * the same header with version u32 = {@link #LIVE_VERSION} (3), then the 32-byte digest and nothing else. A new
+ * version number, not a flag, so that a client that predates live manifests refuses one ("manifest version 3, this
+ * engine reads version 2") instead of reading its digest as the hash of a one-page image.
  */
 public final class Manifest {
     public static final int MAGIC = 0x4d425a4c; // "LZBM" little endian
     public static final int VERSION = 2;
+    /** Wire version of a {@link #live} manifest: the header, then its 32-byte digest (see the class comment). */
+    public static final int LIVE_VERSION = 3;
     public static final int HEADER_BYTES = 4 + 4 + 8 + 4 + 4;
     public static final int HASH_BYTES = 32;
     /** Largest manifest accepted: 16 M pages (64 GiB at 4 KiB pages); 512 MiB of hashes. */
@@ -53,8 +63,10 @@ public final class Manifest {
     private final PageGeometry sourceGeometry;
     /** Provider pages per page of {@link #geometry} (a power of two). */
     private final int sourcePagesPerPage;
-    /** Page hashes, {@link #HASH_BYTES} each, in page order. */
+    /** Page hashes, {@link #HASH_BYTES} each, in page order; empty for a {@link #live} manifest. */
     private final byte[] hashes;
+    /** No page hashes: every page is taken as the export sends it ({@link #live}). */
+    private final boolean live;
     private final byte[] digest;
     /** A bit per provider page: its hash is that of zeros. Shared by coarsened views (immutable after construction). */
     private final long[] zeroSource;
@@ -75,6 +87,7 @@ public final class Manifest {
         }
         this.sourceGeometry = geometry;
         this.sourcePagesPerPage = 1;
+        this.live = false;
         this.hashes = pageHashes.clone();
         final MessageDigest sha = sha256();
         sha.update(header(size, pageSize, geometry.pageCount()));
@@ -91,12 +104,13 @@ public final class Manifest {
         this.sourceGeometry = source.sourceGeometry;
         this.sourcePagesPerPage = pageSize / source.sourceGeometry.pageSize();
         this.hashes = source.hashes; // immutable: shared
+        this.live = source.live;
         this.digest = source.digest;
         this.zeroSource = source.zeroSource;
         this.zeroSourceCount = source.zeroSourceCount;
-        this.zeroPages = new long[(geometry.pageCount() + 63) >>> 6];
+        this.zeroPages = new long[live ? 0 : (geometry.pageCount() + 63) >>> 6];
         int zeros = 0;
-        for (int p = 0; p < geometry.pageCount(); p++) {
+        for (int p = 0; p < geometry.pageCount() && !live; p++) {
             boolean all = true;
             for (int i = 0, sp = firstSourcePage(p); i < sourcePageCount(p) && all; i++, sp++) {
                 all = (zeroSource[sp >>> 6] & (1L << sp)) != 0;
@@ -107,6 +121,49 @@ public final class Manifest {
             }
         }
         this.zeroPageCount = zeros;
+    }
+
+    /** A live manifest: no hashes, no zero pages, the export's digest. */
+    private Manifest(final PageGeometry geometry, final byte[] digest) {
+        this.geometry = geometry;
+        this.sourceGeometry = geometry;
+        this.sourcePagesPerPage = 1;
+        this.live = true;
+        this.hashes = new byte[0];
+        this.digest = digest.clone();
+        this.zeroSource = new long[0];
+        this.zeroSourceCount = 0;
+        this.zeroPages = zeroSource;
+        this.zeroPageCount = 0;
+    }
+
+    /**
+     * The manifest of a live disk (see the class comment): {@code size} bytes in pages of {@code pageSize}, identified by
+     * {@code digest}, with no page hashes. {@link #verify} and {@link #verifyPart} accept any bytes of the page's length,
+     * no page is a zero page, and {@link #pageHash} throws.
+     *
+     * @param size a positive multiple of 512, at most {@link #MAX_IMAGE_BYTES}
+     * @param pageSize a power of two from {@link PageGeometry#MIN_PAGE} to {@link PageGeometry#MAX_PAGE}, giving at most
+     *     {@link #MAX_PAGES} pages (what {@link #decode} accepts)
+     * @param digest the export's identity, {@link #HASH_BYTES} bytes (copied)
+     * @throws IllegalArgumentException naming what is wrong
+     */
+    public static Manifest live(final long size, final int pageSize, final byte[] digest) {
+        checkSize(size);
+        if (digest.length != HASH_BYTES) {
+            throw new IllegalArgumentException("a live manifest's digest of " + digest.length + " bytes; " + HASH_BYTES + " expected");
+        }
+        final PageGeometry g = new PageGeometry(size, pageSize);
+        if (g.pageCount() > MAX_PAGES) {
+            throw new IllegalArgumentException("an image of " + size + " bytes has " + g.pageCount() + " pages of " + pageSize
+                + " bytes; a manifest holds at most " + MAX_PAGES + ": use larger pages");
+        }
+        return new Manifest(g, digest);
+    }
+
+    /** True for a manifest without page hashes ({@link #live}): its pages are trusted from the export that sends them. */
+    public boolean isLive() {
+        return live;
     }
 
     /** Which pages of {@code g} carry the hash of zeros: two hashes to compare against (full pages and the last one). */
@@ -229,14 +286,17 @@ public final class Manifest {
         return geometry.pageCount();
     }
 
-    /** Whether provider page {@code sourcePage} holds only zeros (its hash is that of zeros). */
+    /** Whether provider page {@code sourcePage} holds only zeros (its hash is that of zeros); never for a live manifest. */
     public boolean isZeroSourcePage(final int sourcePage) {
-        return (zeroSource[sourcePage >>> 6] & (1L << sourcePage)) != 0;
+        return !live && (zeroSource[sourcePage >>> 6] & (1L << sourcePage)) != 0;
     }
 
-    /** Whether page {@code page} holds only zeros: every provider page in it does. Never fetched by an engine. */
+    /**
+     * Whether page {@code page} holds only zeros: every provider page in it does. Never fetched by an engine. Never for
+     * a live manifest: its pages have no hashes to say so.
+     */
     public boolean isZeroPage(final int page) {
-        return (zeroPages[page >>> 6] & (1L << page)) != 0;
+        return !live && (zeroPages[page >>> 6] & (1L << page)) != 0;
     }
 
     /** Pages ({@link #pageSize()}) that hold only zeros. */
@@ -249,12 +309,22 @@ public final class Manifest {
         return zeroSourceCount;
     }
 
-    /** The SHA-256 of provider page {@code sourcePage} (a page of {@link #sourcePageSize()}); a copy. */
+    /**
+     * The SHA-256 of provider page {@code sourcePage} (a page of {@link #sourcePageSize()}); a copy.
+     *
+     * @throws IllegalStateException for a {@link #live} manifest, which has no page hashes
+     */
     public byte[] pageHash(final int sourcePage) {
+        if (live) {
+            throw new IllegalStateException("a live manifest has no page hashes: its pages are trusted from the export");
+        }
         return Arrays.copyOfRange(hashes, sourcePage * HASH_BYTES, (sourcePage + 1) * HASH_BYTES);
     }
 
-    /** The manifest's identity: SHA-256 of its wire form (size, page size, every page hash); a copy. */
+    /**
+     * The manifest's identity: SHA-256 of its wire form (size, page size, every page hash); for a {@link #live}
+     * manifest, the digest the export gave. A copy.
+     */
     public byte[] digest() {
         return digest.clone();
     }
@@ -265,7 +335,8 @@ public final class Manifest {
 
     /**
      * True if {@code data} (the page's bytes, position to limit) matches the manifest: every provider page in it
-     * matches its hash. Leaves {@code data}'s position and limit as they were. No allocation.
+     * matches its hash. Leaves {@code data}'s position and limit as they were. No allocation. For a {@link #live}
+     * manifest, true for any bytes of the page's length (there is no hash to check them against).
      */
     public boolean verify(final int page, final ByteBuffer data) {
         // A segment over the buffer's bytes (heap or direct) leaves the buffer's position and limit alone.
@@ -294,7 +365,8 @@ public final class Manifest {
     /**
      * Checks one provider page of page {@code page}: its {@code part}-th ({@code 0 <= part < }{@link #sourcePageCount}),
      * whose bytes are at {@code offset} in {@code data}. No allocation. Lets a reader be answered once the provider pages
-     * it needs are checked, before the rest of a coarse page is.
+     * it needs are checked, before the rest of a coarse page is. For a {@link #live} manifest, true for any bytes that
+     * fit (no hash to check them against); false still for a part or range outside the page or {@code data}.
      */
     public boolean verifyPart(final int page, final int part, final java.lang.foreign.MemorySegment data, final long offset) {
         final int sp = firstSourcePage(page) + part;
@@ -304,6 +376,9 @@ public final class Manifest {
         final int len = sourceGeometry.pageLength(sp);
         if (offset < 0 || data.byteSize() - offset < len) {
             return false;
+        }
+        if (live) {
+            return true;
         }
         final MessageDigest sha = SHA.get();
         final byte[] chunk = CHUNKS.get();
@@ -322,24 +397,36 @@ public final class Manifest {
         return Arrays.equals(out, 0, HASH_BYTES, hashes, sp * HASH_BYTES, (sp + 1) * HASH_BYTES);
     }
 
-    /** Same image in the same pages: one digest (so the same size, provider page size and page hashes) and page size. */
+    /**
+     * Same image in the same pages: one digest (so the same size, provider page size and page hashes) and page size.
+     * A live manifest is never the same image as one with hashes, whatever digest its export claims: its digest is
+     * given, not computed, and must not pass for a hashed image's, whose pages are then checked against nothing.
+     */
     public boolean sameImage(final Manifest o) {
-        return pageSize() == o.pageSize() && Arrays.equals(digest, o.digest);
+        return pageSize() == o.pageSize() && live == o.live && Arrays.equals(digest, o.digest);
     }
 
     public int encodedLength() {
-        return HEADER_BYTES + hashes.length;
+        return HEADER_BYTES + (live ? HASH_BYTES : hashes.length);
+    }
+
+    private static ByteBuffer header(final int version, final long size, final int pageSize, final int pages) {
+        return ByteBuffer.allocate(HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN)
+            .putInt(MAGIC).putInt(version).putLong(size).putInt(pageSize).putInt(pages).flip();
     }
 
     private static ByteBuffer header(final long size, final int pageSize, final int pages) {
-        return ByteBuffer.allocate(HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN)
-            .putInt(MAGIC).putInt(VERSION).putLong(size).putInt(pageSize).putInt(pages).flip();
+        return header(VERSION, size, pageSize, pages);
     }
 
-    /** The provider's form: its page size and one hash per provider page, also for a {@link #coarsened} view. */
+    /**
+     * The provider's form: its page size and one hash per provider page, also for a {@link #coarsened} view; for a
+     * {@link #live} manifest, version {@link #LIVE_VERSION} and the digest.
+     */
     public ByteBuffer encode() {
         final ByteBuffer b = ByteBuffer.allocate(encodedLength()).order(ByteOrder.LITTLE_ENDIAN);
-        b.put(header(size(), sourceGeometry.pageSize(), sourceGeometry.pageCount())).put(hashes);
+        b.put(header(live ? LIVE_VERSION : VERSION, size(), sourceGeometry.pageSize(), sourceGeometry.pageCount()));
+        b.put(live ? digest : hashes);
         return b.flip();
     }
 
@@ -353,8 +440,9 @@ public final class Manifest {
             throw new IllegalArgumentException("not a lazyblk manifest (bad magic)");
         }
         final int version = b.getInt();
-        if (version != VERSION) {
-            throw new IllegalArgumentException("manifest version " + version + ", this engine reads version " + VERSION
+        if (version != VERSION && version != LIVE_VERSION) {
+            throw new IllegalArgumentException("manifest version " + Integer.toUnsignedString(version) + ", this engine reads versions "
+                + VERSION + " and " + LIVE_VERSION + " (live)"
                 + (version == 1 ? " (a provider of an older lazyblk, with CRC32C page checks: upgrade it)" : ""));
         }
         final long size = b.getLong();
@@ -366,6 +454,20 @@ public final class Manifest {
         if (size < 0 || size > MAX_IMAGE_BYTES) {
             throw new IllegalArgumentException("manifest claims an image of " + Long.toUnsignedString(size)
                 + " bytes; lazyblk serves images up to " + MAX_IMAGE_BYTES + " bytes (1 TiB)");
+        }
+        if (version == LIVE_VERSION) {
+            if (b.remaining() != HASH_BYTES) {
+                throw new IllegalArgumentException("live manifest with " + b.remaining() + " bytes after its header ("
+                    + HASH_BYTES + ", its digest, expected)");
+            }
+            final byte[] digest = new byte[HASH_BYTES];
+            b.get(digest);
+            final PageGeometry g = new PageGeometry(size, pageSize); // checks size and page size
+            if (g.pageCount() != pages) {
+                throw new IllegalArgumentException("live manifest says " + pages + " pages; " + size + " bytes in pages of "
+                    + pageSize + " are " + g.pageCount());
+            }
+            return new Manifest(g, digest);
         }
         if (b.remaining() != (long) HASH_BYTES * pages) {
             throw new IllegalArgumentException("manifest says " + pages + " pages but carries " + b.remaining() + " hash bytes");

@@ -173,4 +173,107 @@ class ManifestTest {
         final IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Manifest.decode(b));
         assertTrue(e.getMessage().contains("upgrade it"), e.getMessage());
     }
+
+    private static byte[] digest(final int seed) {
+        final byte[] d = new byte[Manifest.HASH_BYTES];
+        new Random(seed).nextBytes(d);
+        return d;
+    }
+
+    @Test
+    void shouldTrustEveryPageOfALiveManifestWithoutHashesOrZeroPages() {
+        final Manifest live = Manifest.live(SIZE, BASE, digest(1));
+        assertTrue(live.isLive());
+        assertFalse(manifest.isLive());
+        assertEquals(11, live.pageCount());
+        assertArrayEquals(digest(1), live.digest(), "the export's digest, not one computed here");
+        final ByteBuffer zeros = ByteBuffer.allocate(BASE);
+        for (int p = 0; p < live.pageCount(); p++) {
+            assertFalse(live.isZeroPage(p), "page " + p + " of a live disk is no zero page, though the bytes may be zeros");
+            assertFalse(live.isZeroSourcePage(p));
+            final ByteBuffer page = ByteBuffer.wrap(image, p * BASE, live.geometry().pageLength(p)).slice();
+            assertTrue(live.verify(p, page), "page " + p);
+        }
+        assertEquals(0, live.zeroPageCount());
+        assertEquals(0, live.zeroSourcePageCount());
+        assertTrue(live.verify(0, zeros), "any bytes of the page's length");
+        assertFalse(live.verify(10, zeros), "not bytes of another length: the last page is 1 KiB");
+        try (java.lang.foreign.Arena a = java.lang.foreign.Arena.ofConfined()) {
+            final java.lang.foreign.MemorySegment seg = a.allocate(BASE);
+            assertTrue(live.verifyPart(0, 0, seg, 0));
+            assertFalse(live.verifyPart(0, 1, seg, 0), "a part outside the page");
+            assertFalse(live.verify(0, seg, 1), "memory shorter than the page from the offset");
+        }
+        final IllegalStateException e = assertThrows(IllegalStateException.class, () -> live.pageHash(0));
+        assertTrue(e.getMessage().contains("no page hashes"), e.getMessage());
+    }
+
+    @Test
+    void shouldCoarsenALiveManifestIntoALiveOne() {
+        final Manifest live = Manifest.live(SIZE, BASE, digest(1));
+        final Manifest coarse = live.coarsened(4 * BASE);
+        assertTrue(coarse.isLive());
+        assertEquals(3, coarse.pageCount());
+        assertEquals(4, coarse.sourcePagesPerPage());
+        assertEquals(3, coarse.sourcePageCount(2));
+        assertFalse(coarse.isZeroPage(0));
+        assertTrue(coarse.verify(2, ByteBuffer.allocate(2 * BASE + 1024)));
+        assertTrue(coarse.sameImage(live.coarsened(4 * BASE)));
+        assertArrayEquals(digest(1), coarse.digest());
+        assertThrows(IllegalArgumentException.class, () -> live.coarsened(2048), "never smaller than the export's pages");
+    }
+
+    @Test
+    void shouldRoundTripALiveManifestAsVersionThreeWithItsDigestAndNoHashes() {
+        final Manifest live = Manifest.live(SIZE, BASE, digest(2)).coarsened(2 * BASE);
+        final ByteBuffer wire = live.encode();
+        assertEquals(Manifest.HEADER_BYTES + Manifest.HASH_BYTES, wire.remaining());
+        assertEquals(live.encodedLength(), wire.remaining());
+        assertEquals(Manifest.LIVE_VERSION, wire.duplicate().order(java.nio.ByteOrder.LITTLE_ENDIAN).getInt(4));
+        final Manifest back = Manifest.decode(wire);
+        assertTrue(back.isLive());
+        assertEquals(BASE, back.pageSize(), "the export's page size, as for a coarsened hashed manifest");
+        assertEquals(SIZE, back.size());
+        assertArrayEquals(digest(2), back.digest());
+        assertTrue(back.sameImage(Manifest.live(SIZE, BASE, digest(2))));
+        assertFalse(back.sameImage(Manifest.live(SIZE, BASE, digest(3))), "another export");
+    }
+
+    @Test
+    void shouldNeverTakeALiveManifestForAHashedImageWithTheSameDigest() {
+        // A live manifest's digest is whatever its export says: one claiming a golden image's digest must not pass the
+        // chain's check against the seed, or that source's pages would be taken unverified.
+        final Manifest forged = Manifest.live(SIZE, BASE, manifest.digest());
+        assertFalse(forged.sameImage(manifest));
+        assertFalse(manifest.sameImage(forged));
+    }
+
+    @Test
+    void shouldRefuseABadLiveManifest() {
+        assertThrows(IllegalArgumentException.class, () -> Manifest.live(SIZE, BASE, new byte[31]), "a short digest");
+        assertThrows(IllegalArgumentException.class, () -> Manifest.live(0, BASE, digest(1)));
+        assertThrows(IllegalArgumentException.class, () -> Manifest.live(1000, BASE, digest(1)), "not a multiple of 512");
+        assertThrows(IllegalArgumentException.class, () -> Manifest.live(SIZE, 3 * BASE, digest(1)));
+        assertThrows(IllegalArgumentException.class, () -> Manifest.live(Manifest.MAX_IMAGE_BYTES + 512, 4 << 20, digest(1)));
+        final IllegalArgumentException tooMany = assertThrows(IllegalArgumentException.class,
+            () -> Manifest.live(Manifest.MAX_IMAGE_BYTES, BASE, digest(1)), "256 Mi pages of 4 KiB: more than decode accepts");
+        assertTrue(tooMany.getMessage().contains("use larger pages"), tooMany.getMessage());
+        assertEquals(Manifest.MAX_PAGES, Manifest.live(Manifest.MAX_IMAGE_BYTES, 64 << 10, digest(1)).pageCount(),
+            "1 TiB in 64 KiB pages: the most pages a manifest holds");
+        final byte[] wire = new byte[Manifest.HEADER_BYTES + Manifest.HASH_BYTES];
+        Manifest.live(3 * BASE, BASE, digest(1)).encode().get(wire);
+        final ByteBuffer extra = ByteBuffer.allocate(wire.length + 32).put(wire).flip().limit(wire.length + 32);
+        assertTrue(assertThrows(IllegalArgumentException.class, () -> Manifest.decode(extra)).getMessage().contains("its digest"));
+        final ByteBuffer wrongCount = ByteBuffer.wrap(wire.clone()).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        wrongCount.putInt(20, 4);
+        assertTrue(assertThrows(IllegalArgumentException.class, () -> Manifest.decode(wrongCount)).getMessage().contains("are 3"));
+    }
+
+    @Test
+    void shouldNameBothVersionsWhenRefusingAnUnknownOne() {
+        final ByteBuffer b = ByteBuffer.allocate(64).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        b.putInt(Manifest.MAGIC).putInt(4).putLong(4096).putInt(4096).putInt(1).flip();
+        final IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Manifest.decode(b));
+        assertTrue(e.getMessage().contains("manifest version 4, this engine reads versions 2 and 3"), e.getMessage());
+    }
 }
