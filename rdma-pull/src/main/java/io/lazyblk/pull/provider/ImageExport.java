@@ -18,14 +18,28 @@ import java.util.Objects;
  *     instead of sendfile(2).
  * @param profileFile where the image's boot profile is kept ({@link io.lazyblk.pull.profile.ProfileFile}, beside its
  *     manifest cache), or null to keep it in memory only
+ * @param migration the live migration this export serves (a running engine's disk, with a {@link Manifest#live live
+ *     manifest}): answers the destination's {@link ProviderProtocol#OP_MIGRATION_FINAL} and
+ *     {@link ProviderProtocol#OP_MIGRATION_DONE}; null for every other export, which answers both "unavailable"
  */
 public record ImageExport(String name, Path image, Manifest manifest, Availability availability, boolean verifyServed,
-                          Path profileFile) {
+                          Path profileFile, MigrationControl migration) {
     public ImageExport {
         Objects.requireNonNull(image, "image");
         Objects.requireNonNull(manifest, "manifest");
         Objects.requireNonNull(availability, "availability");
         validateName(name);
+    }
+
+    /** An export without a live migration. */
+    public ImageExport(final String name, final Path image, final Manifest manifest, final Availability availability,
+                       final boolean verifyServed, final Path profileFile) {
+        this(name, image, manifest, availability, verifyServed, profileFile, null);
+    }
+
+    /** This export, serving the live migration {@code control} (see {@link #migration()}). */
+    public ImageExport withMigration(final MigrationControl control) {
+        return new ImageExport(name, image, manifest, availability, verifyServed, profileFile, Objects.requireNonNull(control, "control"));
     }
 
     /** A golden image: every page can be served; its boot profile kept in memory only. */

@@ -164,7 +164,8 @@ final class PageRequests {
         ensure(requests, CONTROL_TAIL_BYTES);
         final int op = requests.getInt();
         final long length = Integer.toUnsignedLong(requests.getInt());
-        if (op != OP_RDMA_OFFER && op != OP_RDMA_CLAIM && (op != OP_PROFILE || version < 2)) {
+        final boolean v2op = op == OP_PROFILE || op == OP_MIGRATION_FINAL || op == OP_MIGRATION_DONE;
+        if (op != OP_RDMA_OFFER && op != OP_RDMA_CLAIM && (!v2op || version < 2)) {
             throw new ProtocolViolation("control request " + id + " with unknown op " + Integer.toUnsignedString(op));
         }
         if (length > MAX_CONTROL_PAYLOAD) {
@@ -175,7 +176,13 @@ final class PageRequests {
         final ByteBuffer payload = requests.slice(requests.position(), (int) length).order(ByteOrder.LITTLE_ENDIAN);
         requests.position(requests.position() + (int) length);
         connection.deadlineNanos = NO_DEADLINE;
-        if (op == OP_PROFILE) {
+        if (op == OP_MIGRATION_FINAL || op == OP_MIGRATION_DONE) {
+            if (length != 0) {
+                throw new ProtocolViolation((op == OP_MIGRATION_FINAL ? "migration final" : "migration done") + " request with a "
+                    + length + "-byte payload (none expected)");
+            }
+            migration(id, op);
+        } else if (op == OP_PROFILE) {
             if (length != 0) {
                 throw new ProtocolViolation("profile request with a " + length + "-byte payload (none expected)");
             }
@@ -207,6 +214,55 @@ final class PageRequests {
                 writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_RDMA_UNAVAILABLE, ProviderProtocol.reasonBytes(e.getMessage())));
             }
         }
+    }
+
+    /** Bytes of the final set written at a time: it may be 64 MiB, and is written through one small buffer. */
+    private static final int FINAL_CHUNK_BYTES = 64 << 10;
+
+    /** A live migration's op ({@link ProviderProtocol}'s class comment): the final changed pages, or the destination done. */
+    private void migration(final long id, final int op) throws IOException {
+        final MigrationControl control = image.migration;
+        if (control == null) {
+            connection.await(Waiting.WRITE, ImageServer.WRITE_STALL_NANOS);
+            writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_MIGRATION_UNAVAILABLE, ProviderProtocol.reasonBytes(
+                "'" + image.name + "' is not the disk of a migrating engine (no lazyblk migrate-export serves it)")));
+            connection.deadlineNanos = NO_DEADLINE;
+            return;
+        }
+        if (op == OP_MIGRATION_DONE) {
+            control.destinationComplete();
+            LOG.info("{} says its copy of '{}' is complete", connection.peer(), image.name);
+            connection.await(Waiting.WRITE, ImageServer.WRITE_STALL_NANOS);
+            writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_MIGRATION_DONE, new byte[0]));
+            connection.deadlineNanos = NO_DEADLINE;
+            return;
+        }
+        final int[] pages = connection.awaitFinal(control, java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(MIGRATION_WAIT_MILLIS));
+        connection.await(Waiting.WRITE, ImageServer.WRITE_STALL_NANOS);
+        if (pages == null) {
+            writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_MIGRATION_PENDING, new byte[0]));
+            connection.deadlineNanos = NO_DEADLINE;
+            return;
+        }
+        final String wrong = ProviderProtocol.checkFinal(pages, image.manifest.pageCount());
+        if (wrong != null) {
+            // The engine's bug, not the client's: say so to both, keep the connection.
+            LOG.error("the final set of changed pages of '{}' is not one: {}", image.name, wrong);
+            writeFully(ProviderProtocol.encodeControlAnswer(id, RESPONSE_MIGRATION_UNAVAILABLE,
+                ProviderProtocol.reasonBytes("the source engine's final set of changed pages is broken (" + wrong + ")")));
+            connection.deadlineNanos = NO_DEADLINE;
+            return;
+        }
+        writeFully(ProviderProtocol.encodeFinalHeader(id, pages.length));
+        final ByteBuffer chunk = ByteBuffer.allocate((int) Math.min(FINAL_CHUNK_BYTES, 4L * pages.length))
+            .order(ByteOrder.LITTLE_ENDIAN);
+        for (int next = 0; next < pages.length; ) {
+            next = ProviderProtocol.putPages(pages, next, chunk.clear());
+            connection.await(Waiting.WRITE, ImageServer.WRITE_STALL_NANOS); // per chunk: a reading client keeps its connection
+            writeFully(chunk.flip());
+        }
+        connection.deadlineNanos = NO_DEADLINE;
+        LOG.info("handed the final {} changed pages of '{}' to {}", pages.length, image.name, connection.peer());
     }
 
     private void offerRdma(final long id) throws IOException {

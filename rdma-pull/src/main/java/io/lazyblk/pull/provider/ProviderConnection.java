@@ -32,6 +32,11 @@ import static io.lazyblk.pull.provider.ProviderProtocol.*;
  */
 final class ProviderConnection implements Runnable {
     private static final Logger LOG = LoggerFactory.getLogger(ProviderConnection.class);
+    /**
+     * Beyond a migration wait's own bound, how long the watchdog lets {@link MigrationControl#awaitFinal} overrun before
+     * it closes the connection (which interrupts the wait): 10 s, half the wait again, against an engine that blocks.
+     */
+    static final long MIGRATION_GRACE_NANOS = 10_000_000_000L;
     /** Requests read per read(2): 64 x 16 bytes; more would only add to what a greedy client keeps queued here. */
     static final int REQUEST_BATCH = 64;
     static final long NO_DEADLINE = Long.MAX_VALUE;
@@ -59,6 +64,10 @@ final class ProviderConnection implements Runnable {
     private int version;
     /** The request loop of an authenticated TCP client; null before (and for UNIX-socket clients). This thread only. */
     private PageRequests requests;
+    /** This connection's thread while it waits in {@link #awaitFinal}, else null. Guarded by {@code this}. */
+    private Thread migrationWaiter;
+    /** {@link #abort()} was called. Guarded by {@code this}: a wait that starts after it ends at once. */
+    private boolean aborted;
 
     /** What a connection's thread may be blocked on, with a deadline; the watchdog says which when it closes one. */
     enum Waiting {
@@ -66,6 +75,8 @@ final class ProviderConnection implements Runnable {
         CONTROL("stalled inside a control request"),
         WRITE("not reading its responses (a write stalled " + ImageServer.WRITE_STALL_NANOS / 1_000_000_000L + " s)"),
         HANDED_OVER("still connected " + ImageServer.HELLO_TIMEOUT_NANOS / 1_000_000_000L + " s after the hand-over"),
+        MIGRATION("the migrating engine did not answer a wait for its switchover within "
+            + (ProviderProtocol.MIGRATION_WAIT_MILLIS / 1000 + MIGRATION_GRACE_NANOS / 1_000_000_000L) + " s"),
         /** Idle between requests: the server logs this one itself, with the configured timeout. */
         REQUEST("idle");
 
@@ -112,8 +123,45 @@ final class ProviderConnection implements Runnable {
         return peer + " (image '" + imageName + "')";
     }
 
+    /**
+     * Waits up to {@code nanos} for {@code control}'s final set of changed pages (null: not yet), on this connection's
+     * thread. Neither the idle timeout nor the stall timeout runs meanwhile; the watchdog ends a wait that overruns
+     * its bound by {@link #MIGRATION_GRACE_NANOS}. {@link #abort()} (the watchdog, the server's close) interrupts it.
+     *
+     * @throws IOException if the connection was aborted before or during the wait
+     */
+    int[] awaitFinal(final MigrationControl control, final long nanos) throws IOException {
+        await(Waiting.MIGRATION, nanos + MIGRATION_GRACE_NANOS);
+        synchronized (this) {
+            if (aborted) {
+                throw new EOFException("connection closed before the wait for the migration's switchover");
+            }
+            migrationWaiter = Thread.currentThread();
+        }
+        try {
+            return control.awaitFinal(nanos);
+        } catch (final InterruptedException e) {
+            throw new EOFException("connection closed while waiting for the migration's switchover");
+        } finally {
+            synchronized (this) {
+                migrationWaiter = null;
+                // An abort that interrupted us after the wait returned: the channel is closed, the next write fails. The
+                // flag must not outlive the wait: an interrupt in a FileChannel call would close the image for every client.
+                Thread.interrupted();
+            }
+            deadlineNanos = NO_DEADLINE;
+        }
+    }
+
     /** Ends the connection; from any thread (the watchdog, close()): a blocked read or write returns at once. */
     void abort() {
+        synchronized (this) {
+            aborted = true;
+            if (migrationWaiter != null) {
+                // Only inside the wait (both under this lock): an interrupt anywhere else could land in a FileChannel call.
+                migrationWaiter.interrupt();
+            }
+        }
         if (unix != null) {
             unix.shutdown(); // wakes this connection's thread; it closes the fd itself, so no other thread reuses it meanwhile
             return;

@@ -32,13 +32,35 @@ import java.nio.charset.StandardCharsets;
  *                  op {@link #OP_RDMA_OFFER}: empty payload. "May I read this image by RDMA?"
  *                  op {@link #OP_RDMA_CLAIM}: IPv4 address 4 bytes | port u16: "my RDMA CM connection comes from here"
  *                  op {@link #OP_PROFILE}: empty payload. "Which pages do boots of this image read, in what order?"
+ *                  op {@link #OP_MIGRATION_FINAL}: empty payload. "Which pages did the guest change since I fetched
+ *                  them?" (the destination of a live migration, at the switchover; see below)
+ *                  op {@link #OP_MIGRATION_DONE}: empty payload. "My copy is complete."
  * control answer   a response header (id echoed | status | length) and length bytes of payload:
  *                  {@link #RESPONSE_RDMA_UNAVAILABLE}: the reason, UTF-8, at most {@link #MAX_MESSAGE_BYTES}
  *                  {@link #RESPONSE_RDMA_OFFER}: {@link RdmaOffer#encode()}
  *                  {@link #RESPONSE_RDMA_CLAIMED}: empty; the client may now connect
  *                  {@link #RESPONSE_PROFILE}: the boot profile, provider page numbers u32 each, in the order to fetch
  *                  them, none twice, at most {@link PageSource#MAX_PROFILE_PAGES} (empty: none learned, or learning off)
+ *                  {@link #RESPONSE_MIGRATION_UNAVAILABLE}: the export is no live migration's (it has no
+ *                  {@link MigrationControl}); the reason, UTF-8, at most {@link #MAX_MESSAGE_BYTES}
+ *                  {@link #RESPONSE_MIGRATION_PENDING}: empty; the source has not reached its switchover within
+ *                  {@link #MIGRATION_WAIT_MILLIS}: ask again
+ *                  {@link #RESPONSE_MIGRATION_FINAL}: the final set of changed pages, export page numbers u32 each,
+ *                  each below the manifest's page count, none twice, in no particular order (so at most page count
+ *                  x 4 bytes: 64 MiB for {@link Manifest#MAX_PAGES}, more than any buffer: the length is the header's)
+ *                  {@link #RESPONSE_MIGRATION_DONE}: empty; the source recorded that the destination is complete
  * </pre>
+ *
+ * <p>Live migration without shared storage. A running engine (the source) exports its disk with a
+ * {@link Manifest#live live manifest} and a {@link MigrationControl}; the destination engine fills from it like from any
+ * provider. At the switchover the destination asks {@link #OP_MIGRATION_FINAL} on a connection of its own: the
+ * server waits on {@link MigrationControl#awaitFinal} for up to {@link #MIGRATION_WAIT_MILLIS} (its idle and stall
+ * timeouts do not run meanwhile; closing the server ends the wait) and answers PENDING or FINAL. The destination
+ * drops and fetches again every page in the final set, then sends {@link #OP_MIGRATION_DONE} once its copy is
+ * complete, which calls {@link MigrationControl#destinationComplete}. An export without a control answers both ops
+ * UNAVAILABLE (not a protocol error). Both ops came with no version change: they change no layout, a client that
+ * predates them never sends them, and a provider that predates them closes the connection on the unknown op (a
+ * protocol error), which the client reports as a provider that cannot migrate.
  *
  * A provider that predates control requests sees a request past the image's end and closes the connection, which
  * a client takes as "not available". An unknown op, an oversized or wrong-length payload, or a claim without an
@@ -129,6 +151,25 @@ public final class ProviderProtocol {
     public static final int RESPONSE_PROFILE = 5;
     /** Largest {@link #RESPONSE_PROFILE} payload: {@link PageSource#MAX_PROFILE_PAGES} pages of 4 bytes (256 KiB). */
     public static final int MAX_PROFILE_ANSWER_BYTES = 4 * PageSource.MAX_PROFILE_PAGES;
+    /** Control request of a live migration's destination: the final set of changed pages (empty payload). */
+    public static final int OP_MIGRATION_FINAL = 4;
+    /** Control request of a live migration's destination: its copy is complete (empty payload). */
+    public static final int OP_MIGRATION_DONE = 5;
+    /** Control answer to both migration ops for an export that is not migrating; the payload says why. */
+    public static final int RESPONSE_MIGRATION_UNAVAILABLE = 6;
+    /** Control answer to {@link #OP_MIGRATION_FINAL}: no switchover yet; ask again. Empty. */
+    public static final int RESPONSE_MIGRATION_PENDING = 7;
+    /** Control answer to {@link #OP_MIGRATION_FINAL}: the final changed pages, u32 each. */
+    public static final int RESPONSE_MIGRATION_FINAL = 8;
+    /** Control answer to {@link #OP_MIGRATION_DONE}: recorded. Empty. */
+    public static final int RESPONSE_MIGRATION_DONE = 9;
+    /**
+     * How long the server waits for the switchover before answering {@link #RESPONSE_MIGRATION_PENDING}: 20 s. Long
+     * enough that a destination waiting through a long pre-copy asks only a few times a minute; short enough that a
+     * destination which died without closing (its FIN never comes) holds the server's thread no longer than that, and
+     * that a client bounding its whole wait (say to a minute) gets an answer well inside it.
+     */
+    public static final long MIGRATION_WAIT_MILLIS = 20_000;
 
     /**
      * On the provider's UNIX socket ({@code image-server --unix}) the hello and answer are the same; after an OK
@@ -300,6 +341,49 @@ public final class ProviderProtocol {
     /** The count word of a request for {@code count} pages, marked {@link #FLAG_DEMAND} if {@code demand}. */
     public static int countWord(final int count, final boolean demand) {
         return count | (demand ? FLAG_DEMAND : 0);
+    }
+
+    /**
+     * The header of a {@link #RESPONSE_MIGRATION_FINAL} answer for {@code pages} pages; the pages follow as u32 each
+     * (the server writes them in chunks, see {@link #putPages}).
+     */
+    public static ByteBuffer encodeFinalHeader(final long id, final int pages) {
+        return ByteBuffer.allocate(RESPONSE_HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN)
+            .putLong(id).putInt(RESPONSE_MIGRATION_FINAL).putInt(4 * pages).flip();
+    }
+
+    /**
+     * Puts as many of {@code pages} from {@code from} into {@code out} (in its byte order: little endian for the wire)
+     * as fit in whole u32s; returns the index of the first page not put.
+     */
+    public static int putPages(final int[] pages, final int from, final ByteBuffer out) {
+        int i = from;
+        while (i < pages.length && out.remaining() >= 4) {
+            out.putInt(pages[i++]);
+        }
+        return i;
+    }
+
+    /**
+     * Why {@code pages} is not a final set of changed pages of an export of {@code pageCount} pages, or null if it is
+     * one: each in {@code [0, pageCount)}, none twice. A bit per page, no sort: the set may hold millions.
+     */
+    public static String checkFinal(final int[] pages, final int pageCount) {
+        if (pages.length > pageCount) {
+            return pages.length + " pages of an export of " + pageCount;
+        }
+        final long[] seen = new long[(pageCount + 63) >>> 6];
+        for (int i = 0; i < pages.length; i++) {
+            final int p = pages[i];
+            if (p < 0 || p >= pageCount) {
+                return "page " + Integer.toUnsignedString(p) + " at entry " + i + ", outside an export of " + pageCount + " pages";
+            }
+            if ((seen[p >>> 6] & (1L << p)) != 0) {
+                return "page " + p + " listed twice";
+            }
+            seen[p >>> 6] |= 1L << p;
+        }
+        return null;
     }
 
     /** The answer to {@link #OP_PROFILE}: {@code pages} (already checked) as u32 each. */

@@ -22,7 +22,9 @@ final class ServedImage implements AutoCloseable {
     final Availability availability;
     /** Every page sent is checked against its hash first ({@link ImageExport#verifyServed()}). */
     final boolean verifyServed;
-    /** What boots of this image read on demand, learned here and handed out; null with learning off, and for a peer. */
+    /** The export's live migration ({@link ImageExport#migration()}), or null. */
+    final MigrationControl migration;
+    /** What boots of this image read on demand, learned here and handed out; null with learning off, for a peer or a live disk. */
     final io.lazyblk.pull.profile.BootProfile profile;
     private final Set<Integer> corruptPages = ConcurrentHashMap.newKeySet();
     /** Checked once per request: the hook costs one volatile read when unused. Written after corruptPages.add. */
@@ -34,6 +36,7 @@ final class ServedImage implements AutoCloseable {
         this.path = export.image();
         this.availability = export.availability();
         this.verifyServed = export.verifyServed();
+        this.migration = export.migration();
         this.file = FileChannel.open(export.image(), StandardOpenOption.READ);
         final long size = file.size();
         if (size != manifest.size()) {
@@ -43,7 +46,8 @@ final class ServedImage implements AutoCloseable {
         }
         // A golden image only: a peer (an engine's file, verified as served) is asked first by the chains that list it,
         // and the few boots it sees would hand them a poorer profile than the seed's, which sees every engine's first boot.
-        this.profile = profiles.learn() && !export.verifyServed()
+        // Nor a live disk (a migrating engine's): its boot is long over, and its manifest names no fixed image to learn for.
+        this.profile = profiles.learn() && !export.verifyServed() && !manifest.isLive()
             ? io.lazyblk.pull.profile.BootProfile.open(name, manifest, export.profileFile(), profiles) : null;
     }
 
