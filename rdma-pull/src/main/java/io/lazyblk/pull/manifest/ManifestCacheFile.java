@@ -79,6 +79,10 @@ final class ManifestCacheFile {
             if (m.size() != stamp.size() || m.pageSize() != pageSize) {
                 return new Lookup(null, "cached manifest describes another size or page size (damaged)");
             }
+            if (m.isLive()) {
+                // Never written here (the builder hashes every page): served, it would have clients take pages unchecked.
+                return new Lookup(null, "cached manifest is a live one, without page hashes (not written by this builder)");
+            }
             return new Lookup(m, null);
         } catch (final IllegalArgumentException e) {
             return new Lookup(null, "cached manifest does not decode: " + e.getMessage());

@@ -193,6 +193,20 @@ class ManifestBuilderTest {
     }
 
     @Test
+    void shouldRebuildACacheHoldingALiveManifestRatherThanServeAGoldenImageUnhashed() throws Exception {
+        // A live manifest (no page hashes) is never what the builder caches: one in the cache file, whatever put it there,
+        // would have every client take this image's pages unchecked.
+        final Path img = image("live.img", 4L * PAGE, 7);
+        final ManifestBuilder builder = new ManifestBuilder(null);
+        final Path cache = builder.load(img, PAGE, ManifestBuilder.Progress.NONE).cacheFile();
+        ManifestCacheFile.write(cache, ImageStamp.of(img), io.lazyblk.pagemap.Manifest.live(4L * PAGE, PAGE, new byte[32]));
+        final ManifestBuilder.Result r = builder.load(img, PAGE, ManifestBuilder.Progress.NONE);
+        assertFalse(r.fromCache());
+        assertFalse(r.manifest().isLive());
+        assertDescribes(img, PAGE, r.manifest());
+    }
+
+    @Test
     void shouldCacheInTheFallbackDirectoryWhenItCannotWriteBesideTheImage() throws Exception {
         final Path img = image("e.img", 3L * PAGE, 6);
         // A directory where the cache file would go: writing there fails even for root (these tests may run as root,
