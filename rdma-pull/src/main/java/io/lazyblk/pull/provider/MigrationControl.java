@@ -21,6 +21,17 @@ public interface MigrationControl {
     int[] awaitFinal(long timeoutNanos) throws InterruptedException;
 
     /**
+     * The guest's write-cache mode, as at the switchover: true if the guest chose writeback (virtio-blk CONFIG_WCE on),
+     * false for write-through. The guest sets it on the source and QEMU does not send it to the destination again, so
+     * the destination learns it from this ({@link ProviderProtocol#FINAL_FLAG_GUEST_WRITEBACK}). Called by the server
+     * after {@link #awaitFinal} returned a set, on the same thread; quick. The default, writeback, is the mode an
+     * engine's device starts in.
+     */
+    default boolean guestWriteback() {
+        return true;
+    }
+
+    /**
      * The destination says its copy is complete (every page fetched, the final set's pages fetched again). Quick: called
      * on a connection's thread before its answer. May be called more than once (a destination that retries).
      */

@@ -253,7 +253,9 @@ final class PageRequests {
             connection.deadlineNanos = NO_DEADLINE;
             return;
         }
-        writeFully(ProviderProtocol.encodeFinalHeader(id, pages.length));
+        // Asked after awaitFinal returned a set: the mode as at the switchover, when the guest can no longer change it.
+        final boolean writeback = control.guestWriteback();
+        writeFully(ProviderProtocol.encodeFinalHeader(id, pages.length, writeback));
         final ByteBuffer chunk = ByteBuffer.allocate((int) Math.min(FINAL_CHUNK_BYTES, 4L * pages.length))
             .order(ByteOrder.LITTLE_ENDIAN);
         for (int next = 0; next < pages.length; ) {
@@ -262,7 +264,8 @@ final class PageRequests {
             writeFully(chunk.flip());
         }
         connection.deadlineNanos = NO_DEADLINE;
-        LOG.info("handed the final {} changed pages of '{}' to {}", pages.length, image.name, connection.peer());
+        LOG.info("handed the final {} changed pages of '{}' (guest write cache {}) to {}", pages.length, image.name,
+            writeback ? "writeback" : "write-through", connection.peer());
     }
 
     private void offerRdma(final long id) throws IOException {

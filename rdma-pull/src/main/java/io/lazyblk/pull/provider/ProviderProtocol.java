@@ -45,9 +45,12 @@ import java.nio.charset.StandardCharsets;
  *                  {@link MigrationControl}); the reason, UTF-8, at most {@link #MAX_MESSAGE_BYTES}
  *                  {@link #RESPONSE_MIGRATION_PENDING}: empty; the source has not reached its switchover within
  *                  {@link #MIGRATION_WAIT_MILLIS}: ask again
- *                  {@link #RESPONSE_MIGRATION_FINAL}: the final set of changed pages, export page numbers u32 each,
- *                  each below the manifest's page count, none twice, in no particular order (so at most page count
- *                  x 4 bytes: 64 MiB for {@link Manifest#MAX_PAGES}, more than any buffer: the length is the header's)
+ *                  {@link #RESPONSE_MIGRATION_FINAL}: flags u32 | the final set of changed pages, export page numbers
+ *                  u32 each, each below the manifest's page count, none twice, in no particular order (so the length
+ *                  is 4 + 4 x pages, at most 4 + page count x 4 bytes: 64 MiB for {@link Manifest#MAX_PAGES}, more
+ *                  than any buffer: the length is the header's). Flags: {@link #FINAL_FLAG_GUEST_WRITEBACK} (bit 0):
+ *                  the guest's write cache is on (writeback; clear: write-through), as at the switchover. Every other
+ *                  bit is 0; a client refuses an answer with another bit set.
  *                  {@link #RESPONSE_MIGRATION_DONE}: empty; the source recorded that the destination is complete
  * </pre>
  *
@@ -57,7 +60,10 @@ import java.nio.charset.StandardCharsets;
  * server waits on {@link MigrationControl#awaitFinal} for up to {@link #MIGRATION_WAIT_MILLIS} (its idle and stall
  * timeouts do not run meanwhile; closing the server ends the wait) and answers PENDING or FINAL. The destination
  * drops and fetches again every page in the final set, then sends {@link #OP_MIGRATION_DONE} once its copy is
- * complete, which calls {@link MigrationControl#destinationComplete}. An export without a control answers both ops
+ * complete, which calls {@link MigrationControl#destinationComplete}. The FINAL answer also carries the guest's
+ * write-cache mode ({@link MigrationControl#guestWriteback}): the guest sets it on the source (virtio-blk
+ * CONFIG_WCE, by SET_CONFIG) and QEMU does not send it to the destination again, so the destination engine learns it
+ * here. An export without a control answers both ops
  * UNAVAILABLE (not a protocol error). Both ops came with no version change: they change no layout, a client that
  * predates them never sends them, and a provider that predates them closes the connection on the unknown op (a
  * protocol error), which the client reports as a provider that cannot migrate.
@@ -161,6 +167,15 @@ public final class ProviderProtocol {
     public static final int RESPONSE_MIGRATION_PENDING = 7;
     /** Control answer to {@link #OP_MIGRATION_FINAL}: the final changed pages, u32 each. */
     public static final int RESPONSE_MIGRATION_FINAL = 8;
+    /**
+     * Flag of a {@link #RESPONSE_MIGRATION_FINAL} answer: the guest's write cache is on (virtio-blk writeback), as the
+     * guest last set it on the source before the switchover. Clear: write-through.
+     */
+    public static final int FINAL_FLAG_GUEST_WRITEBACK = 1;
+    /** Every flag a {@link #RESPONSE_MIGRATION_FINAL} answer may carry; any other bit makes the answer invalid. */
+    public static final int FINAL_KNOWN_FLAGS = FINAL_FLAG_GUEST_WRITEBACK;
+    /** Bytes of a {@link #RESPONSE_MIGRATION_FINAL} answer's payload before its pages: the flags u32. */
+    public static final int FINAL_FLAGS_BYTES = 4;
     /** Control answer to {@link #OP_MIGRATION_DONE}: recorded. Empty. */
     public static final int RESPONSE_MIGRATION_DONE = 9;
     /**
@@ -344,12 +359,14 @@ public final class ProviderProtocol {
     }
 
     /**
-     * The header of a {@link #RESPONSE_MIGRATION_FINAL} answer for {@code pages} pages; the pages follow as u32 each
-     * (the server writes them in chunks, see {@link #putPages}).
+     * The head of a {@link #RESPONSE_MIGRATION_FINAL} answer for {@code pages} pages: the response header (length
+     * {@link #FINAL_FLAGS_BYTES} + 4 x {@code pages}) and the flags word ({@link #FINAL_FLAG_GUEST_WRITEBACK} if
+     * {@code guestWriteback}); the pages follow as u32 each (the server writes them in chunks, see {@link #putPages}).
      */
-    public static ByteBuffer encodeFinalHeader(final long id, final int pages) {
-        return ByteBuffer.allocate(RESPONSE_HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN)
-            .putLong(id).putInt(RESPONSE_MIGRATION_FINAL).putInt(4 * pages).flip();
+    public static ByteBuffer encodeFinalHeader(final long id, final int pages, final boolean guestWriteback) {
+        return ByteBuffer.allocate(RESPONSE_HEADER_BYTES + FINAL_FLAGS_BYTES).order(ByteOrder.LITTLE_ENDIAN)
+            .putLong(id).putInt(RESPONSE_MIGRATION_FINAL).putInt(FINAL_FLAGS_BYTES + 4 * pages)
+            .putInt(guestWriteback ? FINAL_FLAG_GUEST_WRITEBACK : 0).flip();
     }
 
     /**

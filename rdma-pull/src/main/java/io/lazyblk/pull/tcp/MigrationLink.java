@@ -20,10 +20,11 @@ import static io.lazyblk.pull.provider.ProviderProtocol.*;
 /**
  * The destination's side of a live migration without shared storage ({@link ProviderProtocol}'s class comment): a
  * TCP connection of its own to the source engine's export, apart from the page sources', on which it waits for the
- * final set of changed pages ({@link #awaitFinal}) and says when its copy is complete ({@link #complete}).
+ * final set of changed pages ({@link #awaitFinal}), which brings the guest's write-cache mode with it
+ * ({@link #guestWriteback}), and says when its copy is complete ({@link #complete}).
  *
  * <p>Everything the source sends is hostile input: every answer is checked (the id it echoes, its status, its length,
- * every page number) and a bad one is an IOException naming the problem, after which the link is closed. Every read
+ * its flags, every page number) and a bad one is an IOException naming the problem, after which the link is closed. Every read
  * is bounded by a deadline, so a source that dies (or never answers) costs at most the bound given.
  *
  * <p>Not thread-safe: one thread calls {@link #awaitFinal} and {@link #complete}; {@link #close()} may come from any
@@ -48,6 +49,11 @@ public final class MigrationLink implements AutoCloseable {
      */
     private long outstanding = -1;
     private volatile boolean closed;
+    /**
+     * The guest's write-cache mode from the last final answer: 1 writeback, 0 write-through, -1 none received yet.
+     * Plain: read and written by the one thread that calls {@link #awaitFinal} (the class is not thread-safe).
+     */
+    private int writeback = -1;
 
     private MigrationLink(final ProviderHandshake.Connected c, final String provider, final String image, final Duration timeout)
         throws IOException {
@@ -88,7 +94,8 @@ public final class MigrationLink implements AutoCloseable {
     /**
      * Waits for the source's switchover and returns the final set of pages the guest changed there after they may have
      * been fetched: export page numbers (pages of {@link #manifest()}), each below its page count, none twice. Asks
-     * again each time the source answers "not yet", until {@code bound} passes.
+     * again each time the source answers "not yet", until {@code bound} passes. Once it returns, {@link #guestWriteback}
+     * holds the guest's write-cache mode that came with the set.
      *
      * @throws IOException if {@code bound} passes first (the source engine has not reached its switchover; the question
      *     stays asked, and the next call waits for its answer); if the export is no migrating engine's (naming the
@@ -118,12 +125,26 @@ public final class MigrationLink implements AutoCloseable {
                     }
                 }
                 case RESPONSE_MIGRATION_FINAL -> {
-                    return readPages(length, deadline);
+                    return readFinal(length, deadline);
                 }
                 case RESPONSE_MIGRATION_UNAVAILABLE -> throw unavailable(length, deadline);
                 default -> throw broken("answered a migration final request with status " + Integer.toUnsignedString(status));
             }
         }
+    }
+
+    /**
+     * The guest's write-cache mode the source sent with the last final set ({@link #awaitFinal}): true if the guest
+     * chose writeback (virtio-blk CONFIG_WCE on), false for write-through, as at the source's switchover. The
+     * destination's device must take it on: QEMU does not set it there again.
+     *
+     * @throws IllegalStateException if no final set has been received yet
+     */
+    public boolean guestWriteback() {
+        if (writeback < 0) {
+            throw new IllegalStateException("no final set received yet: the guest's write-cache mode comes with it (awaitFinal)");
+        }
+        return writeback == 1;
     }
 
     /**
@@ -212,16 +233,34 @@ public final class MigrationLink implements AutoCloseable {
             + new String(reason.array(), StandardCharsets.UTF_8).replaceAll("\\p{Cntrl}", "?"));
     }
 
-    /** Reads and checks the final set: {@code length} bytes of u32 pages, each in the export, none twice. */
-    private int[] readPages(final int length, final long deadline) throws IOException {
+    /**
+     * Reads and checks a final answer's {@code length} bytes: the flags u32 (no bit but the guest's write cache), then
+     * the final set, u32 pages, each in the export, none twice. Records the write-cache mode only once all is read.
+     */
+    private int[] readFinal(final int length, final long deadline) throws IOException {
         final int pageCount = manifest.pageCount();
-        if (length < 0 || length % 4 != 0 || length / 4 > pageCount) {
-            throw broken("announced a final set of " + Integer.toUnsignedString(length) + " bytes (whole u32 pages, at most "
-                + pageCount + " of them: the export's page count)");
+        // length is a u32: negative as an int means past 2 GiB, far beyond 4 + 4 x Manifest.MAX_PAGES.
+        if (length < FINAL_FLAGS_BYTES || (length - FINAL_FLAGS_BYTES) % 4 != 0 || (length - FINAL_FLAGS_BYTES) / 4 > pageCount) {
+            throw broken("announced a final answer of " + Integer.toUnsignedString(length) + " bytes (a u32 of flags, then"
+                + " whole u32 pages, at most " + pageCount + " of them: the export's page count)");
         }
-        final int[] pages = new int[length / 4];
+        final ByteBuffer flagsWord = ByteBuffer.allocate(FINAL_FLAGS_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        read(flagsWord, deadline, false);
+        final int flags = flagsWord.getInt(0);
+        if ((flags & ~FINAL_KNOWN_FLAGS) != 0) {
+            throw broken("sent a final answer with unknown flags 0x" + Integer.toHexString(flags & ~FINAL_KNOWN_FLAGS)
+                + " (only bit 0, the guest's write cache, is defined)");
+        }
+        final int[] pages = readPages(length - FINAL_FLAGS_BYTES, pageCount, deadline);
+        writeback = (flags & FINAL_FLAG_GUEST_WRITEBACK) != 0 ? 1 : 0;
+        return pages;
+    }
+
+    /** Reads and checks the final set: {@code bytes} (checked: whole pages, at most {@code pageCount}) of u32 pages. */
+    private int[] readPages(final int bytes, final int pageCount, final long deadline) throws IOException {
+        final int[] pages = new int[bytes / 4];
         final long[] seen = new long[(pageCount + 63) >>> 6];
-        final ByteBuffer chunk = ByteBuffer.allocate(Math.min(CHUNK_BYTES, length)).order(ByteOrder.LITTLE_ENDIAN);
+        final ByteBuffer chunk = ByteBuffer.allocate(Math.min(CHUNK_BYTES, bytes)).order(ByteOrder.LITTLE_ENDIAN);
         for (int i = 0; i < pages.length; ) {
             chunk.clear().limit(Math.min(chunk.capacity(), 4 * (pages.length - i)));
             read(chunk, deadline, false);

@@ -117,12 +117,27 @@ class ImageServerMigrationTest {
             assertEquals(2, fin.id());
             assertEquals(ProviderProtocol.RESPONSE_MIGRATION_FINAL, fin.status());
             final ByteBuffer le = ByteBuffer.wrap(fin.data()).order(ByteOrder.LITTLE_ENDIAN);
-            assertEquals(12, fin.data().length);
+            assertEquals(4 + 12, fin.data().length, "flags, then three pages");
+            assertEquals(ProviderProtocol.FINAL_FLAG_GUEST_WRITEBACK, le.getInt(), "the control's default: the guest's write cache on");
             assertEquals(List.of(15, 0, 7), List.of(le.getInt(), le.getInt(), le.getInt()));
             c.send(ProviderProtocol.encodeControl(3, ProviderProtocol.OP_MIGRATION_DONE, new byte[0]));
             final RawClient.Response done = c.response();
             assertEquals(ProviderProtocol.RESPONSE_MIGRATION_DONE, done.status());
             assertEquals(1, control.completed.get());
+        }
+    }
+
+    @Test
+    void shouldSendAWriteThroughGuestsModeAsAClearFlagsWordBeforeAnEmptyFinalSet() throws IOException {
+        final TestMigration control = new TestMigration(0);
+        control.writeback = false;
+        serve(control, ImageServer.Limits.defaults());
+        control.switchOver();
+        try (RawClient c = greeted()) {
+            c.send(ProviderProtocol.encodeControl(1, ProviderProtocol.OP_MIGRATION_FINAL, new byte[0]));
+            final RawClient.Response fin = c.response();
+            assertEquals(ProviderProtocol.RESPONSE_MIGRATION_FINAL, fin.status());
+            assertArrayEquals(new byte[4], fin.data(), "flags 0 (write-through) and no pages");
         }
     }
 

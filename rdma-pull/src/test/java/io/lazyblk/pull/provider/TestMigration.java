@@ -7,7 +7,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 /**
  * A hand-written {@link MigrationControl} for tests (the engine's is the real one): no switchover until
  * {@link #switchOver} is called; each wait before that lasts at most {@code waitNanos} (or the server's bound, if
- * shorter) and answers null. Records how often it was asked, the threads that waited and whether one was interrupted.
+ * shorter) and answers null. The guest's write-cache mode is {@link #writeback}. Records how often it was asked, the threads that waited and whether one was interrupted.
  */
 public final class TestMigration implements MigrationControl {
     private final long waitNanos;
@@ -21,6 +21,8 @@ public final class TestMigration implements MigrationControl {
     public final AtomicInteger interrupted = new AtomicInteger();
     /** The last thread that entered awaitFinal. */
     public volatile Thread waiter;
+    /** What {@link #guestWriteback} answers: the guest's write-cache mode (writeback unless a test says otherwise). */
+    public volatile boolean writeback = true;
 
     /** @param waitNanos the longest one wait lasts before the switchover ({@code Long.MAX_VALUE}: the server's whole bound) */
     public TestMigration(final long waitNanos) {
@@ -43,6 +45,11 @@ public final class TestMigration implements MigrationControl {
             interrupted.incrementAndGet();
             throw e;
         }
+    }
+
+    @Override
+    public boolean guestWriteback() {
+        return writeback;
     }
 
     @Override

@@ -133,6 +133,7 @@ class MigrationLinkTest {
         final TestMigration control = new TestMigration(20_000_000L); // each wait answers "pending" after 20 ms
         final MigrationLink link = link(serve(control).address());
         assertTrue(link.manifest().isLive());
+        assertThrows(IllegalStateException.class, link::guestWriteback, "no mode before the final set");
         final CompletableFuture<int[]> fin = CompletableFuture.supplyAsync(() -> {
             try {
                 return link.awaitFinal(Duration.ofSeconds(30));
@@ -143,8 +144,21 @@ class MigrationLinkTest {
         Await.until("the link asked again after a pending answer", Duration.ofSeconds(10), () -> control.asked.get() >= 3);
         control.switchOver(31, 0, 12, 5);
         assertArrayEquals(new int[] {31, 0, 12, 5}, fin.get(10, TimeUnit.SECONDS));
+        assertTrue(link.guestWriteback(), "the control's default mode came with the set");
         link.complete();
         assertEquals(1, control.completed.get(), "complete() reaches destinationComplete");
+    }
+
+    @Test
+    void shouldCarryTheGuestsWriteCacheModeFromTheSourceEngineEitherWay() throws Exception {
+        for (final boolean mode : new boolean[] {false, true}) {
+            final TestMigration control = new TestMigration(0);
+            control.writeback = mode;
+            control.switchOver(3, 1);
+            final MigrationLink link = link(serve(control).address());
+            assertArrayEquals(new int[] {3, 1}, link.awaitFinal(TIMEOUT));
+            assertEquals(mode, link.guestWriteback(), "writeback " + mode + " through a real ImageServer");
+        }
     }
 
     @Test
@@ -248,18 +262,42 @@ class MigrationLinkTest {
     }
 
     private static ByteBuffer finalAnswer(final long id, final int... pages) {
-        final ByteBuffer b = ProviderProtocol.encodeFinalHeader(id, pages.length);
+        final ByteBuffer b = ProviderProtocol.encodeFinalHeader(id, pages.length, true);
         final ByteBuffer out = ByteBuffer.allocate(b.remaining() + 4 * pages.length).order(ByteOrder.LITTLE_ENDIAN).put(b);
         ProviderProtocol.putPages(pages, 0, out);
         return out.flip();
     }
 
-    private void assertRefused(final LongFunction<ByteBuffer> answer, final String says) throws Exception {
+    private MigrationLink assertRefused(final LongFunction<ByteBuffer> answer, final String says) throws Exception {
         final MigrationLink link = link(hostile(answer));
         final IOException e = assertThrows(IOException.class, () -> link.awaitFinal(Duration.ofSeconds(1)));
         assertTrue(e.getMessage().contains(says), e.getMessage());
         final IOException after = assertThrows(IOException.class, () -> link.awaitFinal(Duration.ofSeconds(1)));
         assertTrue(after.getMessage().contains("is closed"), "a link that got a bad answer is closed: " + after.getMessage());
+        return link;
+    }
+
+    /** A final answer of {@code pages} with the flags word {@code flags}, whatever bits it holds. */
+    private static ByteBuffer finalAnswerFlagged(final long id, final int flags, final int... pages) {
+        final ByteBuffer b = finalAnswer(id, pages);
+        b.putInt(ProviderProtocol.RESPONSE_HEADER_BYTES, flags);
+        return b;
+    }
+
+    @Test
+    void shouldRefuseAFinalAnswerWithAnUnknownFlagBit() throws Exception {
+        final MigrationLink link = assertRefused(id -> finalAnswerFlagged(id, 0b11, 2),
+            "final answer with unknown flags 0x2");
+        assertThrows(IllegalStateException.class, link::guestWriteback, "a refused answer's mode is not taken");
+        assertRefused(id -> finalAnswerFlagged(id, 0x8000_0000), "unknown flags 0x80000000");
+    }
+
+    @Test
+    void shouldRefuseAFinalAnswerWhoseLengthIsNotFlagsAndWholePages() throws Exception {
+        assertRefused(id -> ProviderProtocol.encodeControlAnswer(id, ProviderProtocol.RESPONSE_MIGRATION_FINAL, new byte[2]),
+            "announced a final answer of 2 bytes (a u32 of flags, then whole u32 pages");
+        assertRefused(id -> ProviderProtocol.encodeControlAnswer(id, ProviderProtocol.RESPONSE_MIGRATION_FINAL, new byte[0]),
+            "final answer of 0 bytes");
     }
 
     @Test
@@ -277,9 +315,11 @@ class MigrationLinkTest {
     void shouldRefuseAnswersThatDoNotHoldTogether() throws Exception {
         assertRefused(id -> finalAnswer(id + 1, 1), "answered request");
         assertRefused(id -> ProviderProtocol.encodeControlAnswer(id, ProviderProtocol.RESPONSE_MIGRATION_FINAL, new byte[6]),
-            "final set of 6 bytes");
+            "final answer of 6 bytes");
         assertRefused(id -> ByteBuffer.allocate(16).order(ByteOrder.LITTLE_ENDIAN).putLong(id)
-            .putInt(ProviderProtocol.RESPONSE_MIGRATION_FINAL).putInt(4 * (PAGES + 1)).flip(), "at most 32 of them");
+            .putInt(ProviderProtocol.RESPONSE_MIGRATION_FINAL).putInt(4 + 4 * (PAGES + 1)).flip(), "at most 32 of them");
+        assertRefused(id -> ByteBuffer.allocate(16).order(ByteOrder.LITTLE_ENDIAN).putLong(id)
+            .putInt(ProviderProtocol.RESPONSE_MIGRATION_FINAL).putInt(-4).flip(), "final answer of 4294967292 bytes");
         assertRefused(id -> ProviderProtocol.encodeControlAnswer(id, ProviderProtocol.RESPONSE_MIGRATION_PENDING, new byte[4]),
             "pending answer with a 4-byte payload");
         assertRefused(id -> ProviderProtocol.encodeControlAnswer(id, 77, new byte[0]), "with status 77");
