@@ -32,6 +32,8 @@ public final class BlkDeviceConfig {
     final byte[] serial = new byte[VirtioBlk.ID_BYTES];
     /** Guest-visible cache mode: true = writeback (FLUSH makes writes durable), false = each write durable at once. */
     volatile boolean writeback = true;
+    /** A live migration's export, told of every range the guest changes; null when none runs. */
+    volatile WriteWatch watch;
     /** Whether the driver acked FLUSH; without it the device must be write-through. */
     volatile boolean flushAcked;
 

@@ -109,14 +109,19 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
             }
             case VirtioBlk.T_OUT -> {
                 rc = backend.write(r);
+                watched(r.offset, r.dataBytes);
                 if (rc == 0 && cfg.writeThrough()) {
                     rc = backend.flush();
                 }
             }
             case VirtioBlk.T_FLUSH -> rc = backend.flush();
-            case VirtioBlk.T_DISCARD -> rc = backend.discard(r);
+            case VirtioBlk.T_DISCARD -> {
+                rc = backend.discard(r);
+                watched(r.dwzOffset, r.dwzLength);
+            }
             case VirtioBlk.T_WRITE_ZEROES -> {
                 rc = backend.writeZeroes(r, zeroIov.address(), ZERO_BYTES);
+                watched(r.dwzOffset, r.dwzLength);
                 if (rc == 0 && cfg.writeThrough()) {
                     rc = backend.flush();
                 }
@@ -133,6 +138,17 @@ final class BlkIoAgent implements Agent, EventPoller.Handler<BlkQueueHandler.Req
                 r.type, r.offset, -rc);
         }
         return VirtioBlk.S_IOERR;
+    }
+
+    /** Tells a live migration's export what the guest changed; one volatile read when none is running. */
+    private void watched(final long offset, final long length) {
+        // Volatile read, paired with the export's install (VirtioBlkDevice.watchWrites). A write that still reads null
+        // finished its pwritev before the install; the export installs before it serves anything, and serves by reading
+        // the file, so it sends that write's bytes and there is nothing to track.
+        final WriteWatch w = cfg.watch;
+        if (w != null) {
+            w.written(offset, length);
+        }
     }
 
     @Override

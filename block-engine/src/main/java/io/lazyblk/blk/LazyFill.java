@@ -147,7 +147,8 @@ final class LazyFill implements Agent {
             || (store.durability.guestChanged() && since > GUEST_PERSIST_NANOS)) {
             work += persist();
         }
-        if (store.state.allLocal() && buffers.freeCount() == buffers.count() && runs.idle() && store.durability.failure() == null) {
+        if (store.state.allLocal() && buffers.freeCount() == buffers.count() && runs.idle() && store.durability.failure() == null
+            && !store.diskOnlyHeld()) {
             switchToDiskOnly();
             work++;
         }

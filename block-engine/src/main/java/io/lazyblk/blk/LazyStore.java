@@ -64,14 +64,22 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     private final AgentRunner fillRunner;
     private final Durability.Committed onCommitted;
     private volatile boolean diskOnly;
+    /** See {@link Options#holdDiskOnly()}; read by the fill before it switches. */
+    private volatile boolean diskOnlyHeld;
     final long startNanos = System.nanoTime();
 
     /**
      * Settings of the lazy fill.
      *
      * @param imageName the provider's name of the image, recorded with the switch to disk-only
+     * @param holdDiskOnly stay in lazy mode, every page local or not, until {@link #releaseDiskOnly()}: a live migration's
+     *     destination whose source may still hand it pages to fetch again (its final set, at the switchover)
      */
-    public record Options(String imageName, long memoryBudget, long fillRateBytesPerSecond, long demandTimeoutNanos) {
+    public record Options(String imageName, long memoryBudget, long fillRateBytesPerSecond, long demandTimeoutNanos,
+                          boolean holdDiskOnly) {
+        public Options(final String imageName, final long memoryBudget, final long fillRateBytesPerSecond, final long demandTimeoutNanos) {
+            this(imageName, memoryBudget, fillRateBytesPerSecond, demandTimeoutNanos, false);
+        }
     }
 
     public LazyStore(final Manifest manifest, final LocalImage image, final PageStateFile state, final PageSource source,
@@ -94,6 +102,7 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         this.state = state;
         this.source = source;
         this.options = options;
+        this.diskOnlyHeld = options.holdDiskOnly(); // before the fill starts (below): it may find every page local at once
         this.table = new PageTable(geo.pageCount());
         this.guest = new GuestSectors(state);
         this.writers = new AtomicIntegerArray(geo.pageCount());
@@ -161,6 +170,16 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
 
     public boolean diskOnly() {
         return diskOnly;
+    }
+
+    /** Whether the switch to disk-only is held back ({@link Options#holdDiskOnly()}). */
+    boolean diskOnlyHeld() {
+        return diskOnlyHeld;
+    }
+
+    /** Lets the fill switch to disk-only once every page is local (see {@link Options#holdDiskOnly()}). */
+    public void releaseDiskOnly() {
+        diskOnlyHeld = false; // volatile: the fill's next round sees it
     }
 
     void switchedToDiskOnly() {
@@ -466,6 +485,35 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
     /** One durability round (image sync, then the state it covers); any thread. */
     void persist() throws IOException {
         durability.persist(onCommitted);
+    }
+
+    /** The manifest of the image being filled (in the page map's pages). */
+    public Manifest manifest() {
+        return manifest;
+    }
+
+    /**
+     * For a live migration's export of this store's image: makes page {@code p} readable from the local file, demanding
+     * it at top priority if it is absent, and waits for it up to {@code timeoutNanos}. Runs the merges request threads
+     * would run when idle (the source's VM may be stopped: none runs then). False if it is still absent by then (the
+     * provider is down). Not for the data path: it polls every 100 µs.
+     */
+    public boolean awaitReadable(final int p, final long timeoutNanos) {
+        final long deadline = System.nanoTime() + timeoutNanos;
+        long nextDemand = 0;
+        while (!diskOnly && !table.readable(p)) {
+            final long now = System.nanoTime();
+            if (now - deadline > 0) {
+                return false;
+            }
+            if (now - nextDemand >= 0) {
+                demand(p); // again every 10 ms: a failed fetch leaves the page absent, and nobody else may ask for it
+                nextDemand = now + 10_000_000L;
+            }
+            fetches.runDeferredMerges();
+            LockSupport.parkNanos(100_000);
+        }
+        return true;
     }
 
     /** Blocks until the store is disk-only or {@code timeoutNanos} pass; for tests and the demo. */

@@ -34,6 +34,22 @@ public final class Storage implements AutoCloseable {
         BlockBackend open() throws IOException;
     }
 
+    /**
+     * Runs before the first request is served from a freshly opened backend (a live migration's destination without
+     * shared storage: asks the source for the pages it changed since they were fetched). Control thread.
+     */
+    @FunctionalInterface
+    public interface Gate {
+        /** Null to serve {@code opened} as it is; else what to do while it is closed, before it is opened again. */
+        WhileClosed beforeServing(BlockBackend opened) throws IOException;
+    }
+
+    /** Work on the backend's files while no backend has them open (see {@link Gate}). */
+    @FunctionalInterface
+    public interface WhileClosed {
+        void run() throws IOException;
+    }
+
     private final Path image;
     private final boolean readOnly;
     private long sizeBytes;
@@ -43,6 +59,9 @@ public final class Storage implements AutoCloseable {
     private ImageLock lock;
     private volatile boolean handedOver;
     private int carriedWriteback = -1;
+    private Gate gate;
+    /** Whether the open backend went through the gate (control thread only). */
+    private boolean gated;
 
     private Storage(final Path image, final boolean readOnly, final long sizeBytes, final Opener opener, final Duration lockWait,
                     final BlockBackend backend, final ImageLock lock) {
@@ -146,29 +165,57 @@ public final class Storage implements AutoCloseable {
     public BlockBackend take() {
         final BlockBackend b = backend;
         if (b != null) {
-            return b;
+            return gated ? b : passGate(b);
         }
         try {
             final long t0 = System.nanoTime();
-            final ImageLock l = ImageLock.acquire(image, readOnly, lockWait, () -> LOG.info(
-                "waiting up to {} s for the lock of {} (the engine that served it before lets go at the migration's switchover)",
-                lockWait.toSeconds(), image));
-            if (l == null) {
-                throw new IOException(image + " is still locked by another open of it after " + lockWait.toSeconds() + " s, so"
-                    + " this engine does not serve it. If a migration's source engine still runs, it did not let go: stop it;"
-                    + " else find the holder with `lslocks` (or wait longer: --lock-wait)");
+            if (lock == null) { // held already if only the backend is gone (a gate's reopen failed)
+                final ImageLock l = ImageLock.acquire(image, readOnly, lockWait, () -> LOG.info(
+                    "waiting up to {} s for the lock of {} (the engine that served it before lets go at the migration's switchover)",
+                    lockWait.toSeconds(), image));
+                if (l == null) {
+                    throw new IOException(image + " is still locked by another open of it after " + lockWait.toSeconds() + " s, so"
+                        + " this engine does not serve it. If a migration's source engine still runs, it did not let go: stop it;"
+                        + " else find the holder with `lslocks` (or wait longer: --lock-wait)");
+                }
+                lock = l;
             }
-            lock = l;
             consumeCarried();
             backend = opener.open();
+            gated = false;
             handedOver = false;
             LOG.info("took {} ({} ms after the VM started its first queue); serving it", image, (System.nanoTime() - t0) / 1_000_000);
-            return backend;
+            return passGate(backend);
         } catch (final IOException e) {
             if (lock != null) {
                 lock.close();
                 lock = null;
             }
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** Sets the gate every freshly opened backend passes before it serves (see {@link Gate}). Before the first {@link #take}. */
+    public void gate(final Gate g) {
+        this.gate = g;
+    }
+
+    private BlockBackend passGate(final BlockBackend b) {
+        if (gate == null) {
+            gated = true;
+            return b;
+        }
+        try {
+            final WhileClosed work = gate.beforeServing(b);
+            if (work != null) {
+                backend = null; // volatile: status sees no backend while it is closed
+                b.close();
+                work.run();
+                backend = opener.open(); // on failure: no backend, and the next take opens one and gates it again
+            }
+            gated = true;
+            return backend;
+        } catch (final IOException e) {
             throw new UncheckedIOException(e);
         }
     }

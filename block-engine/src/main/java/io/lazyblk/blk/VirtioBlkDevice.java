@@ -19,6 +19,10 @@ public final class VirtioBlkDevice implements VhostUserDevice {
     private final Storage storage;
     private final BlkDeviceConfig cfg;
     private final int ioThreadsPerQueue;
+    /** A live migration's export without shared storage, or null; set by the control socket's thread. */
+    private volatile LiveExport export;
+    /** Whether the last stop was a switchover (control thread only). */
+    private boolean switched;
 
     public VirtioBlkDevice(final BlockBackend backend, final int numQueues, final int ioThreadsPerQueue, final String serial) {
         this(Storage.fixed(backend), numQueues, ioThreadsPerQueue, serial);
@@ -75,6 +79,11 @@ public final class VirtioBlkDevice implements VhostUserDevice {
 
     @Override
     public QueueHandler openQueue(final SplitVirtqueue queue, final Runnable waker) {
+        final LiveExport e = export;
+        if (switched && e != null) {
+            e.resumed(); // the migration failed after its switchover: the guest runs here again
+        }
+        switched = false;
         final boolean opening = storage.current() == null;
         final BlockBackend backend = storage.take(); // a migration's destination: waits for the image's lock here
         if (opening && storage.carriedWriteback() >= 0) {
@@ -87,6 +96,15 @@ public final class VirtioBlkDevice implements VhostUserDevice {
     @Override
     public boolean migratable() {
         return true;
+    }
+
+    /**
+     * Installs (or with null removes) a live migration's export: told of every range the guest changes from the next
+     * request on, and of the switchover, at which the image then stays here (no shared storage to hand over).
+     */
+    public void export(final LiveExport e) {
+        export = e;
+        cfg.watch = e; // volatile: request threads see it from their next write on (BlkIoAgent.watched)
     }
 
     public Storage storage() {
@@ -108,7 +126,23 @@ public final class VirtioBlkDevice implements VhostUserDevice {
     /** The migration's switchover: the image goes to the destination engine, with the guest's write-cache mode. */
     @Override
     public void switchedOver() {
-        storage.handOver(cfg.writeback);
+        final LiveExport e = export;
+        if (e == null) {
+            storage.handOver(cfg.writeback);
+        } else if (!switched) {
+            e.switchedOver(); // no shared storage: the image stays here and is served to the destination until it has it all
+        }
+        switched = true;
+    }
+
+    /** The guest's write-cache mode: true for writeback. */
+    public boolean writeback() {
+        return cfg.writeback;
+    }
+
+    /** Sets the guest's write-cache mode (a live migration's destination: the mode the guest chose on the source). */
+    public void writeback(final boolean on) {
+        cfg.writeback = on;
     }
 
     @Override

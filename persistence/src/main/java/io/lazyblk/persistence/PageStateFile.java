@@ -310,6 +310,19 @@ public final class PageStateFile implements AutoCloseable {
         }
     }
 
+    /**
+     * Records that {@code page} must be fetched again (its source changed it after this copy got it: a live migration's
+     * final set); durable after {@link #commit()}. Sectors the guest wrote stay recorded, so the refetch keeps them.
+     */
+    public synchronized void markAbsent(final int page) {
+        final long bit = 1L << page;
+        if ((local[page >>> 6] & bit) != 0) {
+            local[page >>> 6] &= ~bit;
+            localCount--;
+            dirtyPageBlocks[(page >>> 6) * 8 / BLOCK] = true;
+        }
+    }
+
     /** Records that the guest wrote sectors {@code [sector, sector + count)}; durable after {@link #commit()}. */
     public synchronized void markGuestWritten(final long sector, final long count) {
         for (long s = sector; s < sector + count; s++) {

@@ -33,6 +33,12 @@ public final class Engine implements AutoCloseable {
     private volatile java.util.List<String> sourceNames = java.util.List.of();
     private final Thread thread;
     private StatusServer status;
+    private VirtioBlkDevice device;
+    private Path localImage;
+    /** A migrate-export's export (no shared storage), or null. Set on the status thread. */
+    private volatile MigrationExport export;
+    /** The running watch for a migration's completion (its identity); null stops it. */
+    private volatile Object completionWatch;
 
     private Engine(final VhostUserServer server, final io.lazyblk.blk.Storage storage) {
         this.server = server;
@@ -157,9 +163,120 @@ public final class Engine implements AutoCloseable {
         final io.lazyblk.blk.Storage storage = Files.exists(local)
             ? io.lazyblk.blk.Storage.open(local, false, o.lockWait(), opener)
             : io.lazyblk.blk.Storage.adopt(local, openLazy(o, src), o.lockWait(), opener);
+        final Engine[] self = new Engine[1];
+        storage.gate(opened -> self[0].beforeServing(opened, o, src));
         final Engine e = start(o, storage, statusOnCaller);
+        self[0] = e;
         e.sourceNames = src.sources().stream().map(SourceUri::toString).toList();
         return e;
+    }
+
+    /**
+     * A live migration's destination without shared storage (its source is a {@code migrate-export}, whose manifest is
+     * live): before its VM's first request, asks the source engine for the pages its guest changed after this engine
+     * fetched them (the source hands them over at its switchover, which came first: QEMU starts this side's queues
+     * after it), and has them fetched again. Then, once the copy is complete, tells the source so.
+     */
+    private io.lazyblk.blk.Storage.WhileClosed beforeServing(final BlockBackend opened, final Options o, final LazySource src)
+        throws IOException {
+        if (!(opened instanceof LazyStore l) || !l.manifest().isLive()) {
+            return null;
+        }
+        final SourceUri u = src.sources().get(0);
+        final long t0 = System.nanoTime();
+        final io.lazyblk.pull.tcp.MigrationLink link = io.lazyblk.pull.tcp.MigrationLink.connect(u.address(), u.image(), src.token(0),
+            HANDSHAKE_TIMEOUT);
+        try {
+            if (!java.util.Arrays.equals(link.manifest().digest(), PageStateFile.identity(PageStateFile.beside(o.localImage())).digest())) {
+                throw new IOException(u + " now exports another disk than the one this copy was filled from (its source engine"
+                    + " restarted, or the name was reused): this copy cannot be completed from it. Cancel the migration, delete "
+                    + o.localImage() + " and its state file, and start the destination again");
+            }
+            final int[] changed = link.awaitFinal(o.lockWait());
+            device.writeback(link.guestWriteback()); // QEMU does not send the guest's choice to this side again
+            final int exportPage = link.manifest().pageSize();
+            final int page = l.pageSize();
+            LOG.info("migration switchover: the source hands over {} pages its guest changed after this engine fetched them"
+                + " ({} ms); they are fetched again before the VM is served", changed.length, (System.nanoTime() - t0) / 1_000_000);
+            final Path stateFile = PageStateFile.beside(o.localImage());
+            final PageStateFile.Identity id = PageStateFile.identity(stateFile);
+            link.close(); // an idle link would meet the source's idle timeout: the completion connects anew
+            return () -> {
+                try (PageStateFile st = PageStateFile.openOrCreate(stateFile, id.imageSize(), id.pageSize(), id.digest())) {
+                    for (final int p : changed) {
+                        st.markAbsent((int) ((long) p * exportPage / page));
+                    }
+                    st.commit(); // durable before anything is served: a restart must not take those pages as local
+                }
+                watchCompletion(() -> io.lazyblk.pull.tcp.MigrationLink.connect(u.address(), u.image(), src.token(0), HANDSHAKE_TIMEOUT));
+            };
+        } catch (final IOException | RuntimeException e) {
+            link.close();
+            throw e;
+        }
+    }
+
+    /** Connects a link to the migration's source. */
+    @FunctionalInterface
+    private interface LinkOpener {
+        io.lazyblk.pull.tcp.MigrationLink open() throws IOException;
+    }
+
+    /** Tells the migration's source once this engine's copy is complete (disk-only), on a thread of its own. */
+    private void watchCompletion(final LinkOpener opener) {
+        final Object token = new Object();
+        completionWatch = token;
+        final Thread t = new Thread(() -> {
+            while (completionWatch == token) {
+                final LazyStore s = lazyStore();
+                if (s != null && !s.diskOnly()) {
+                    s.releaseDiskOnly(); // the final set is applied: this store (opened after it) may complete
+                }
+                if (storage.current() != null && (s == null || s.diskOnly())) {
+                    try (io.lazyblk.pull.tcp.MigrationLink link = opener.open()) {
+                        link.complete();
+                        LOG.info("migration complete: this engine has the whole disk and told the source engine, which can stop");
+                    } catch (final IOException e) {
+                        LOG.warn("this engine has the whole disk, but could not tell the migration's source engine so ({});"
+                            + " it can be stopped anyway", e.getMessage());
+                    }
+                    return;
+                }
+                java.util.concurrent.locks.LockSupport.parkNanos(200_000_000L);
+            }
+        }, "migration-done");
+        t.setDaemon(true);
+        t.start();
+    }
+
+    /**
+     * Exports this engine's live disk for a live migration without shared storage ({@code lazyblk migrate-export}). One at
+     * a time: a second one is refused while the first has not completed.
+     */
+    synchronized MigrationExport migrateExport(final InetSocketAddress listen, final String name, final byte[] secret, final long rate)
+        throws IOException {
+        final MigrationExport running = export;
+        if (running != null && !"complete".equals(running.state())) {
+            throw new IOException("this engine already exports its disk as " + running.name() + " on "
+                + StatusServer.hostPort(running.address()) + " (migration " + running.state() + ")");
+        }
+        if (localImage == null) {
+            throw new IOException("this engine serves the null disk: there is nothing to migrate");
+        }
+        if (storage.current() == null) {
+            throw new IOException("this engine does not hold its image now (status mode " + (storage.standingBy() ? "standby" : "handed-over")
+                + "): export from the engine that serves the VM");
+        }
+        if (running != null) {
+            running.close();
+        }
+        export = MigrationExport.start(name, device, lazyStore(), storage.sizeBytes(), localImage, listen, secret, rate);
+        return export;
+    }
+
+    /** The running migrate-export, or null. */
+    MigrationExport migrationExport() {
+        return export;
     }
 
     /** The backend of a lazily filled local file (see {@link #startLazy}); with its lock held, if the file exists. */
@@ -203,10 +320,14 @@ public final class Engine implements AutoCloseable {
                     + " lazyblk and would be overwritten. Give --local a new path (it is created), or delete the file if it is scratch");
             }
             final PageStateFile state = PageStateFile.openOrCreate(stateFile, m.size(), m.pageSize(), m.digest());
-            // Only now that the state file proved the local file is this image's: lets image-server export it as a peer later.
-            PeerExport.saveManifest(local, source.manifest());
+            // Only now that the state file proved the local file is this image's: lets image-server export it as a peer later
+            // (not a live migration's copy: no hashes to check served pages against).
+            if (!source.manifest().isLive()) {
+                PeerExport.saveManifest(local, source.manifest());
+            }
             final LazyStore store = new LazyStore(m, LocalImage.open(local, false), state, source,
-                new LazyStore.Options(src.image(), src.memoryBudget(), src.fillRateBytesPerSecond(), src.demandTimeout().toNanos()),
+                new LazyStore.Options(src.image(), src.memoryBudget(), src.fillRateBytesPerSecond(), src.demandTimeout().toNanos(),
+                    source.manifest().isLive()), // a migration's destination: complete only once the final set is fetched again
                 bootProfile(source, state));
             LOG.info("lazy fill of {} ({} pages of {} KiB, {} local already) from {}", local, m.pageCount(), m.pageSize() >> 10,
                 state.localCount(), src.sources().size() == 1 ? src.sources().get(0) : src.sources());
@@ -272,6 +393,15 @@ public final class Engine implements AutoCloseable {
             final Manifest image = authority(src, open, pinned, saved, failures);
             int maxPages = Integer.MAX_VALUE;
             for (int i = 0; i < n; i++) {
+                if (open[i] != null && open[i].manifest().isLive()) {
+                    // A live migration's export claims its digest; in a chain it could claim the seed's and be filled
+                    // from unchecked. It is a destination's only --source.
+                    final String why = "is a live migration's export (no page hashes), which can only be an engine's only --source";
+                    LOG.warn("source {} {}; it is refused and the chain goes on without it", src.sources().get(i), why);
+                    open[i].close();
+                    open[i] = new io.lazyblk.pull.chain.RefusedSource(image, why);
+                    continue;
+                }
                 if (open[i] != null && !java.util.Arrays.equals(open[i].manifest().digest(), image.digest())) {
                     final Manifest m = open[i].manifest();
                     final String why = "serves another image than the seed " + src.sources().get(seed) + " vouches for (digest "
@@ -314,6 +444,10 @@ public final class Engine implements AutoCloseable {
     private static Manifest authority(final LazySource src, final PageSource[] open, final byte[] pinned, final Manifest saved,
                                       final CharSequence failures) throws IOException {
         final int seed = open.length - 1;
+        if (open[seed] != null && open[seed].manifest().isLive()) {
+            throw new IOException("the seed " + src.sources().get(seed) + " is a live migration's export: it can only be an engine's"
+                + " only --source (a chain checks its pages against the seed's hashes, which an export has not)");
+        }
         if (pinned == null) {
             if (open[seed] == null) {
                 throw new IOException("the seed " + src.sources().get(seed) + " (the last --source, which says what the image is) is"
@@ -328,7 +462,7 @@ public final class Engine implements AutoCloseable {
             return open[seed].manifest();
         }
         for (final PageSource s : open) {
-            if (s != null && java.util.Arrays.equals(s.manifest().digest(), pinned)) {
+            if (s != null && !s.manifest().isLive() && java.util.Arrays.equals(s.manifest().digest(), pinned)) {
                 return s.manifest();
             }
         }
@@ -447,6 +581,8 @@ public final class Engine implements AutoCloseable {
             final String serial = o.localImage() != null ? "lazyblk-" + o.localImage().getFileName() : "lazyblk-null";
             final VirtioBlkDevice device = new VirtioBlkDevice(backend, o.queues(), o.ioThreadsPerQueue(), serial);
             final Engine e = new Engine(new VhostUserServer(o.socket(), device, o.pollNanos()), backend);
+            e.device = device;
+            e.localImage = o.localImage();
             e.thread.start();
             e.status = new StatusServer(e, o.socket(), !statusOnCaller);
             return e;
@@ -501,6 +637,11 @@ public final class Engine implements AutoCloseable {
         if (status != null) {
             status.close();
         }
+        final MigrationExport x = export;
+        if (x != null) {
+            x.close();
+        }
+        completionWatch = null;
         server.close();
         try {
             thread.join(30_000);

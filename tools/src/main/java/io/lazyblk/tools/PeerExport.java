@@ -84,6 +84,11 @@ public final class PeerExport {
         } catch (final IllegalArgumentException e) {
             throw new IOException(mf + " is damaged: " + e.getMessage() + "; restart the engine of " + local + " to save it again", e);
         }
+        if (m.isLive()) {
+            // A copy of a live migration's export: no page hashes to check served pages against, so nothing would keep
+            // its guest's writes from leaving the host.
+            throw new IOException(local + " is a copy of a live migration's export (no page hashes): it cannot be exported as a peer");
+        }
         final Pages pages = new Pages(PageStateFile.beside(local), m);
         return new ImageExport(name, local, m, pages, true); // every page checked against its hash before it is sent
     }

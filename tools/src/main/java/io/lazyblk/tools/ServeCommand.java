@@ -112,7 +112,8 @@ public final class ServeCommand implements Callable<Integer> {
         }
         Runtime.getRuntime().addShutdownHook(new Thread(engine::close, "shutdown"));
         System.err.printf("lazyblk: serving %s (%d bytes, %d queue%s%s) on %s%n", local != null ? local : "null disk",
-            engine.sizeBytes(), queues, queues == 1 ? "" : "s", readOnly ? ", read-only" : "", socket);
+            engine.sizeBytes(), queues, queues == 1 ? "" : "s", (readOnly ? ", read-only" : "")
+                + (engine.storage().standingBy() ? ", standing by: another engine holds it, see above" : ""), socket);
         engine.join();
         return 0;
     }
@@ -259,7 +260,8 @@ public final class ServeCommand implements Callable<Integer> {
         }
         Runtime.getRuntime().addShutdownHook(new Thread(engine::close, "shutdown"));
         System.err.printf("lazyblk: serving %s (%d bytes, %s) on %s; 'lazyblk status --socket %s' shows progress%n", local,
-            engine.sizeBytes(), engine.lazyStore() != null ? "filling lazily from " + String.join(", ", sources)
+            engine.sizeBytes(), engine.storage().standingBy() ? "standing by: another engine holds it, see above"
+                : engine.lazyStore() != null ? "filling lazily from " + String.join(", ", sources)
                 : "complete: from disk alone, " + String.join(", ", sources) + " not contacted", socket, socket);
         if (System.console() != null && engine.lazyStore() != null) {
             final Thread progress = new Thread(() -> showProgress(engine), "progress");

@@ -25,6 +25,7 @@ public final class StatusCommand implements Callable<Integer> {
     Path socket;
 
     @Option(names = "--format", defaultValue = "human", description = {"human or kv (key=value lines: mode=lazy|disk-only|standby|handed-over,"
+        + " migration=exporting|switched-over|complete (a migrate-export runs), migration_name, migration_listen, migration_final_pages,"
         + " storage=ok|failed, storage_error=WHY, pages_local=N, pages_total=N, page_size, bytes_on_demand, bytes_background,"
         + " pages_zero (pages of zeros: never fetched), profile_pages (the learned boot set, fetched ahead of the guest),"
         + " profile_ahead_bytes (profile pages here before the guest first read them) = profile_used_bytes (read by the guest"
@@ -55,8 +56,14 @@ public final class StatusCommand implements Callable<Integer> {
     }
 
     static Map<String, String> read(final Path ctl) throws IOException {
+        return request(ctl, "status", true);
+    }
+
+    /** Sends {@code request} on the engine's control socket and returns its key=value answer. */
+    static Map<String, String> request(final Path ctl, final String request, final boolean status) throws IOException {
         try (SocketChannel c = SocketChannel.open(StandardProtocolFamily.UNIX)) {
             c.connect(UnixDomainSocketAddress.of(ctl));
+            c.write(ByteBuffer.wrap((request + "\n").getBytes(StandardCharsets.UTF_8))); // else the engine waits 200 ms for a request
             final ByteBuffer b = ByteBuffer.allocate(1 << 16);
             while (b.hasRemaining() && c.read(b) >= 0) {
                 // read to end of stream (the engine closes after writing)
@@ -68,7 +75,7 @@ public final class StatusCommand implements Callable<Integer> {
                     m.put(line.substring(0, eq), line.substring(eq + 1));
                 }
             }
-            if (!m.containsKey("mode")) {
+            if (status && !m.containsKey("mode")) {
                 throw new IOException("the control socket answered without a status");
             }
             return m;

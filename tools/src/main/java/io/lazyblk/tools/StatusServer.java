@@ -86,8 +86,9 @@ final class StatusServer implements AutoCloseable {
                 SocketChannel c;
                 while ((c = channel.accept()) != null) {
                     try (SocketChannel client = c) {
+                        final String request = readRequest(client);
                         client.configureBlocking(true);
-                        final ByteBuffer b = ByteBuffer.wrap(render(status()).getBytes(StandardCharsets.UTF_8));
+                        final ByteBuffer b = ByteBuffer.wrap(render(answer(request)).getBytes(StandardCharsets.UTF_8));
                         while (b.hasRemaining()) {
                             client.write(b);
                         }
@@ -101,6 +102,87 @@ final class StatusServer implements AutoCloseable {
                 LOG.warn("status socket {} stopped: {}", path, e.getMessage());
             }
         }
+    }
+
+    /** How long a client that sends nothing (a script of an earlier release, {@code socat}) is waited for: then status. */
+    private static final long REQUEST_WAIT_MILLIS = 200;
+    private static final int MAX_REQUEST_BYTES = 4096;
+
+    /**
+     * The client's request line ({@code status}, or {@code migrate-export listen=HOST:PORT name=NAME secret-file=FILE}),
+     * or "" if it sent none within {@link #REQUEST_WAIT_MILLIS} (it gets the status). Hostile input: bounded in size and time.
+     */
+    private static String readRequest(final SocketChannel client) throws IOException {
+        client.configureBlocking(false);
+        final ByteBuffer b = ByteBuffer.allocate(MAX_REQUEST_BYTES);
+        try (java.nio.channels.Selector sel = java.nio.channels.Selector.open()) {
+            client.register(sel, java.nio.channels.SelectionKey.OP_READ);
+            final long deadline = System.nanoTime() + REQUEST_WAIT_MILLIS * 1_000_000L;
+            while (b.hasRemaining()) {
+                final long left = (deadline - System.nanoTime()) / 1_000_000L;
+                if (left <= 0 || sel.select(left) == 0) {
+                    break;
+                }
+                sel.selectedKeys().clear();
+                if (client.read(b) < 0 || containsNewline(b)) {
+                    break;
+                }
+            }
+            sel.selectedKeys().clear();
+        }
+        final String s = new String(b.array(), 0, b.position(), StandardCharsets.UTF_8);
+        final int nl = s.indexOf('\n');
+        return (nl >= 0 ? s.substring(0, nl) : s).strip();
+    }
+
+    private static boolean containsNewline(final ByteBuffer b) {
+        for (int i = 0; i < b.position(); i++) {
+            if (b.get(i) == '\n') {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** What a request gets: the status, or a command's outcome ({@code ok=1} and what it did, or {@code error=WHY}). */
+    private Map<String, String> answer(final String request) {
+        if (request.isEmpty() || request.equals("status")) {
+            return status();
+        }
+        final String[] words = request.split(" ");
+        final Map<String, String> args = new LinkedHashMap<>();
+        for (int i = 1; i < words.length; i++) {
+            final int eq = words[i].indexOf('=');
+            if (eq > 0) {
+                args.put(words[i].substring(0, eq), words[i].substring(eq + 1));
+            }
+        }
+        final Map<String, String> m = new LinkedHashMap<>();
+        if (!words[0].equals("migrate-export")) {
+            m.put("error", "unknown request '" + words[0] + "' (this engine knows status and migrate-export)");
+            return m;
+        }
+        try {
+            final String listen = args.get("listen");
+            final String name = args.get("name");
+            final String secretFile = args.get("secret-file");
+            if (listen == null || name == null || secretFile == null) {
+                throw new IllegalArgumentException("migrate-export needs listen=HOST:PORT name=NAME secret-file=FILE");
+            }
+            final MigrationExport e = engine.migrateExport(new ListenAddressConverter().convert(listen), name,
+                io.lazyblk.pull.token.SecretFile.read(Path.of(secretFile)), Long.parseLong(args.getOrDefault("rate", "0")));
+            m.put("ok", "1");
+            m.put("listen", hostPort(e.address()));
+            m.put("name", e.name());
+        } catch (final IOException | RuntimeException e) {
+            m.put("error", String.valueOf(e.getMessage()).replace('\n', ' '));
+        }
+        return m;
+    }
+
+    static String hostPort(final java.net.InetSocketAddress a) {
+        final String h = a.getHostString();
+        return (h.contains(":") ? "[" + h + "]" : h) + ":" + a.getPort();
     }
 
     private synchronized void sample(final long now) {
@@ -139,6 +221,15 @@ final class StatusServer implements AutoCloseable {
             m.put("storage_error", failure.replace('\n', ' '));
         }
         m.put("size_bytes", Long.toString(engine.sizeBytes()));
+        final MigrationExport export = engine.migrationExport();
+        if (export != null) {
+            // exporting: the destination fills; switched-over: the VM stopped here, the destination serves it and fetches
+            // what it lacks; complete: the destination has everything, this engine can stop.
+            m.put("migration", export.state());
+            m.put("migration_name", export.name());
+            m.put("migration_listen", hostPort(export.address()));
+            m.put("migration_final_pages", Long.toString(export.finalPages()));
+        }
         if (s == null) {
             m.put("pages_local", "1");
             m.put("pages_total", "1");

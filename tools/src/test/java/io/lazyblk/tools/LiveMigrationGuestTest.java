@@ -24,12 +24,15 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * Live migration of a running QEMU guest between two QEMUs on this host, each with its own engine serving the same
- * image file (shared storage): the guest runs its write-and-verify loop ({@code lazyblk.test=verify}) from before the
- * migration until after it, QMP {@code migrate} moves it from QEMU-A to QEMU-B (started with {@code -incoming}), and
- * the loop finishes on B. What a user would check: the migration completes, the guest sees no I/O error and its checks
- * pass on both sides, every read returned the image's bytes, the file holds the last write, and engine A, whose QEMU
- * quit, stops cleanly with nothing lost.
+ * Live migration of a running QEMU guest between two QEMUs on this host, each with its own engine: the guest runs its
+ * write-and-verify loop ({@code lazyblk.test=verify}) from before the migration until after it, QMP {@code migrate}
+ * moves it from QEMU-A to QEMU-B (started with {@code -incoming}), and the loop finishes on B. Four cases, and QEMU's own
+ * virtio-blk as the reference for the downtime: shared storage with local engines and with lazy engines mid-fill (both
+ * engines on the same file; B stands by until A lets go at the switchover), and no shared storage from a local source
+ * engine and from one still filling from a provider (A's {@code migrate-export}, B an ordinary lazy engine on its own
+ * file). What a user would check: the migration completes, the guest sees no I/O error and its checks pass on both
+ * sides, every read returned the image's bytes, the file holds the last write (B's own file, for no shared storage,
+ * once B reached disk-only and A said the migration is complete), and engine A stops with nothing lost.
  */
 class LiveMigrationGuestTest {
     /** A failed migration can leave QEMU-A hung (a guest that powered off mid-migration did): fail in minutes, not more. */
@@ -96,6 +99,16 @@ class LiveMigrationGuestTest {
      * the loop reached round 3, quits A, and waits for the guest to finish on B.
      */
     private Migration migrate(final Path socketA, final Path socketB, final Path ownDisk) throws Exception {
+        return migrate(socketA, socketB, ownDisk, () -> { });
+    }
+
+    /** A step run just before {@code migrate} is sent (a check of the source's state), then the time the migration ended. */
+    @FunctionalInterface
+    private interface BeforeMigrate {
+        void run() throws Exception;
+    }
+
+    private Migration migrate(final Path socketA, final Path socketB, final Path ownDisk, final BeforeMigrate before) throws Exception {
         final Path qmpA = dir.resolve("qmp-a.sock");
         final Path migration = dir.resolve("migration.sock");
         final List<String> consoleA = Collections.synchronizedList(new ArrayList<>());
@@ -113,6 +126,7 @@ class LiveMigrationGuestTest {
             // 20 MB/s: the ~100 MB of non-zero guest RAM takes ~5 s to copy, so the guest's I/O runs through the whole
             // precopy and the engine writes into pages QEMU already sent: only the dirty log makes it send them again.
             a.execute("migrate-set-parameters", "{\"max-bandwidth\":" + MIGRATION_BYTES_PER_SECOND + "}");
+            before.run();
             a.execute("migrate", "{\"uri\":\"unix:" + migration + "\"}");
             final String[] status = {null};
             io.lazyblk.pagemap.Await.until("the migration ends", Duration.ofSeconds(120), () -> {
@@ -168,6 +182,136 @@ class LiveMigrationGuestTest {
             "engine A stops with nothing to warn about once its QEMU is gone:\n" + engineA.output());
         engineB.stop();
         assertDiskAfter(m, original, image);
+    }
+
+    /**
+     * Shared storage with lazy engines mid-fill: both engines run the same {@code serve --local IMG --source ...} command;
+     * B stands by (A holds the image's lock), A lets go at the switchover with its state file current, and B takes both
+     * and finishes the fill. A fills at 2 MB/s, so the switchover finds it mid-fill.
+     */
+    @Test
+    void shouldMigrateARunningGuestBetweenTwoLazyEnginesMidFillOnSharedStorage() throws Exception {
+        final byte[] original = TestImage.pattern(IMAGE_BYTES, 45);
+        final Path golden = Files.write(dir.resolve("golden-48m.raw"), original);
+        final LazyblkProcess provider = lazy.start("provider", Map.of(), "image-server", "--listen", "127.0.0.1:0",
+            "--export", "vm-image=" + golden, "--secret-file", dir.resolve("secret").toString(), "--page-size", "64k",
+            "--cache-dir", dir.resolve("manifests").toString());
+        final String serving = provider.awaitLine("serving vm-image ", LazyblkProcess.START_TIMEOUT);
+        final String source = "tcp://127.0.0.1:" + serving.substring(serving.lastIndexOf(':') + 1).strip() + "/vm-image";
+        final Path image = dir.resolve("shared.img");
+        final Path socketA = dir.resolve("a.sock");
+        final Path socketB = dir.resolve("b.sock");
+        final String[] common = {"--local", image.toString(), "--source", source, "--token", lazy.token("vm-image"),
+            "--fill-rate", "2M", "--memory-budget", "16M"};
+        final LazyblkProcess engineA = lazy.start("engine-a", Map.of(), concat(new String[] {"serve", "--socket", socketA.toString()}, common));
+        engineA.awaitLine("lazyblk: serving", LazyblkProcess.START_TIMEOUT);
+        final LazyblkProcess engineB = lazy.start("engine-b", Map.of(), concat(new String[] {"serve", "--socket", socketB.toString()}, common));
+        engineB.awaitLine("lazyblk: serving", LazyblkProcess.START_TIMEOUT);
+        assertEquals("standby", status(socketB).get("mode"), "B stands by: A holds the image");
+
+        final Migration m = migrate(socketA, socketB, null,
+            () -> assertEquals("lazy", status(socketA).get("mode"), "the migration starts with A mid-fill"));
+        io.lazyblk.pagemap.Await.until("B reaches disk-only", Duration.ofSeconds(120), () -> "disk-only".equals(status(socketB).get("mode")));
+        final double toDiskOnly = secondsBetween(engineB, "took " + image, "switched to disk-only");
+        System.out.printf("live migration, shared storage, lazy engines mid-fill: downtime %s ms, total %s ms; B switchover to"
+            + " disk-only %.1f s (its fill capped at 2 MB/s)%n", m.downtime(), m.totalTime(), toDiskOnly);
+        assertEquals("handed-over", status(socketA).get("mode"), "A let go of the image at the switchover");
+        engineA.stop();
+        engineA.awaitExit(Duration.ofSeconds(10));
+        engineB.stop();
+        engineB.awaitExit(Duration.ofSeconds(10));
+        assertDiskAfter(m, original, image);
+        final byte[] onHost = Files.readAllBytes(image);
+        final byte[] expected = original.clone();
+        final byte[] last = VerifyWorkload.roundPattern(ROUNDS);
+        System.arraycopy(last, 0, expected, WRITE_BLOCKS * 4096, last.length);
+        assertEquals(VerifyWorkload.md5(expected), VerifyWorkload.md5(onHost), "the filled file is the image with the guest's writes");
+    }
+
+    /**
+     * No shared storage: A serves its own file ({@code sourceLazy}: fills it from a provider at 2 MB/s, so the migration
+     * finds it mid-fill), {@code migrate-export} makes it export its live disk, and B is an ordinary lazy engine with A's
+     * export as its source, on a file of its own. B fills while the guest runs on A, takes the final set of changed pages
+     * at the switchover, reaches disk-only and tells A; B's file is then the disk the guest saw.
+     */
+    @org.junit.jupiter.params.ParameterizedTest(name = "source engine lazy mid-fill: {0}")
+    @org.junit.jupiter.params.provider.ValueSource(booleans = {false, true})
+    void shouldMigrateARunningGuestWithoutSharedStorageFromTheSourceEnginesLiveExport(final boolean sourceLazy) throws Exception {
+        final byte[] original = TestImage.pattern(IMAGE_BYTES, 46);
+        final Path imageA = dir.resolve("a.img");
+        final Path imageB = dir.resolve("b.img");
+        final Path socketA = dir.resolve("a.sock");
+        final Path socketB = dir.resolve("b.sock");
+        final LazyblkProcess engineA;
+        if (sourceLazy) {
+            final Path golden = Files.write(dir.resolve("golden-48m.raw"), original);
+            final LazyblkProcess provider = lazy.start("provider", Map.of(), "image-server", "--listen", "127.0.0.1:0",
+                "--export", "vm-image=" + golden, "--secret-file", dir.resolve("secret").toString(), "--page-size", "64k",
+                "--cache-dir", dir.resolve("manifests").toString());
+            final String serving = provider.awaitLine("serving vm-image ", LazyblkProcess.START_TIMEOUT);
+            engineA = lazy.start("engine-a", Map.of(), "serve", "--socket", socketA.toString(), "--local", imageA.toString(),
+                "--source", "tcp://127.0.0.1:" + serving.substring(serving.lastIndexOf(':') + 1).strip() + "/vm-image",
+                "--token", lazy.token("vm-image"), "--fill-rate", "2M", "--memory-budget", "16M");
+        } else {
+            Files.write(imageA, original);
+            engineA = lazy.start("engine-a", Map.of(), "serve", "--socket", socketA.toString(), "--local", imageA.toString());
+        }
+        engineA.awaitLine("lazyblk: serving", LazyblkProcess.START_TIMEOUT);
+        final LazyblkProcess export = lazy.start("migrate-export", Map.of(), "migrate-export", "--socket", socketA.toString(),
+            "--listen", "127.0.0.1:0", "--name", "vm1-move", "--secret-file", dir.resolve("secret").toString(),
+            // The copy's cap while the guest runs on A: B then starts the migration partly filled, and a lazy A (whose
+            // pages B's requests pull through it) still mid-fill.
+            "--rate", "1M");
+        assertEquals(0, export.awaitExit(LazyblkProcess.START_TIMEOUT), export.output());
+        final String on = export.awaitLine("exporting the live disk", Duration.ZERO);
+        final String listen = on.substring(on.lastIndexOf(" on ") + 4).strip();
+        final LazyblkProcess engineB = lazy.start("engine-b", Map.of(), "serve", "--socket", socketB.toString(), "--local",
+            imageB.toString(), "--source", "tcp://" + listen + "/vm1-move", "--token", lazy.token("vm1-move"), "--memory-budget", "16M");
+        engineB.awaitLine("lazyblk: serving", LazyblkProcess.START_TIMEOUT);
+
+        final Migration m = migrate(socketA, socketB, null, () -> {
+            assertEquals("exporting", status(socketA).get("migration"));
+            if (sourceLazy) {
+                assertEquals("lazy", status(socketA).get("mode"), "the migration starts with A mid-fill");
+            }
+        });
+        io.lazyblk.pagemap.Await.until("B reaches disk-only", Duration.ofSeconds(120), () -> "disk-only".equals(status(socketB).get("mode")));
+        final double toDiskOnly = secondsBetween(engineB, "migration switchover:", "switched to disk-only");
+        io.lazyblk.pagemap.Await.until("A's status says the migration is complete", Duration.ofSeconds(30),
+            () -> "complete".equals(status(socketA).get("migration")));
+        System.out.printf("live migration, no shared storage, source engine %s: downtime %s ms, total %s ms; B switchover to"
+            + " disk-only %.1f s; final set %s pages%n", sourceLazy ? "lazy mid-fill" : "local", m.downtime(), m.totalTime(),
+            toDiskOnly, status(socketA).get("migration_final_pages"));
+        engineA.stop();
+        engineA.awaitExit(Duration.ofSeconds(10));
+        engineB.stop();
+        engineB.awaitExit(Duration.ofSeconds(10));
+        assertDiskAfter(m, original, imageB);
+        final byte[] expected = original.clone();
+        final byte[] last = VerifyWorkload.roundPattern(ROUNDS);
+        System.arraycopy(last, 0, expected, WRITE_BLOCKS * 4096, last.length);
+        assertEquals(VerifyWorkload.md5(expected), VerifyWorkload.md5(Files.readAllBytes(imageB)),
+            "B's file is the disk the guest saw: the image with the guest's writes");
+    }
+
+    /**
+     * Seconds between the log lines of {@code engine} that contain {@code from} and {@code to} (their HH:mm:ss.SSS
+     * stamps): for B, from taking the disk at the switchover to its switch to disk-only.
+     */
+    private static double secondsBetween(final LazyblkProcess engine, final String from, final String to) {
+        final java.time.LocalTime a = java.time.LocalTime.parse(engine.awaitLine(from, Duration.ZERO).substring(0, 12));
+        final java.time.LocalTime b = java.time.LocalTime.parse(engine.awaitLine(to, Duration.ofSeconds(10)).substring(0, 12));
+        return Duration.between(a, b).toMillis() / 1000.0;
+    }
+
+    private static Map<String, String> status(final Path socket) throws java.io.IOException {
+        return StatusCommand.read(StatusServer.controlSocket(socket));
+    }
+
+    private static String[] concat(final String[] a, final String[] b) {
+        final String[] r = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, r, a.length, b.length);
+        return r;
     }
 
     /** The reference the engine's downtime is read against: the same guest, image and migration, QEMU's own virtio-blk. */
