@@ -21,8 +21,8 @@ public final class VirtioBlkDevice implements VhostUserDevice {
     private final int ioThreadsPerQueue;
     /** A live migration's export without shared storage, or null; set by the control socket's thread. */
     private volatile LiveExport export;
-    /** Whether the last stop was a switchover (control thread only). */
-    private boolean switched;
+    /** Whether the last stop was a switchover: control thread, and {@link #switchedBefore()} from the status thread. */
+    private volatile boolean switched;
 
     public VirtioBlkDevice(final BlockBackend backend, final int numQueues, final int ioThreadsPerQueue, final String serial) {
         this(Storage.fixed(backend), numQueues, ioThreadsPerQueue, serial);
@@ -132,6 +132,14 @@ public final class VirtioBlkDevice implements VhostUserDevice {
         } else if (!switched) {
             e.switchedOver(); // no shared storage: the image stays here and is served to the destination until it has it all
         }
+        switched = true;
+    }
+
+    /**
+     * The image was handed over at a switchover before this engine started (a live migration's record of it): a queue
+     * starting means the VM runs here again, which the export is told ({@link LiveExport#resumed()}). Control thread.
+     */
+    public void switchedBefore() {
         switched = true;
     }
 

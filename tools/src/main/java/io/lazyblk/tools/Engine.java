@@ -179,6 +179,7 @@ public final class Engine implements AutoCloseable {
      */
     private io.lazyblk.blk.Storage.WhileClosed beforeServing(final BlockBackend opened, final Options o, final LazySource src)
         throws IOException {
+        forgetHandover();
         if (!(opened instanceof LazyStore l) || !l.manifest().isLive()) {
             return null;
         }
@@ -213,6 +214,19 @@ public final class Engine implements AutoCloseable {
         } catch (final IOException | RuntimeException e) {
             link.close();
             throw e;
+        }
+    }
+
+    /**
+     * The VM runs on this engine's disk: a record of an earlier switchover (an {@link ExportRecord}, left when this engine
+     * was restarted after handing the disk to a migration's destination) no longer holds, as the disk changes from now on.
+     * A running export deletes it itself ({@code MigrationExport.resumed}).
+     */
+    private void forgetHandover() throws IOException {
+        if (export == null && localImage != null && Files.exists(ExportRecord.beside(localImage))) {
+            LOG.warn("{} recorded a migration's switchover, but the VM runs on this disk again: deleting it (that migration's"
+                + " destination cannot finish from this disk any more)", ExportRecord.beside(localImage));
+            ExportRecord.delete(localImage);
         }
     }
 
@@ -526,7 +540,15 @@ public final class Engine implements AutoCloseable {
         if (o.localImage() == null) {
             return start(o, io.lazyblk.blk.Storage.fixed(new NullBackend(o.nullSize())), statusOnCaller);
         }
-        return start(o, io.lazyblk.blk.Storage.open(o.localImage(), o.readOnly(), o.lockWait(), () -> openLocal(o)), statusOnCaller);
+        final io.lazyblk.blk.Storage storage = io.lazyblk.blk.Storage.open(o.localImage(), o.readOnly(), o.lockWait(), () -> openLocal(o));
+        final Engine[] self = new Engine[1];
+        storage.gate(opened -> {
+            self[0].forgetHandover();
+            return null;
+        });
+        final Engine e = start(o, storage, statusOnCaller);
+        self[0] = e;
+        return e;
     }
 
     /** The backend of {@code --local} without {@code --source}; with its lock held. */

@@ -35,8 +35,11 @@ import java.lang.invoke.VarHandle;
  *
  * <p>A source that still fills lazily makes a page local (demanding it) before it sends it. The export's manifest is
  * {@link Manifest#live live}: no page hashes (the disk changes), and a digest drawn at random per export, so a
- * destination never mixes pages of two exports (after this engine restarted, the tracking starts over: its copy must
- * start over too).
+ * destination never mixes pages of two exports: an engine restarted before the switchover has lost its tracking, and
+ * its next export is another one. After the switchover the disk no longer changes: the final set is written beside
+ * the image ({@link ExportRecord}) before the switchover's reply, and an engine restarted on the image exports it
+ * again under the same name and digest, so the destination finishes its copy. The record goes once the VM runs here
+ * again (the migration failed): then an export restored from it is closed, as it knows nothing of what was sent.
  */
 final class MigrationExport implements LiveExport, Availability, MigrationControl, AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(MigrationExport.class);
@@ -47,6 +50,13 @@ final class MigrationExport implements LiveExport, Availability, MigrationContro
     private static final VarHandle BITS = MethodHandles.arrayElementVarHandle(long[].class);
 
     private final String name;
+    private final Path image;
+    private final byte[] digest;
+    /** Restored from an {@link ExportRecord} after a restart: no record of what the destination fetched before it. */
+    private final boolean restored;
+    /** The final set, taken at the switchover (or restored); null before. */
+    private volatile int[] finalSet;
+    private volatile boolean closed;
     private final VirtioBlkDevice device;
     private final LazyStore lazy;
     private final int pageSize;
@@ -54,6 +64,8 @@ final class MigrationExport implements LiveExport, Availability, MigrationContro
     private final long[] sent;
     private final long[] changed;
     private final ImageServer server;
+    /** Where it listens (kept: a closed server no longer says). */
+    private final InetSocketAddress address;
     private final Object lock = new Object();
     /** Guarded by {@link #lock}: the VM stopped for the switchover and has not run here since. */
     private boolean switched;
@@ -74,19 +86,30 @@ final class MigrationExport implements LiveExport, Availability, MigrationContro
 
     private MigrationExport(final String name, final VirtioBlkDevice device, final LazyStore lazy, final long size,
                             final int pageSize, final Path image, final InetSocketAddress listen, final byte[] secret,
-                            final long rate) throws IOException {
+                            final long rate, final ExportRecord record) throws IOException {
         this.name = name;
+        this.image = image;
         this.rate = rate;
+        this.restored = record != null;
         this.device = device;
         this.lazy = lazy;
         this.pageSize = pageSize;
         this.pageCount = (int) ((size + pageSize - 1) / pageSize);
         this.sent = new long[(pageCount + 63) / 64];
         this.changed = new long[(pageCount + 63) / 64];
-        final byte[] digest = new byte[32];
-        new SecureRandom().nextBytes(digest);
+        if (record != null) {
+            this.digest = record.digest();
+            this.finalSet = record.pages();
+            this.writebackAtSwitchover = record.writeback();
+            this.switched = true;
+            this.stopped = true;
+        } else {
+            this.digest = new byte[32];
+            new SecureRandom().nextBytes(digest);
+        }
         final Manifest m = Manifest.live(size, pageSize, digest);
         this.server = ImageServer.start(listen, List.of(new ImageExport(name, image, m, this, false).withMigration(this)), secret);
+        this.address = server.address();
     }
 
     /**
@@ -101,7 +124,19 @@ final class MigrationExport implements LiveExport, Availability, MigrationContro
             throw new IllegalArgumentException("rate must be 0 (no cap) or more, not " + rate);
         }
         final int pageSize = lazy != null ? lazy.pageSize() : DEFAULT_PAGE_SIZE;
-        final MigrationExport e = new MigrationExport(name, device, lazy, size, pageSize, image, listen, secret, rate);
+        final ExportRecord record = ExportRecord.read(image, (int) ((size + pageSize - 1) / pageSize));
+        if (record != null && !record.name().equals(name)) {
+            throw new IOException("this disk was handed over at a migration's switchover as " + record.name() + " ("
+                + ExportRecord.beside(image).getFileName() + "): export it again as " + record.name() + " so that destination can"
+                + " finish its copy, or, if that destination is gone, delete " + ExportRecord.beside(image));
+        }
+        final MigrationExport e = new MigrationExport(name, device, lazy, size, pageSize, image, listen, secret, rate, record);
+        if (record != null) {
+            device.switchedBefore(); // a queue starting here means the VM runs here again: resumed()
+            LOG.info("{} records a migration's switchover as {}: the disk has not changed since; serving it under the same"
+                + " identity so the destination finishes its copy ({} pages in the final set)", ExportRecord.beside(image), name,
+                record.pages().length);
+        }
         device.export(e); // from the next request on, every guest write is tracked
         LOG.info("exporting the live disk as {} on {} for a live migration without shared storage ({} pages of {} KiB)", name,
             e.server.address(), e.pageCount, pageSize >> 10);
@@ -109,7 +144,7 @@ final class MigrationExport implements LiveExport, Availability, MigrationContro
     }
 
     InetSocketAddress address() {
-        return server.address();
+        return address;
     }
 
     String name() {
@@ -118,6 +153,9 @@ final class MigrationExport implements LiveExport, Availability, MigrationContro
 
     /** exporting, switched-over or complete, for status. */
     String state() {
+        if (closed) {
+            return "closed";
+        }
         if (complete) {
             return "complete";
         }
@@ -192,30 +230,57 @@ final class MigrationExport implements LiveExport, Availability, MigrationContro
 
     @Override
     public void switchedOver() {
-        writebackAtSwitchover = device.writeback(); // before the switch is announced (volatile write below publishes it)
+        writebackAtSwitchover = device.writeback(); // before the set is published (volatile write below)
         stopped = true;
+        final int[] set = changedPages();
+        try {
+            new ExportRecord(name, digest, writebackAtSwitchover, set).write(image);
+        } catch (final IOException e) {
+            LOG.warn("migration {}: could not record the switchover beside the image ({}); if this engine stops before the"
+                + " destination is complete, the destination must start over", name, e.getMessage());
+        }
+        finalSet = set; // volatile: awaitFinal's readers see the whole array
         synchronized (lock) {
             switched = true;
             lock.notifyAll();
         }
-        LOG.info("migration {}: the VM stopped here for the switchover; handing the destination the pages changed since it fetched them", name);
+        LOG.info("migration {}: the VM stopped here for the switchover; the destination gets the {} pages changed since it"
+            + " fetched them", name, set.length);
     }
 
     @Override
     public void resumed() {
+        try {
+            ExportRecord.delete(image); // before the guest's first request here: from now on the disk changes
+        } catch (final IOException e) {
+            LOG.error("migration {}: could not delete {} ({}): delete it by hand before exporting this disk again", name,
+                ExportRecord.beside(image), e.getMessage());
+        }
         stopped = false;
         synchronized (lock) {
             switched = false;
         }
+        finalSet = null;
         finalPages = -1;
+        if (restored) {
+            // Restored after a restart: it never saw what the destination fetched before, so it cannot tell it what the
+            // guest changes from now on. Nobody may fill from it any more.
+            LOG.warn("migration {}: the VM runs here again; this export was restored after a restart and knows nothing of what"
+                + " the destination fetched before, so it is closed. Export again under a new name and start the destination"
+                + " over from an empty file", name);
+            closeServer();
+            return;
+        }
         LOG.warn("migration {}: the VM runs here again (the migration failed or was cancelled); the export goes on tracking its writes", name);
     }
 
+    /** The same set every time once the switchover happened (the destination may ask again after a restart). */
     @Override
     public int[] awaitFinal(final long timeoutNanos) throws InterruptedException {
         final long deadline = System.nanoTime() + timeoutNanos;
+        int[] set;
         synchronized (lock) {
-            while (!switched) {
+            while (!switched || (set = finalSet) == null) {
                 final long left = deadline - System.nanoTime();
                 if (left <= 0) {
                     return null;
@@ -223,6 +288,13 @@ final class MigrationExport implements LiveExport, Availability, MigrationContro
                 java.util.concurrent.TimeUnit.NANOSECONDS.timedWait(lock, left);
             }
         }
+        finalPages = set.length;
+        LOG.info("migration {}: handed the destination the final set: {} pages changed after it fetched them", name, set.length);
+        return set.clone();
+    }
+
+    /** The pages whose changed bit is set, in order. */
+    private int[] changedPages() {
         final int[] pages = new int[countChanged()];
         int n = 0;
         for (int i = 0; i < changed.length; i++) {
@@ -232,8 +304,6 @@ final class MigrationExport implements LiveExport, Availability, MigrationContro
                 w &= w - 1;
             }
         }
-        finalPages = n;
-        LOG.info("migration {}: handed the destination the final set: {} pages changed after it fetched them", name, n);
         return n == pages.length ? pages : java.util.Arrays.copyOf(pages, n);
     }
 
@@ -260,9 +330,14 @@ final class MigrationExport implements LiveExport, Availability, MigrationContro
         }
     }
 
-    @Override
-    public void close() {
+    private void closeServer() {
+        closed = true;
         device.export(null);
         server.close();
+    }
+
+    @Override
+    public void close() {
+        closeServer();
     }
 }

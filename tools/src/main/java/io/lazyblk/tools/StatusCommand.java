@@ -25,7 +25,7 @@ public final class StatusCommand implements Callable<Integer> {
     Path socket;
 
     @Option(names = "--format", defaultValue = "human", description = {"human or kv (key=value lines: mode=lazy|disk-only|standby|handed-over,"
-        + " migration=exporting|switched-over|complete (a migrate-export runs), migration_name, migration_listen, migration_final_pages,"
+        + " migration=exporting|switched-over|complete|closed (a migrate-export runs), migration_name, migration_listen, migration_final_pages,"
         + " storage=ok|failed, storage_error=WHY, pages_local=N, pages_total=N, page_size, bytes_on_demand, bytes_background,"
         + " pages_zero (pages of zeros: never fetched), profile_pages (the learned boot set, fetched ahead of the guest),"
         + " profile_ahead_bytes (profile pages here before the guest first read them) = profile_used_bytes (read by the guest"

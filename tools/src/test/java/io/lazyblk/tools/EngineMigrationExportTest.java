@@ -108,6 +108,111 @@ class EngineMigrationExportTest {
         assertArrayEquals(expected, Files.readAllBytes(imageB), "B's file is the disk A's guest last saw");
     }
 
+    /**
+     * The source engine is killed after the switchover, before the destination asked for the final set: restarted on its
+     * file and exported again under the same name (and port), it serves the same disk under the same identity with the
+     * final set it recorded, and the destination finishes. Once a VM runs on the source's disk again, the record goes
+     * and the restored export closes: it cannot know what the destination fetched before.
+     */
+    @Test
+    void shouldLetTheDestinationFinishFromASourceEngineRestartedAfterTheSwitchover() throws Exception {
+        final Path imageA = TestImage.create(dir.resolve("a.img"), IMAGE_BYTES, 11);
+        final byte[] expected = Files.readAllBytes(imageA);
+        final Engine a = Engine.start(Engine.Options.file(dir.resolve("a.sock"), imageA));
+        final Map<String, String> answer;
+        try {
+            answer = exportOn(dir.resolve("a.sock"), "vm2-move");
+            final String[] hostPort = answer.get("listen").split(":");
+            final Engine b = keep(Engine.startLazy(Engine.Options.file(dir.resolve("b.sock"), dir.resolve("b.img")),
+                new Engine.LazySource(new InetSocketAddress(hostPort[0], Integer.parseInt(hostPort[1])), "vm2-move",
+                    TokenSource.fixed(AccessToken.mint(SECRET, "vm2-move", Instant.now().plusSeconds(600))), 8L << 20, 0,
+                    Duration.ofSeconds(10), 0)));
+            io.lazyblk.pagemap.Await.until("B fetched every page", Duration.ofSeconds(30),
+                () -> b.lazyStore() != null && b.lazyStore().localPages() == b.lazyStore().pageCount());
+            try (VhostUserFrontend feA = FrontEnds.connect(dir.resolve("a.sock"))) {
+                final byte[] late = TestImage.pattern(4096, 12);
+                assertEquals(VirtioBlk.S_OK, FrontEnds.client(feA, 0).write(4096, late), "a write after B fetched its page");
+                System.arraycopy(late, 0, expected, 4096 * 512, late.length);
+                final int log = FrontEnds.startMigration(feA, FrontEnds.RAM_BYTES);
+                keep(() -> LibC.close(log));
+                FrontEnds.switchover(feA);
+            }
+            assertTrue(Files.exists(ExportRecord.beside(imageA)), "the switchover is recorded beside the image");
+        } finally {
+            a.close(); // the source engine dies after the switchover
+        }
+        final Engine a2 = keep(Engine.start(Engine.Options.file(dir.resolve("a2.sock"), imageA)));
+        assertTrue(exportOn(dir.resolve("a2.sock"), "other-name").getOrDefault("error", "").contains("export it again as vm2-move"),
+            "exported under another name, the record says which one");
+        final Path secret = dir.resolve("secret");
+        final Map<String, String> again = StatusCommand.request(StatusServer.controlSocket(dir.resolve("a2.sock")),
+            "migrate-export listen=" + answer.get("listen") + " name=vm2-move secret-file=" + secret, false);
+        assertEquals("1", again.get("ok"), again.toString());
+        assertEquals("switched-over", a2.status().get("migration"));
+
+        final VhostUserFrontend feB = keep(FrontEnds.connect(dir.resolve("b.sock")));
+        assertArrayEquals(java.util.Arrays.copyOfRange(expected, 4096 * 512, 4096 * 512 + 4096),
+            FrontEnds.client(feB, 0).timeout(Duration.ofSeconds(20)).read(4096, 4096).data(), "the write made before the switchover");
+        io.lazyblk.pagemap.Await.until("A's status says complete", Duration.ofSeconds(30),
+            () -> "complete".equals(a2.status().get("migration")));
+        assertArrayEquals(expected, Files.readAllBytes(dir.resolve("b.img")), "B's file is the disk A's guest last saw");
+
+        // The VM runs on A's disk again (the operator's choice): the record goes, and the restored export closes.
+        try (VhostUserFrontend feA2 = FrontEnds.connect(dir.resolve("a2.sock"))) {
+            assertEquals(VirtioBlk.S_OK, FrontEnds.client(feA2, 0).write(0, TestImage.pattern(512, 13)));
+        }
+        assertTrue(Files.notExists(ExportRecord.beside(imageA)), "the record is gone once the disk changes again");
+        assertEquals("closed", a2.status().get("migration"));
+    }
+
+    /**
+     * The migration fails after the switchover (QEMU-B died before it ran the VM): QEMU-A starts the rings again, the
+     * export goes on tracking, and the next switchover hands the destination everything changed since it fetched it,
+     * before the failed attempt and after.
+     */
+    @Test
+    void shouldKeepTrackingWhenTheMigrationFailsAfterItsSwitchoverAndHandOverBothWritesNextTime() throws Exception {
+        final Path imageA = TestImage.create(dir.resolve("a.img"), IMAGE_BYTES, 14);
+        final byte[] expected = Files.readAllBytes(imageA);
+        final Engine a = keep(Engine.start(Engine.Options.file(dir.resolve("a.sock"), imageA)));
+        final VhostUserFrontend feA = keep(FrontEnds.connect(dir.resolve("a.sock")));
+        final Map<String, String> answer = exportOn(dir.resolve("a.sock"), "vm3-move");
+        final String[] hostPort = answer.get("listen").split(":");
+        final Engine b = keep(Engine.startLazy(Engine.Options.file(dir.resolve("b.sock"), dir.resolve("b.img")),
+            new Engine.LazySource(new InetSocketAddress(hostPort[0], Integer.parseInt(hostPort[1])), "vm3-move",
+                TokenSource.fixed(AccessToken.mint(SECRET, "vm3-move", Instant.now().plusSeconds(600))), 8L << 20, 0,
+                Duration.ofSeconds(10), 0)));
+        io.lazyblk.pagemap.Await.until("B fetched every page", Duration.ofSeconds(30),
+            () -> b.lazyStore() != null && b.lazyStore().localPages() == b.lazyStore().pageCount());
+        final byte[] first = TestImage.pattern(4096, 15);
+        assertEquals(VirtioBlk.S_OK, FrontEnds.client(feA, 0).write(128, first));
+        System.arraycopy(first, 0, expected, 128 * 512, first.length);
+        final int log = FrontEnds.startMigration(feA, FrontEnds.RAM_BYTES);
+        keep(() -> LibC.close(log));
+        final int[] bases = FrontEnds.switchover(feA);
+        assertEquals("switched-over", a.status().get("migration"));
+
+        // QEMU-B died: QEMU-A turns logging off and runs the VM again.
+        feA.setFeatures(feA.features() & ~(1L << io.lazyblk.vhost.proto.Protocol.F_LOG_ALL));
+        feA.restartQueue(0, bases[0]);
+        final byte[] second = TestImage.pattern(4096, 16);
+        assertEquals(VirtioBlk.S_OK, FrontEnds.client(feA, 0).write(6000, second), "the guest writes on after the failed attempt");
+        System.arraycopy(second, 0, expected, 6000 * 512, second.length);
+        assertEquals("exporting", a.status().get("migration"));
+        assertTrue(Files.notExists(ExportRecord.beside(imageA)), "no record while the VM runs here");
+
+        feA.setFeatures(feA.features() | (1L << io.lazyblk.vhost.proto.Protocol.F_LOG_ALL));
+        FrontEnds.switchover(feA);
+        final VhostUserFrontend feB = keep(FrontEnds.connect(dir.resolve("b.sock")));
+        final BlkClient blkB = FrontEnds.client(feB, 0).timeout(Duration.ofSeconds(20));
+        assertArrayEquals(first, blkB.read(128, 4096).data(), "the write before the failed attempt");
+        assertArrayEquals(second, blkB.read(6000, 4096).data(), "and the one after it");
+        assertEquals(2, Integer.parseInt(a.status().get("migration_final_pages")));
+        assertTrue(b.lazyStore() == null || b.lazyStore().awaitDiskOnly(TimeUnit.SECONDS.toNanos(30)), "B completes");
+        a.close();
+        assertArrayEquals(expected, Files.readAllBytes(dir.resolve("b.img")));
+    }
+
     @Test
     void shouldRefuseASecondExportAndAnExportOfAnEngineThatHandedItsImageOver() throws Exception {
         final Path image = TestImage.create(dir.resolve("a.img"), IMAGE_BYTES, 10);
