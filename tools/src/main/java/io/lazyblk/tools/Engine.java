@@ -335,10 +335,8 @@ public final class Engine implements AutoCloseable {
             }
             final PageStateFile state = PageStateFile.openOrCreate(stateFile, m.size(), m.pageSize(), m.digest());
             // Only now that the state file proved the local file is this image's: lets image-server export it as a peer later
-            // (not a live migration's copy: no hashes to check served pages against).
-            if (!source.manifest().isLive()) {
-                PeerExport.saveManifest(local, source.manifest());
-            }
+            // (a live migration's copy is saved too, so that the export refuses it by name: no hashes to check pages against).
+            PeerExport.saveManifest(local, source.manifest());
             final LazyStore store = new LazyStore(m, LocalImage.open(local, false), state, source,
                 new LazyStore.Options(src.image(), src.memoryBudget(), src.fillRateBytesPerSecond(), src.demandTimeout().toNanos(),
                     source.manifest().isLive()), // a migration's destination: complete only once the final set is fetched again
@@ -408,13 +406,11 @@ public final class Engine implements AutoCloseable {
             int maxPages = Integer.MAX_VALUE;
             for (int i = 0; i < n; i++) {
                 if (open[i] != null && open[i].manifest().isLive()) {
-                    // A live migration's export claims its digest; in a chain it could claim the seed's and be filled
-                    // from unchecked. It is a destination's only --source.
-                    final String why = "is a live migration's export (no page hashes), which can only be an engine's only --source";
-                    LOG.warn("source {} {}; it is refused and the chain goes on without it", src.sources().get(i), why);
-                    open[i].close();
-                    open[i] = new io.lazyblk.pull.chain.RefusedSource(image, why);
-                    continue;
+                    // A live migration's export: in a chain it could claim the seed's digest and be filled from unchecked,
+                    // and a chain going on without it would fill the golden image, not the VM's disk. Refuse to start.
+                    throw new IOException("source " + src.sources().get(i) + " is a live migration's export (lazyblk migrate-export):"
+                        + " give it as the only --source. A source engine that still fills from a provider fetches what the"
+                        + " destination asks for itself");
                 }
                 if (open[i] != null && !java.util.Arrays.equals(open[i].manifest().digest(), image.digest())) {
                     final Manifest m = open[i].manifest();
@@ -480,7 +476,7 @@ public final class Engine implements AutoCloseable {
                 return s.manifest();
             }
         }
-        if (saved != null && java.util.Arrays.equals(saved.digest(), pinned)) {
+        if (saved != null && !saved.isLive() && java.util.Arrays.equals(saved.digest(), pinned)) {
             return saved; // nothing that serves this image is up now: late sources will be, and are checked against it
         }
         throw new IOException("no source serving the image this local file holds could be reached: " + failures);

@@ -213,6 +213,38 @@ class EngineMigrationExportTest {
         assertArrayEquals(expected, Files.readAllBytes(dir.resolve("b.img")));
     }
 
+    /**
+     * An export in a chain would be refused by the seed's hashes, and the chain would then fill the golden image instead
+     * of the VM's disk: the engine refuses to start. A destination's copy is never exported as a peer (no hashes to
+     * check its pages against).
+     */
+    @Test
+    void shouldRefuseAnExportInAChainAndNeverExportADestinationsCopyAsAPeer() throws Exception {
+        final Path imageA = TestImage.create(dir.resolve("a.img"), IMAGE_BYTES, 17);
+        keep(Engine.start(Engine.Options.file(dir.resolve("a.sock"), imageA)));
+        final String[] hostPort = exportOn(dir.resolve("a.sock"), "vm4-move").get("listen").split(":");
+        final Path golden = TestImage.create(dir.resolve("golden.raw"), IMAGE_BYTES, 18);
+        final io.lazyblk.pull.provider.ImageServer provider = keep(io.lazyblk.pull.provider.ImageServer.start(
+            new InetSocketAddress("127.0.0.1", 0), Map.of("vm4-move", golden), SECRET, 64 << 10,
+            new io.lazyblk.pull.manifest.ManifestBuilder(dir.resolve("manifests"))));
+        final TokenSource token = TokenSource.fixed(AccessToken.mint(SECRET, "vm4-move", Instant.now().plusSeconds(600)));
+        final Engine.LazySource chain = new Engine.LazySource(java.util.List.of(
+            SourceUri.tcp(new InetSocketAddress(hostPort[0], Integer.parseInt(hostPort[1])), "vm4-move"),
+            SourceUri.tcp(new InetSocketAddress("127.0.0.1", provider.port()), "vm4-move")), java.util.List.of(token), 8L << 20, 0,
+            Duration.ofSeconds(10), 0);
+        final java.io.IOException refused = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
+            () -> Engine.startLazy(Engine.Options.file(dir.resolve("b.sock"), dir.resolve("b.img")), chain));
+        assertTrue(refused.getMessage().contains("give it as the only --source"), refused.getMessage());
+
+        final Engine b = keep(Engine.startLazy(Engine.Options.file(dir.resolve("c.sock"), dir.resolve("c.img")),
+            chain.withSources(java.util.List.of(chain.sources().get(0)), java.util.List.of(token))));
+        io.lazyblk.pagemap.Await.until("the copy has every page", Duration.ofSeconds(30),
+            () -> b.lazyStore() != null && b.lazyStore().localPages() == b.lazyStore().pageCount());
+        final java.io.IOException notAPeer = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
+            () -> PeerExport.of("c", dir.resolve("c.img")));
+        assertTrue(notAPeer.getMessage().contains("live migration"), notAPeer.getMessage());
+    }
+
     @Test
     void shouldRefuseASecondExportAndAnExportOfAnEngineThatHandedItsImageOver() throws Exception {
         final Path image = TestImage.create(dir.resolve("a.img"), IMAGE_BYTES, 10);
