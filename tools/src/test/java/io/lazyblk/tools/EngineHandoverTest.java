@@ -187,6 +187,76 @@ class EngineHandoverTest {
         assertArrayEquals(expected, Files.readAllBytes(local), "the file is the image with the guest's write");
     }
 
+    /**
+     * The switchover with a request still in flight (its page not fetched yet, the provider holding it back): the reply
+     * to GET_VRING_BASE waits for it, and by the reply the request is answered, its used entry published and its pages
+     * and the used ring marked in the dirty log, which is what QEMU reads next.
+     */
+    @Test
+    void shouldAnswerAndLogARequestHeldBackWhileGetVringBaseArrivesBeforeReplying() throws Exception {
+        final byte[] golden = new byte[4 << 20];
+        new Random(44).nextBytes(golden);
+        final Path goldenFile = Files.write(dir.resolve("golden.raw"), golden);
+        final byte[] secret = "0123456789abcdef0123456789abcdef".getBytes();
+        final int held = 20; // the provider holds back requests for this page until released
+        final java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        final io.lazyblk.pull.provider.Availability holding = (first, count) -> {
+            if (first <= held && held < first + count) {
+                try {
+                    release.await(30, TimeUnit.SECONDS);
+                } catch (final InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+            return true;
+        };
+        final ImageServer server = keep(ImageServer.start(new InetSocketAddress("127.0.0.1", 0), java.util.List.of(
+            new io.lazyblk.pull.provider.ImageExport("golden", goldenFile, ManifestBuilder.build(goldenFile, 64 << 10,
+                ManifestBuilder.Progress.NONE), holding, false)), secret));
+        final Engine a = keep(Engine.startLazy(Engine.Options.file(dir.resolve("a.sock"), dir.resolve("local.img")),
+            lazy(server, secret, 1024)));
+        final VhostUserFrontend fe = keep(FrontEnds.connect(dir.resolve("a.sock")));
+        final int log = FrontEnds.startMigration(fe, FrontEnds.RAM_BYTES);
+        keep(() -> LibC.close(log));
+        final java.lang.foreign.Arena arena = keep(java.lang.foreign.Arena.ofShared());
+        final long logBytes = FrontEnds.RAM_BYTES / 4096 / 8;
+        final java.lang.foreign.MemorySegment view = io.lazyblk.vhost.mem.SealedMemfd.mapShared(log, logBytes, 0, arena);
+
+        final CompletableFuture<byte[]> read = CompletableFuture.supplyAsync(() -> {
+            try {
+                return FrontEnds.client(fe, 0).timeout(Duration.ofSeconds(30)).read((long) held * (64 << 10) / 512, 64 << 10).data();
+            } catch (final Exception e) {
+                throw new RuntimeException(e);
+            }
+        });
+        io.lazyblk.pagemap.Await.until("the engine took the read and asked for its page", Duration.ofSeconds(10),
+            () -> a.lazyStore().fillStats().demandFetches() >= 1);
+        final int usedBefore = fe.queue(0).usedIdx();
+        final CompletableFuture<int[]> stop = CompletableFuture.supplyAsync(() -> {
+            try {
+                return FrontEnds.switchover(fe);
+            } catch (final java.io.IOException e) {
+                throw new RuntimeException(e);
+            }
+        });
+        Thread.sleep(500);
+        assertFalse(stop.isDone(), "GET_VRING_BASE is not answered while a request it took is in flight");
+        assertFalse(read.isDone());
+        release.countDown();
+        stop.get(30, TimeUnit.SECONDS);
+        // What QEMU reads once it has the reply: the used index, then the log.
+        assertEquals(usedBefore + 1, fe.queue(0).usedIdx(), "the held request's answer is published before the reply");
+        assertArrayEquals(java.util.Arrays.copyOfRange(golden, held * (64 << 10), (held + 1) * (64 << 10)), read.get(10, TimeUnit.SECONDS));
+        final long usedPage = fe.queue(0).usedGpa() >>> 12;
+        assertTrue((view.get(java.lang.foreign.ValueLayout.JAVA_BYTE, usedPage / 8) & (1 << (usedPage % 8))) != 0,
+            "the used ring's page is marked");
+        int marked = 0;
+        for (long i = 0; i < logBytes; i++) {
+            marked += Integer.bitCount(Byte.toUnsignedInt(view.get(java.lang.foreign.ValueLayout.JAVA_BYTE, i)));
+        }
+        assertTrue(marked >= 16, "the 64 KiB read's data pages are marked: " + marked);
+    }
+
     private static Engine.LazySource lazy(final ImageServer server, final byte[] secret, final long fillRate) {
         return new Engine.LazySource(new InetSocketAddress("127.0.0.1", server.port()), "golden",
             AccessToken.mint(secret, "golden", Instant.now().plusSeconds(600)), 8L << 20, fillRate, Duration.ofSeconds(5));
