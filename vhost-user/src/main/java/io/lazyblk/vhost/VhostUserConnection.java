@@ -420,6 +420,10 @@ public final class VhostUserConnection implements AutoCloseable {
             AgentRunner.startOnThread(q.runner);
         } catch (final NativeException e) {
             throw new ProtocolException("queue " + q.ring.index + " cannot start: " + e.getMessage());
+        } catch (final java.io.UncheckedIOException e) {
+            // The device could not open its storage (a live migration's destination whose source never let go of the
+            // image): one line with the device's reason, not an internal error's stack trace.
+            throw new ProtocolException("queue " + q.ring.index + " cannot start: " + e.getCause().getMessage());
         }
     }
 
