@@ -11,13 +11,14 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 
 /**
- * {@code lazyblk doctor}: what this host can use (JDK, QEMU, libdisni and RDMA devices, io_uring, memfd, UNIX
- * sockets) and so which transports ({@code tcp://}, {@code shm://}, {@code rdma://}) will work, each with what to do
+ * {@code lazyblk doctor}: what this host can use (JDK, QEMU, libdisni and RDMA devices, memfd, UNIX sockets; and
+ * io_uring, which lazyblk does not use but the benchmarks' qemu-storage-daemon does) and so which transports ({@code tcp://}, {@code shm://}, {@code rdma://}) will work, each with what to do
  * about a missing piece. A report: it exits 0 whatever is missing, nonzero only if it cannot report.
  */
 @Command(name = "doctor", mixinStandardHelpOptions = true,
-    description = {"Report what this host can use: JDK, QEMU, libdisni and RDMA devices, io_uring, memfd and UNIX sockets,",
+    description = {"Report what this host can use: JDK, QEMU, libdisni and RDMA devices, memfd and UNIX sockets,",
         "and which transports (tcp://, shm://, rdma://) will work here, with what to do about what is missing.",
+        "Also io_uring, which lazyblk does not use: the benchmarks' qemu-storage-daemon reference runs with aio=io_uring.",
         "Exits 0 even when something is missing; --format kv prints key=value lines for scripts."})
 public final class DoctorCommand implements Callable<Integer> {
     enum Format { human, kv }
@@ -87,7 +88,8 @@ public final class DoctorCommand implements Callable<Integer> {
         out.add(new Line("rdma.ports", ports, null));
         // kernel facilities
         final HostChecks.Verdict uring = HostChecks.ioUring(Path.of("/proc"));
-        out.add(new Line("io_uring", uring.value(), String.format("%-10s %-14s %s", "io_uring", uring.value(), uring.detail())));
+        out.add(new Line("io_uring", uring.value(), String.format("%-10s %-14s %s", "io_uring", uring.value(), uring.detail()
+            + " (not used by lazyblk; the benchmarks' qemu-storage-daemon runs with aio=io_uring)")));
         final HostChecks.Verdict memfd = HostChecks.memfd();
         out.add(new Line("memfd", memfd.value(), String.format("%-10s %-14s %s", "memfd", memfd.value(), memfd.detail())));
         final HostChecks.Verdict unix = HostChecks.unixSockets();
@@ -97,7 +99,8 @@ public final class DoctorCommand implements Callable<Integer> {
             "always (the image provider's own protocol)")));
         final boolean shm = "available".equals(memfd.value()) && "available".equals(unix.value());
         out.add(new Line("transport.shm", shm ? "available" : "unavailable", String.format("%-10s %-14s %s", "shm://",
-            shm ? "available" : "unavailable", shm ? "same-host image server: the image is mapped read-only, no copy over a socket"
+            shm ? "available" : "unavailable", shm ? "same-host image server: its read-only fd of the image is passed over the UNIX socket and pages are"
+                + " read from the host's page cache, no copy over a socket"
                 : "needs memfd and UNIX sockets: memfd " + memfd.value() + ", UNIX sockets " + unix.value())));
         out.add(new Line("transport.rdma", rdma.usable() ? "available" : "fallback-tcp", String.format("%-10s %-14s %s", "rdma://",
             rdma.usable() ? "available" : "fallback-tcp", rdma.usable() ? rdma.reason()
