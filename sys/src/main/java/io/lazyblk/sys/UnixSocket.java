@@ -44,14 +44,48 @@ public final class UnixSocket implements AutoCloseable {
         this.control = arena.allocate(CONTROL_BYTES, 8);
     }
 
-    /** Binds and listens on {@code path}, replacing a stale socket file left by an earlier run. */
-    public static UnixSocket listen(final Path path) throws IOException {
+    /**
+     * Removes a stale socket file left at {@code path} by an earlier run, so that it can be bound again. Anything else
+     * there (a file, a directory, a link) is not ours to remove: an IOException says so, and nothing is touched.
+     */
+    public static void removeStale(final Path path) throws IOException {
+        final Object mode;
+        try {
+            mode = java.nio.file.Files.getAttribute(path, "unix:mode", java.nio.file.LinkOption.NOFOLLOW_LINKS);
+        } catch (final java.nio.file.NoSuchFileException e) {
+            return;
+        }
+        if ((((Integer) mode) & S_IFMT) != S_IFSOCK) {
+            throw new IOException(path + " exists and is not a socket: refusing to replace it. Give a path that is free"
+                + " (or a socket a stopped engine left behind)");
+        }
         java.nio.file.Files.deleteIfExists(path);
+    }
+
+    /** {@code st_mode}'s file type bits, and the type of a socket (stat(2)). */
+    private static final int S_IFMT = 0170000;
+    private static final int S_IFSOCK = 0140000;
+
+    /** Binds and listens on {@code path}, replacing a stale socket file left by an earlier run (only a socket). */
+    public static UnixSocket listen(final Path path) throws IOException {
+        removeStale(path);
         final int fd = LibC.socketUnix();
         try {
             LibC.bind(fd, path.toString());
             LibC.listen(fd, 4);
             return new UnixSocket(fd);
+        } catch (final NativeException e) {
+            LibC.close(fd);
+            final Path parent = path.toAbsolutePath().getParent();
+            if (e.errno() == 2) { // ENOENT
+                throw new IOException("cannot create socket " + path + ": its directory " + parent + " does not exist (mkdir -p "
+                    + parent + ", or give another path)", e);
+            }
+            if (e.errno() == 13) { // EACCES
+                throw new IOException("cannot create socket " + path + ": this user may not write in " + parent
+                    + " (give a directory it may write, e.g. one under /run made for it)", e);
+            }
+            throw e;
         } catch (final IOException e) {
             LibC.close(fd);
             throw e;

@@ -19,7 +19,23 @@ public final class Main implements Runnable {
 
     /** Runs the CLI and returns its exit code (tests call this instead of {@link #main}). */
     public static int run(final String... args) {
-        return new CommandLine(new Main()).setCaseInsensitiveEnumValuesAllowed(true).execute(args);
+        return new CommandLine(new Main()).setCaseInsensitiveEnumValuesAllowed(true)
+            .setExecutionExceptionHandler(Main::oneLine).execute(args);
+    }
+
+    /**
+     * An error a user can meet (a socket in a missing directory, a file they may not open, an image of the wrong size, a
+     * value picocli let through): one line naming the command and the problem, exit 1. Anything else is a bug of ours:
+     * its stack trace, for the report.
+     */
+    private static int oneLine(final Exception e, final CommandLine cmd, final CommandLine.ParseResult parsed) throws Exception {
+        if (e instanceof java.io.IOException || e instanceof java.io.UncheckedIOException || e instanceof IllegalArgumentException
+            || e instanceof IllegalStateException) {
+            cmd.getErr().println(cmd.getCommandSpec().qualifiedName() + ": " + e.getMessage());
+            cmd.getErr().flush();
+            return 1;
+        }
+        throw e;
     }
 
     @Override

@@ -45,7 +45,7 @@ final class StatusServer implements AutoCloseable {
     StatusServer(final Engine engine, final Path vhostSocket, final boolean ownThread) throws IOException {
         this.engine = engine;
         this.path = controlSocket(vhostSocket);
-        Files.deleteIfExists(path);
+        io.lazyblk.sys.UnixSocket.removeStale(path);
         this.channel = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
         channel.bind(UnixDomainSocketAddress.of(path));
         channel.configureBlocking(false);
