@@ -75,8 +75,11 @@ public final class BootBenchCommand implements Callable<Integer> {
     @Option(names = "--boots-only", description = "only the boots (local and lazy, and the profile's two): skip the fill-alone race against qemu-img")
     boolean bootsOnly;
 
-    @Option(names = "--timeout", defaultValue = "180", description = "seconds per guest boot or fill before giving up (default ${DEFAULT-VALUE})")
-    int timeoutSeconds;
+    @Option(names = "--timeout", defaultValue = "180s", converter = DurationConverter.class, paramLabel = "DURATION", description = "how long per guest boot or fill before giving up (default ${DEFAULT-VALUE})")
+    java.time.Duration timeout;
+    private long timeoutSeconds() {
+        return timeout.toSeconds();
+    }
 
     @Override
     public Integer call() throws Exception {
@@ -104,7 +107,7 @@ public final class BootBenchCommand implements Callable<Integer> {
         final long goldenAllocated = allocatedBytes(golden);
         final byte[] secret = new byte[32];
         new SecureRandom().nextBytes(secret);
-        final Duration timeout = Duration.ofSeconds(timeoutSeconds);
+        final Duration timeout = Duration.ofSeconds(timeoutSeconds());
         final Path manifests = workDir.resolve("manifests");
         forgetProfiles(golden, manifests); // the first boot below must be the provider's first of this image
         try (ImageServer server = ImageServer.start(new InetSocketAddress("127.0.0.1", 0), Map.of("golden", golden), secret,
@@ -296,8 +299,8 @@ public final class BootBenchCommand implements Callable<Integer> {
             try (Engine e = Engine.startLazy(Engine.Options.file(workDir.resolve("b.sock"), f), lazy(addr, token, 0))) {
                 final LazyStore s = e.lazyStore();
                 ms = ready(boot(workDir.resolve("b.sock"), () -> demand.set(s.bytesFetchedOnDemand())));
-                if (!s.awaitDiskOnly(TimeUnit.SECONDS.toNanos(timeoutSeconds))) {
-                    throw new IllegalStateException("the lazy engine did not reach disk-only within " + timeoutSeconds + " s");
+                if (!s.awaitDiskOnly(TimeUnit.SECONDS.toNanos(timeoutSeconds()))) {
+                    throw new IllegalStateException("the lazy engine did not reach disk-only within " + timeoutSeconds() + " s");
                 }
                 toLocal = System.nanoTime() - t0;
                 bg = s.bytesFetchedInBackground();
@@ -313,8 +316,8 @@ public final class BootBenchCommand implements Callable<Integer> {
             final long t0 = System.nanoTime();
             final long took;
             try (Engine e = Engine.startLazy(Engine.Options.file(workDir.resolve("f.sock"), f), lazy(addr, token, 0))) {
-                if (!e.lazyStore().awaitDiskOnly(TimeUnit.SECONDS.toNanos(timeoutSeconds))) {
-                    throw new IllegalStateException("the fill did not reach disk-only within " + timeoutSeconds + " s");
+                if (!e.lazyStore().awaitDiskOnly(TimeUnit.SECONDS.toNanos(timeoutSeconds()))) {
+                    throw new IllegalStateException("the fill did not reach disk-only within " + timeoutSeconds() + " s");
                 }
                 took = System.nanoTime() - t0;
             }

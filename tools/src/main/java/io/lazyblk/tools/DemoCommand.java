@@ -35,8 +35,11 @@ public final class DemoCommand implements Callable<Integer> {
     @Option(names = "--queues", defaultValue = "1", description = "virtqueues (default ${DEFAULT-VALUE})")
     int queues;
 
-    @Option(names = "--timeout", defaultValue = "180", description = "seconds before the guest is given up on (default ${DEFAULT-VALUE})")
-    int timeoutSeconds;
+    @Option(names = "--timeout", defaultValue = "180s", converter = DurationConverter.class, paramLabel = "DURATION", description = "how long before the guest is given up on (default ${DEFAULT-VALUE})")
+    java.time.Duration timeout;
+    private long timeoutSeconds() {
+        return timeout.toSeconds();
+    }
 
     @Option(names = "--front-end", description = "use the built-in front end even if QEMU is installed")
     boolean forceFrontEnd;
@@ -58,7 +61,7 @@ public final class DemoCommand implements Callable<Integer> {
         final Path image = workDir.resolve("sample.img");
         final Path socket = workDir.resolve("vhost.sock");
         if (!localOnly) {
-            return new LazyDemo(workDir, image, size, socket, queues, timeoutSeconds, fillRate, forceFrontEnd).run();
+            return new LazyDemo(workDir, image, size, socket, queues, (int) Math.min(Integer.MAX_VALUE, timeoutSeconds()), fillRate, forceFrontEnd).run();
         }
         step("1/4", "creating sample image " + image + " (" + (size >> 20) + " MiB)");
         createSampleImage(image, size);
@@ -86,7 +89,7 @@ public final class DemoCommand implements Callable<Integer> {
         }
         final QemuGuest guest = new QemuGuest(scripts, QemuGuest.defaultGuestDir(), workDir.resolve("logs"));
         step("3/4", "booting a QEMU guest (TCG) from the engine's disk; it writes 1 MiB at 8 MiB, reads it back, reads the whole disk, flushes");
-        final QemuGuest.Result r = guest.boot(socket, "rw", queues, Duration.ofSeconds(timeoutSeconds));
+        final QemuGuest.Result r = guest.boot(socket, "rw", queues, Duration.ofSeconds(timeoutSeconds()));
         System.out.printf("      guest reached its init %d ms after QEMU started; saw a %d-byte disk%n", r.millisToInitMarker(), r.diskSize());
         System.out.println("      guest says: " + r.resultLine().orElse("(no result line; console log: " + r.logFile() + ")"));
         if (!r.ok()) {

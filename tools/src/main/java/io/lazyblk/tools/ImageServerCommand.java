@@ -28,7 +28,9 @@ import java.util.concurrent.CountDownLatch;
 @Command(name = "image-server", mixinStandardHelpOptions = true,
     description = {"Export raw disk images by name to lazyblk engines holding an access token (see 'lazyblk token').",
         "Builds each image's manifest on first use (one read of its data; holes are not read) and caches it as IMAGE.lzbm;",
-        "learns which pages boots read on demand and hands them to later engines (IMAGE.lzbprofile); runs until killed."})
+        "learns which pages boots read on demand and hands them to later engines (IMAGE.lzbprofile); runs until killed."},
+    footer = {"", "Sizes take binary units (k = 1024, M = 1024^2, G, T; 1.5G is allowed); durations take units (500ms, 30s, 15m,"
+        + " 24h, 7d; a bare number is seconds)."})
 public final class ImageServerCommand implements Callable<Integer> {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

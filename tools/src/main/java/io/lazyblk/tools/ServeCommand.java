@@ -19,9 +19,11 @@ import java.util.function.Function;
         "QEMU: -object memory-backend-memfd,id=mem0,size=1G,share=on -numa node,memdev=mem0",
         "      -chardev socket,id=vub0,path=SOCK,reconnect=1 -device vhost-user-blk-pci,chardev=vub0,num-queues=N"},
     footer = {"", "With --source and neither --token nor --token-file, the access token is taken from the environment variable "
-        + TokenSource.ENV + ": one token for all sources, or one per --source in order, separated by commas."})
+        + TokenSource.ENV + ": one token for all sources, or one per --source in order, separated by commas.",
+        "Sizes take binary units (k = 1024, M = 1024^2, G, T; 1.5G is allowed); durations take units (500ms, 30s, 15m, 24h,"
+            + " 7d; a bare number is seconds). --log-level LEVEL (any command): trace, debug, info, warn, error, off."})
 public final class ServeCommand implements Callable<Integer> {
-    @Option(names = "--socket", required = true, description = "UNIX socket path QEMU connects to (created; a stale one is replaced)")
+    @Option(names = "--socket", required = true, description = "UNIX socket path QEMU connects to (created; a socket a stopped engine left there is replaced, anything else is refused)")
     Path socket;
 
     @Option(names = "--local", description = "raw image file to serve (size a multiple of 512)")
@@ -76,14 +78,14 @@ public final class ServeCommand implements Callable<Integer> {
         description = "cap on the background fill in bytes per second, e.g. 100M; 0 = no cap (demand fetches are never capped)")
     long fillRate;
 
-    @Option(names = "--demand-timeout", defaultValue = "30", paramLabel = "SECONDS",
+    @Option(names = "--demand-timeout", defaultValue = "30s", paramLabel = "DURATION", converter = DurationConverter.class,
         description = "how long a guest read waits for an absent page while the provider is unreachable before it gets IOERR (default ${DEFAULT-VALUE})")
-    int demandTimeoutSeconds;
+    java.time.Duration demandTimeout;
 
-    @Option(names = "--lock-wait", defaultValue = "60", paramLabel = "SECONDS",
+    @Option(names = "--lock-wait", defaultValue = "60s", paramLabel = "DURATION", converter = DurationConverter.class,
         description = "if another engine holds the image (a live migration's source), how long to wait for it when the VM"
             + " starts before refusing to serve it (default ${DEFAULT-VALUE})")
-    int lockWaitSeconds;
+    java.time.Duration lockWait;
 
     @Option(names = "--poll-us", defaultValue = "50", description = "µs a queue polls its ring after the last request before sleeping; at least 500 while requests are in flight; 0: never poll (default ${DEFAULT-VALUE})")
     long pollMicros;
@@ -105,7 +107,7 @@ public final class ServeCommand implements Callable<Integer> {
         try {
             // The status server runs on this thread, in engine.join(): it would only wait there otherwise.
             engine = Engine.start(new Engine.Options(socket, local, nullSize, queues, readOnly, ioThreads, pollMicros * 1000,
-                java.time.Duration.ofSeconds(lockWaitSeconds)), true);
+                lockWait), true);
         } catch (final IllegalArgumentException e) {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 2;
@@ -251,8 +253,8 @@ public final class ServeCommand implements Callable<Integer> {
         final Engine engine;
         try {
             engine = Engine.startLazy(new Engine.Options(socket, local, 0, queues, false, ioThreads, pollMicros * 1000,
-                java.time.Duration.ofSeconds(lockWaitSeconds)),
-                new Engine.LazySource(parsed, tokenSources, memoryBudget, fillRate, java.time.Duration.ofSeconds(demandTimeoutSeconds),
+                lockWait),
+                new Engine.LazySource(parsed, tokenSources, memoryBudget, fillRate, demandTimeout,
                     (int) Math.min(pageSize, Integer.MAX_VALUE)), true);
         } catch (final java.io.IOException | IllegalArgumentException e) {
             System.err.println("lazyblk serve: " + e.getMessage());

@@ -19,12 +19,17 @@ import java.util.concurrent.Callable;
     description = {"Show a running engine's mode, fill progress, bytes fetched, fill rate and ETA.",
         "Reads the control socket SOCK.ctl that 'serve --socket SOCK' creates beside SOCK."})
 public final class StatusCommand implements Callable<Integer> {
-    enum Format { human, kv }
+    enum Format { human, kv, json }
 
     @Option(names = "--socket", required = true, description = "the engine's vhost-user socket (as given to serve)")
     Path socket;
 
-    @Option(names = "--format", defaultValue = "human", description = {"human or kv (key=value lines: mode=lazy|disk-only|standby|handed-over,"
+    @Option(names = "--watch", arity = "0..1", fallbackValue = "1s", converter = DurationConverter.class, paramLabel = "INTERVAL",
+        description = "print the status again every INTERVAL (default 1s) until interrupted or the engine goes away")
+    java.time.Duration watch;
+
+    @Option(names = "--format", defaultValue = "human", description = {"human, json (one object per status, numbers as"
+        + " numbers) or kv (key=value lines: mode=lazy|disk-only|standby|handed-over,"
         + " migration=exporting|switched-over|complete|closed (a migrate-export runs), migration_name, migration_listen, migration_final_pages,"
         + " storage=ok|failed, storage_error=WHY, pages_local=N, pages_total=N, page_size, bytes_on_demand, bytes_background,"
         + " pages_zero (pages of zeros: never fetched), profile_pages (the learned boot set, fetched ahead of the guest),"
@@ -38,21 +43,64 @@ public final class StatusCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         final Path ctl = StatusServer.controlSocket(socket);
-        final Map<String, String> m;
-        try {
-            m = read(ctl);
-        } catch (final IOException e) {
-            System.err.println("lazyblk status: cannot reach the engine at " + ctl + " (" + e.getMessage()
-                + "); is 'lazyblk serve --socket " + socket + "' running?");
-            return 1;
+        boolean first = true;
+        while (true) {
+            final Map<String, String> m;
+            try {
+                m = read(ctl);
+            } catch (final IOException e) {
+                System.err.println("lazyblk status: " + (first ? "cannot reach" : "lost") + " the engine at " + ctl + " ("
+                    + e.getMessage() + "); is 'lazyblk serve --socket " + socket + "' running?");
+                return 1;
+            }
+            switch (format) {
+                case kv -> System.out.print(StatusServer.render(m) + (watch != null ? "\n" : ""));
+                case json -> System.out.println(json(m));
+                default -> System.out.println(StatusServer.human(m));
+            }
+            System.out.flush();
+            if (watch == null) {
+                return 0;
+            }
+            first = false;
+            try {
+                Thread.sleep(watch.toMillis());
+            } catch (final InterruptedException e) {
+                return 0;
+            }
         }
-        if (format == Format.kv) {
-            System.out.print(StatusServer.render(m));
-        } else {
-            System.out.println(StatusServer.human(m));
+    }
+
+    /** One JSON object: keys as given, values that are whole or decimal numbers as numbers, the rest as strings. */
+    static String json(final Map<String, String> m) {
+        final StringBuilder b = new StringBuilder("{");
+        for (final Map.Entry<String, String> e : m.entrySet()) {
+            if (b.length() > 1) {
+                b.append(',');
+            }
+            b.append(quote(e.getKey())).append(':');
+            final String v = e.getValue();
+            b.append(v.matches("-?(0|[1-9]\\d{0,17})(\\.\\d+)?") ? v : quote(v));
         }
-        System.out.flush();
-        return 0;
+        return b.append('}').toString();
+    }
+
+    private static String quote(final String s) {
+        final StringBuilder b = new StringBuilder("\"");
+        for (final char c : s.toCharArray()) {
+            switch (c) {
+                case '"' -> b.append("\\\"");
+                case '\\' -> b.append("\\\\");
+                default -> {
+                    if (c < 0x20) {
+                        b.append(String.format("\\u%04x", (int) c));
+                    } else {
+                        b.append(c);
+                    }
+                }
+            }
+        }
+        return b.append('"').toString();
     }
 
     static Map<String, String> read(final Path ctl) throws IOException {

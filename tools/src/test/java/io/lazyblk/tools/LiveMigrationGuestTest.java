@@ -295,12 +295,13 @@ class LiveMigrationGuestTest {
     }
 
     /**
-     * Seconds between the log lines of {@code engine} that contain {@code from} and {@code to} (their HH:mm:ss.SSS
+     * Seconds between the log lines of {@code engine} that contain {@code from} and {@code to} (their date and time
      * stamps): for B, from taking the disk at the switchover to its switch to disk-only.
      */
     private static double secondsBetween(final LazyblkProcess engine, final String from, final String to) {
-        final java.time.LocalTime a = java.time.LocalTime.parse(engine.awaitLine(from, Duration.ZERO).substring(0, 12));
-        final java.time.LocalTime b = java.time.LocalTime.parse(engine.awaitLine(to, Duration.ofSeconds(10)).substring(0, 12));
+        final java.time.format.DateTimeFormatter f = java.time.format.DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss.SSS");
+        final java.time.LocalDateTime a = java.time.LocalDateTime.parse(engine.awaitLine(from, Duration.ZERO).substring(0, 23), f);
+        final java.time.LocalDateTime b = java.time.LocalDateTime.parse(engine.awaitLine(to, Duration.ofSeconds(10)).substring(0, 23), f);
         return Duration.between(a, b).toMillis() / 1000.0;
     }
 

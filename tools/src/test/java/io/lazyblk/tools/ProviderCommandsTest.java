@@ -73,7 +73,7 @@ class ProviderCommandsTest {
         assertTrue(missing.err().contains("head -c 32 /dev/urandom"), missing.err());
         final CliRun badTtl = run("token", "--secret-file", secretFile.toString(), "--image", "disk", "--ttl", "10x");
         assertEquals(2, badTtl.code());
-        assertTrue(badTtl.err().contains("is not a duration (examples: 30s, 15m, 24h, 7d)"), badTtl.err());
+        assertTrue(badTtl.err().contains("is not a duration (examples: 500ms, 30s, 15m, 24h, 7d"), badTtl.err());
         assertEquals(2, run("token", "--secret-file", secretFile.toString(), "--image", "disk", "--ttl", "0s").code());
     }
 
