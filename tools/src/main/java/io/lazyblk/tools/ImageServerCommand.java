@@ -103,9 +103,12 @@ public final class ImageServerCommand implements Callable<Integer> {
         }
         final CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            ServeCommand.notifySystemd("STOPPING=1");
             server.close();
             stopped.countDown();
         }, "shutdown"));
+        // Type=notify: ready once every export is open and the listeners accept.
+        ServeCommand.notifySystemd("READY=1\nSTATUS=serving " + exports.size() + " image(s)\nMAINPID=" + ProcessHandle.current().pid());
         stopped.await();
         return 0;
     }

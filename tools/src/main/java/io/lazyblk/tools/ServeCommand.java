@@ -87,6 +87,16 @@ public final class ServeCommand implements Callable<Integer> {
             + " starts before refusing to serve it (default ${DEFAULT-VALUE})")
     java.time.Duration lockWait;
 
+    @Option(names = "--socket-mode", paramLabel = "OCTAL",
+        description = "permissions of the vhost-user socket, e.g. 0660 so that QEMU running as another user of --socket-group"
+            + " can connect (default: as the umask leaves it)")
+    String socketMode;
+
+    @Option(names = "--socket-group", paramLabel = "GROUP",
+        description = "group of the vhost-user socket, e.g. the group QEMU runs as under libvirt (kvm, libvirt-qemu); this user"
+            + " must be a member")
+    String socketGroup;
+
     @Option(names = "--poll-us", defaultValue = "50", description = "µs a queue polls its ring after the last request before sleeping; at least 500 while requests are in flight; 0: never poll (default ${DEFAULT-VALUE})")
     long pollMicros;
 
@@ -112,12 +122,72 @@ public final class ServeCommand implements Callable<Integer> {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 2;
         }
-        Runtime.getRuntime().addShutdownHook(new Thread(engine::close, "shutdown"));
+        if (!socketAccess(engine)) {
+            return 1;
+        }
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            notifySystemd("STOPPING=1");
+            engine.close();
+        }, "shutdown"));
         System.err.printf("lazyblk: serving %s (%d bytes, %d queue%s%s) on %s%n", local != null ? local : "null disk",
             engine.sizeBytes(), queues, queues == 1 ? "" : "s", (readOnly ? ", read-only" : "")
                 + (engine.storage().standingBy() ? ", standing by: another engine holds it, see above" : ""), socket);
+        ready(local != null ? local.toString() : "null disk");
         engine.join();
         return 0;
+    }
+
+    /** Type=notify: the socket accepts (it was bound and listens before the engine started): systemd may start QEMU. */
+    private void ready(final String what) {
+        notifySystemd("READY=1\nSTATUS=serving " + what + " on " + socket + "\nMAINPID=" + ProcessHandle.current().pid());
+    }
+
+    /** Sends systemd a notification if it asked for one ($NOTIFY_SOCKET); a failure is one warning, not fatal. */
+    static void notifySystemd(final String state) {
+        try {
+            io.lazyblk.sys.SdNotify.notify(state);
+        } catch (final java.io.IOException e) {
+            System.err.println("lazyblk: " + e.getMessage());
+        }
+    }
+
+    /** Applies --socket-mode and --socket-group to the vhost-user socket; false (after one line saying why) if it cannot. */
+    private boolean socketAccess(final Engine engine) {
+        try {
+            if (socketMode != null) {
+                if (!socketMode.matches("0?[0-7]{3}")) {
+                    throw new IllegalArgumentException("--socket-mode " + socketMode + " is not an octal mode such as 0660");
+                }
+                final int mode = Integer.parseInt(socketMode, 8);
+                final java.util.Set<java.nio.file.attribute.PosixFilePermission> perms = java.util.EnumSet.noneOf(
+                    java.nio.file.attribute.PosixFilePermission.class);
+                final java.nio.file.attribute.PosixFilePermission[] order = {
+                    java.nio.file.attribute.PosixFilePermission.OTHERS_EXECUTE, java.nio.file.attribute.PosixFilePermission.OTHERS_WRITE,
+                    java.nio.file.attribute.PosixFilePermission.OTHERS_READ, java.nio.file.attribute.PosixFilePermission.GROUP_EXECUTE,
+                    java.nio.file.attribute.PosixFilePermission.GROUP_WRITE, java.nio.file.attribute.PosixFilePermission.GROUP_READ,
+                    java.nio.file.attribute.PosixFilePermission.OWNER_EXECUTE, java.nio.file.attribute.PosixFilePermission.OWNER_WRITE,
+                    java.nio.file.attribute.PosixFilePermission.OWNER_READ};
+                for (int bit = 0; bit < 9; bit++) {
+                    if ((mode & (1 << bit)) != 0) {
+                        perms.add(order[bit]);
+                    }
+                }
+                Files.setPosixFilePermissions(socket, perms);
+            }
+            if (socketGroup != null) {
+                final java.nio.file.attribute.GroupPrincipal g = socket.getFileSystem().getUserPrincipalLookupService()
+                    .lookupPrincipalByGroupName(socketGroup);
+                Files.getFileAttributeView(socket, java.nio.file.attribute.PosixFileAttributeView.class).setGroup(g);
+            }
+            return true;
+        } catch (final java.nio.file.attribute.UserPrincipalNotFoundException e) {
+            System.err.println("lazyblk serve: --socket-group " + socketGroup + ": no such group");
+        } catch (final java.io.IOException | IllegalArgumentException e) {
+            System.err.println("lazyblk serve: cannot set the access of " + socket + ": " + e.getMessage()
+                + (socketGroup != null ? " (this user must be a member of " + socketGroup + ")" : ""));
+        }
+        engine.close();
+        return false;
     }
 
     /** A progress line, rewritten in place once a second while the fill runs (only when stderr is a terminal). */
@@ -260,7 +330,13 @@ public final class ServeCommand implements Callable<Integer> {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 1;
         }
-        Runtime.getRuntime().addShutdownHook(new Thread(engine::close, "shutdown"));
+        if (!socketAccess(engine)) {
+            return 1;
+        }
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            notifySystemd("STOPPING=1");
+            engine.close();
+        }, "shutdown"));
         System.err.printf("lazyblk: serving %s (%d bytes, %s) on %s; 'lazyblk status --socket %s' shows progress%n", local,
             engine.sizeBytes(), engine.storage().standingBy() ? "standing by: another engine holds it, see above"
                 : engine.lazyStore() != null ? "filling lazily from " + String.join(", ", sources)
@@ -270,6 +346,7 @@ public final class ServeCommand implements Callable<Integer> {
             progress.setDaemon(true);
             progress.start();
         }
+        ready(local.toString());
         engine.join();
         return 0;
     }
