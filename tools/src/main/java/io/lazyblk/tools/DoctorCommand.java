@@ -75,7 +75,7 @@ public final class DoctorCommand implements Callable<Integer> {
         final Path lib = rdma.libdisni();
         out.add(new Line("libdisni", lib == null ? "missing" : "found", String.format("%-10s %-14s %s", "libdisni",
             lib == null ? "missing" : "found", lib == null ? "not on java.library.path or LD_LIBRARY_PATH: build it from DiSNI's "
-                + "source (README 'RDMA')" : lib.toString())));
+                + "source (docs/rdma.md)" : lib.toString())));
         if (lib != null) {
             out.add(new Line("libdisni.path", lib.toString(), null));
         }

@@ -206,7 +206,7 @@ public final class ImageServerCommand implements Callable<Integer> {
             + (listen != null && unix != null ? " and " : "") + (unix != null ? "unix:" + unix : "");
         for (final ImageExport e : list) {
             final Manifest m = e.manifest();
-            // The digest says which image this is: engines pin it at their first start (see README, Durability and trust).
+            // The digest says which image this is: engines pin it at their first start (see docs/security.md).
             out.println("serving " + e.name() + " (" + human(m.size()) + ", " + m.pageCount() + " pages, digest "
                 + m.digestHex().substring(0, 16) + "...) on " + at);
         }

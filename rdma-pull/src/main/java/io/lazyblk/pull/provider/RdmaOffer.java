@@ -20,7 +20,7 @@ import java.util.Arrays;
  * </pre>
  *
  * The rkeys are valid only on the one queue pair the provider creates for this client's claimed CM address
- * (a protection domain per client); see README "RDMA".
+ * (a protection domain per client); see docs/rdma.md.
  */
 public record RdmaOffer(InetSocketAddress cm, long imageLength, long remoteAddress, long stride, int regionLength, int[] rkeys) {
     /** 4096 regions of 1 GiB: a 4 TiB image. Bounds what a client accepts from a server. */

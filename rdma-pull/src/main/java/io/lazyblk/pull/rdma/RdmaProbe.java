@@ -85,7 +85,7 @@ public final class RdmaProbe {
         final Path lib = findLibrary(libraryDirs);
         if (lib == null) {
             return new Availability(false, LIBRARY_FILE + " (DiSNI's native library) not found on java.library.path or "
-                + "LD_LIBRARY_PATH (" + join(libraryDirs) + "): build it from DiSNI's source, see README 'RDMA'",
+                + "LD_LIBRARY_PATH (" + join(libraryDirs) + "): build it from DiSNI's source, see docs/rdma.md",
                 allDevices, ports, null, libraryDirs);
         }
         if (allDevices.isEmpty()) {

@@ -52,7 +52,7 @@ class RdmaProbeTest {
         final RdmaProbe.Availability a = RdmaProbe.probe(root, List.of(dir.resolve("empty1"), dir.resolve("empty2")), loader(null));
         assertFalse(a.usable());
         assertTrue(a.reason().contains("libdisni.so") && a.reason().contains(dir.resolve("empty1").toString())
-            && a.reason().contains("README"), a.reason());
+            && a.reason().contains("docs/rdma.md"), a.reason());
         assertNull(a.libdisni());
         assertEquals(List.of("mlx5_0"), a.devices(), "devices are still reported");
         assertTrue(loaded.isEmpty(), "nothing may be loaded without the library");
