@@ -33,12 +33,7 @@ public final class Engine implements AutoCloseable {
     private volatile java.util.List<String> sourceNames = java.util.List.of();
     private final Thread thread;
     private StatusServer status;
-    private VirtioBlkDevice device;
-    private Path localImage;
-    /** A migrate-export's export (no shared storage), or null. Set on the status thread. */
-    private volatile MigrationExport export;
-    /** The running watch for a migration's completion (its identity); null stops it. */
-    private volatile Object completionWatch;
+    private Migrations migrations;
 
     private Engine(final VhostUserServer server, final io.lazyblk.blk.Storage storage) {
         this.server = server;
@@ -164,133 +159,26 @@ public final class Engine implements AutoCloseable {
             ? io.lazyblk.blk.Storage.open(local, false, o.lockWait(), opener)
             : io.lazyblk.blk.Storage.adopt(local, openLazy(o, src), o.lockWait(), opener);
         final Engine[] self = new Engine[1];
-        storage.gate(opened -> self[0].beforeServing(opened, o, src));
+        storage.gate(opened -> self[0].migrations.beforeServing(opened, o, src));
         final Engine e = start(o, storage, statusOnCaller);
         self[0] = e;
         e.sourceNames = src.sources().stream().map(SourceUri::toString).toList();
         return e;
     }
 
-    /**
-     * A live migration's destination without shared storage (its source is a {@code migrate-export}, whose manifest is
-     * live): before its VM's first request, asks the source engine for the pages its guest changed after this engine
-     * fetched them (the source hands them over at its switchover, which came first: QEMU starts this side's queues
-     * after it), and has them fetched again. Then, once the copy is complete, tells the source so.
-     */
-    private io.lazyblk.blk.Storage.WhileClosed beforeServing(final BlockBackend opened, final Options o, final LazySource src)
-        throws IOException {
-        forgetHandover();
-        if (!(opened instanceof LazyStore l) || !l.manifest().isLive()) {
-            return null;
-        }
-        final SourceUri u = src.sources().get(0);
-        final long t0 = System.nanoTime();
-        final io.lazyblk.pull.tcp.MigrationLink link = io.lazyblk.pull.tcp.MigrationLink.connect(u.address(), u.image(), src.token(0),
-            HANDSHAKE_TIMEOUT);
-        try {
-            if (!java.util.Arrays.equals(link.manifest().digest(), PageStateFile.identity(PageStateFile.beside(o.localImage())).digest())) {
-                throw new IOException(u + " now exports another disk than the one this copy was filled from (its source engine"
-                    + " restarted, or the name was reused): this copy cannot be completed from it. Cancel the migration, delete "
-                    + o.localImage() + " and its state file, and start the destination again");
-            }
-            final int[] changed = link.awaitFinal(o.lockWait());
-            device.writeback(link.guestWriteback()); // QEMU does not send the guest's choice to this side again
-            final int exportPage = link.manifest().pageSize();
-            final int page = l.pageSize();
-            LOG.info("migration switchover: the source hands over {} pages its guest changed after this engine fetched them"
-                + " ({} ms); they are fetched again before the VM is served", changed.length, (System.nanoTime() - t0) / 1_000_000);
-            final Path stateFile = PageStateFile.beside(o.localImage());
-            final PageStateFile.Identity id = PageStateFile.identity(stateFile);
-            link.close(); // an idle link would meet the source's idle timeout: the completion connects anew
-            return () -> {
-                try (PageStateFile st = PageStateFile.openOrCreate(stateFile, id.imageSize(), id.pageSize(), id.digest())) {
-                    for (final int p : changed) {
-                        st.markAbsent((int) ((long) p * exportPage / page));
-                    }
-                    st.commit(); // durable before anything is served: a restart must not take those pages as local
-                }
-                watchCompletion(() -> io.lazyblk.pull.tcp.MigrationLink.connect(u.address(), u.image(), src.token(0), HANDSHAKE_TIMEOUT));
-            };
-        } catch (final IOException | RuntimeException e) {
-            link.close();
-            throw e;
-        }
-    }
-
-    /**
-     * The VM runs on this engine's disk: a record of an earlier switchover (an {@link ExportRecord}, left when this engine
-     * was restarted after handing the disk to a migration's destination) no longer holds, as the disk changes from now on.
-     * A running export deletes it itself ({@code MigrationExport.resumed}).
-     */
-    private void forgetHandover() throws IOException {
-        if (export == null && localImage != null && Files.exists(ExportRecord.beside(localImage))) {
-            LOG.warn("{} recorded a migration's switchover, but the VM runs on this disk again: deleting it (that migration's"
-                + " destination cannot finish from this disk any more)", ExportRecord.beside(localImage));
-            ExportRecord.delete(localImage);
-        }
-    }
-
-    /** Connects a link to the migration's source. */
-    @FunctionalInterface
-    private interface LinkOpener {
-        io.lazyblk.pull.tcp.MigrationLink open() throws IOException;
-    }
-
-    /** Tells the migration's source once this engine's copy is complete (disk-only), on a thread of its own. */
-    private void watchCompletion(final LinkOpener opener) {
-        final Object token = new Object();
-        completionWatch = token;
-        final Thread t = new Thread(() -> {
-            while (completionWatch == token) {
-                final LazyStore s = lazyStore();
-                if (s != null && !s.diskOnly()) {
-                    s.releaseDiskOnly(); // the final set is applied: this store (opened after it) may complete
-                }
-                if (storage.current() != null && (s == null || s.diskOnly())) {
-                    try (io.lazyblk.pull.tcp.MigrationLink link = opener.open()) {
-                        link.complete();
-                        LOG.info("migration complete: this engine has the whole disk and told the source engine, which can stop");
-                    } catch (final IOException e) {
-                        LOG.warn("this engine has the whole disk, but could not tell the migration's source engine so ({});"
-                            + " it can be stopped anyway", e.getMessage());
-                    }
-                    return;
-                }
-                java.util.concurrent.locks.LockSupport.parkNanos(200_000_000L);
-            }
-        }, "migration-done");
-        t.setDaemon(true);
-        t.start();
-    }
-
-    /**
-     * Exports this engine's live disk for a live migration without shared storage ({@code lazyblk migrate-export}). One at
-     * a time: a second one is refused while the first has not completed.
-     */
-    synchronized MigrationExport migrateExport(final InetSocketAddress listen, final String name, final byte[] secret, final long rate)
-        throws IOException {
-        final MigrationExport running = export;
-        if (running != null && !"complete".equals(running.state())) {
-            throw new IOException("this engine already exports its disk as " + running.name() + " on "
-                + StatusServer.hostPort(running.address()) + " (migration " + running.state() + ")");
-        }
-        if (localImage == null) {
-            throw new IOException("this engine serves the null disk: there is nothing to migrate");
-        }
-        if (storage.current() == null) {
-            throw new IOException("this engine does not hold its image now (status mode " + (storage.standingBy() ? "standby" : "handed-over")
-                + "): export from the engine that serves the VM");
-        }
-        if (running != null) {
-            running.close();
-        }
-        export = MigrationExport.start(name, device, lazyStore(), storage.sizeBytes(), localImage, listen, secret, rate);
-        return export;
+    /** The live-migration roles of this engine: a migrate-export's source, a destination's gate. */
+    Migrations migrations() {
+        return migrations;
     }
 
     /** The running migrate-export, or null. */
     MigrationExport migrationExport() {
-        return export;
+        return migrations.export();
+    }
+
+    synchronized MigrationExport migrateExport(final InetSocketAddress listen, final String name, final byte[] secret, final long rate)
+        throws IOException {
+        return migrations.migrateExport(listen, name, secret, rate);
     }
 
     /** The backend of a lazily filled local file (see {@link #startLazy}); with its lock held, if the file exists. */
@@ -486,7 +374,7 @@ public final class Engine implements AutoCloseable {
      * The manifest in the page map's pages: {@code src.pageSize()} if given, else the page size the local file was
      * filled in (a restart resumes in the same pages), else {@link #DEFAULT_PAGE_SIZE} or the provider's if larger.
      */
-    private static final Duration HANDSHAKE_TIMEOUT = Duration.ofSeconds(10);
+    static final Duration HANDSHAKE_TIMEOUT = Duration.ofSeconds(10);
     /**
      * The page map's page when nothing says otherwise: 64 KiB, or the provider's page if larger. The fetch unit is the
      * page map's, the hash unit the provider's: with smaller provider pages (image-server --page-size 16k) a miss is
@@ -539,7 +427,7 @@ public final class Engine implements AutoCloseable {
         final io.lazyblk.blk.Storage storage = io.lazyblk.blk.Storage.open(o.localImage(), o.readOnly(), o.lockWait(), () -> openLocal(o));
         final Engine[] self = new Engine[1];
         storage.gate(opened -> {
-            self[0].forgetHandover();
+            self[0].migrations.forgetHandover();
             return null;
         });
         final Engine e = start(o, storage, statusOnCaller);
@@ -599,8 +487,7 @@ public final class Engine implements AutoCloseable {
             final String serial = o.localImage() != null ? "lazyblk-" + o.localImage().getFileName() : "lazyblk-null";
             final VirtioBlkDevice device = new VirtioBlkDevice(backend, o.queues(), o.ioThreadsPerQueue(), serial);
             final Engine e = new Engine(new VhostUserServer(o.socket(), device, o.pollNanos()), backend);
-            e.device = device;
-            e.localImage = o.localImage();
+            e.migrations = new Migrations(e, device, backend, o.localImage());
             e.thread.start();
             e.status = new StatusServer(e, o.socket(), !statusOnCaller);
             return e;
@@ -655,11 +542,9 @@ public final class Engine implements AutoCloseable {
         if (status != null) {
             status.close();
         }
-        final MigrationExport x = export;
-        if (x != null) {
-            x.close();
+        if (migrations != null) {
+            migrations.close();
         }
-        completionWatch = null;
         server.close();
         try {
             thread.join(30_000);

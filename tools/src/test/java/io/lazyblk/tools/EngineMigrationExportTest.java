@@ -163,6 +163,7 @@ class EngineMigrationExportTest {
         }
         assertTrue(Files.notExists(ExportRecord.beside(imageA)), "the record is gone once the disk changes again");
         assertEquals("closed", a2.status().get("migration"));
+        assertEquals("1", exportOn(dir.resolve("a2.sock"), "vm2-again").get("ok"), "a new export may start once that one closed");
     }
 
     /**

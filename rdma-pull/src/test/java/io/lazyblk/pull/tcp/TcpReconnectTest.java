@@ -173,11 +173,23 @@ class TcpReconnectTest {
             new ImageServer.Limits(16, 4, Duration.ofSeconds(1)));
         try (TwoLaneTcpSource lanes = TwoLaneTcpSource.connect(server.address(), "img", token(), FAST)) {
             awaitCondition(() -> server.stats().idleClosed() >= 2, "both lanes closed as idle");
-            awaitCondition(() -> server.stats().open() == 2 && lanes.connected(), "both lanes reconnected");
             final MemorySegment dst = arena.allocate(2L * PAGE);
-            final CompletableFuture<Integer> ok = new CompletableFuture<>();
-            assertTrue(lanes.fetch(20, 2, dst, PageSource.DEMAND, 7, (t, f, c, st) -> ok.complete(st)));
-            assertEquals(PageSource.OK, ok.get(10, TimeUnit.SECONDS));
+            // The reconnected lanes idle out again a second later: a fetch sent just as that happens completes
+            // UNAVAILABLE (the engine asks again, as here). It happened in CI on a loaded host; it must be that race,
+            // shown by another idle close, and a later attempt must be served.
+            int status = PageSource.UNAVAILABLE;
+            for (int attempt = 0; attempt < 3 && status != PageSource.OK; attempt++) {
+                awaitCondition(() -> server.stats().open() == 2 && lanes.connected(), "both lanes reconnected");
+                final long idleBefore = server.stats().idleClosed();
+                final CompletableFuture<Integer> done = new CompletableFuture<>();
+                assertTrue(lanes.fetch(20, 2, dst, PageSource.DEMAND, 7 + attempt, (t, f, c, st) -> done.complete(st)));
+                status = done.get(10, TimeUnit.SECONDS);
+                if (status != PageSource.OK) {
+                    final long before = idleBefore;
+                    awaitCondition(() -> server.stats().idleClosed() > before, "a failed fetch lost its lane to an idle close");
+                }
+            }
+            assertEquals(PageSource.OK, status);
             assertEquals(-1, MemorySegment.mismatch(dst, 0, 2L * PAGE, MemorySegment.ofArray(content), 20L * PAGE, 22L * PAGE));
         }
     }
