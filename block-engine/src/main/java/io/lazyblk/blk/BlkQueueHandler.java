@@ -68,8 +68,22 @@ final class BlkQueueHandler implements QueueHandler {
     private final AgentRunner[] runners;
     private final BlockBackend backend;
 
+    private final QueueStats stats;
+    private final Runnable onClose;
+
     BlkQueueHandler(final SplitVirtqueue queue, final Runnable waker, final BlkDeviceConfig cfg,
                     final BlockBackend backend, final int ioThreads) {
+        this(queue, waker, cfg, backend, ioThreads, new QueueStats(), () -> { });
+    }
+
+    /**
+     * @param stats what this queue answered, for the metrics (written under the used lease)
+     * @param onClose runs once the handler closed (the device folds the queue's stats into its totals)
+     */
+    BlkQueueHandler(final SplitVirtqueue queue, final Runnable waker, final BlkDeviceConfig cfg,
+                    final BlockBackend backend, final int ioThreads, final QueueStats stats, final Runnable onClose) {
+        this.stats = stats;
+        this.onClose = onClose;
         this.queue = queue;
         this.waker = waker;
         this.cfg = cfg;
@@ -119,9 +133,11 @@ final class BlkQueueHandler implements QueueHandler {
         final int pending = take ? Math.min(queue.pending(), POP_BATCH) : 0;
         int done = 0;
         int published = 0;
+        final long takenNow = pending > 0 ? System.nanoTime() : 0; // one reading for the batch: latency metrics
         for (int i = 0; i < pending && freeCount > 0; i++) {
             final int head = queue.pop();
             final BlkRequest req = free[--freeCount];
+            req.takenNanos = takenNow;
             final int err = queue.readChain(head, req.chain);
             if (req.parse(err, cfg)) {
                 final long seq = ring.next();
@@ -192,8 +208,10 @@ final class BlkQueueHandler implements QueueHandler {
             return recycledNow;
         }
         int n = 0;
+        final long now = System.nanoTime();
         // poll() is an acquire: everything the I/O agent wrote (status byte, guest data) is visible here.
         while ((req = completions.poll()) != null) {
+            stats.answered(req, now); // under the used lease: the stats' one writer
             queue.logWrites(req.chain); // migrating: the pages its data and status went to are sent again
             queue.pushUsed(req.chain.head, req.usedLen);
             free[freeCount++] = req;
@@ -214,6 +232,7 @@ final class BlkQueueHandler implements QueueHandler {
      */
     void complete(final BlkRequest req) {
         if (usedLease.compareAndSet(0, 1)) {
+            stats.answered(req, System.nanoTime()); // under the used lease: the stats' one writer
             queue.logWrites(req.chain);
             queue.pushUsed(req.chain.head, req.usedLen);
             queue.publishUsed(); // the release store of used->idx makes the data and status visible to the driver
@@ -268,6 +287,7 @@ final class BlkQueueHandler implements QueueHandler {
             r.close();
         }
         arena.close();
+        onClose.run();
     }
 
     /** A Disruptor ring entry: points at the request it carries. */

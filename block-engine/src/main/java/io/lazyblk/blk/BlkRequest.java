@@ -29,6 +29,8 @@ public final class BlkRequest extends IoRequest {
     long statusAddr;
     byte status;
     int usedLen;
+    /** When the queue took it off the ring (nanoTime, one reading per batch taken), for the latency histogram. */
+    long takenNanos;
 
     BlkRequest(final BlkQueueHandler owner, final int maxBuffers, final Arena arena) {
         super(arena.allocate(16L * maxBuffers, 8));

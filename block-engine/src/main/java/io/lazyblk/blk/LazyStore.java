@@ -211,6 +211,13 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         return fetches.demandBytes();
     }
 
+    /** Demand misses by duration into {@code into} ({@link QueueStats#newLatency()} long): buckets, then the sum of ns. */
+    public void demandMissLatency(final long[] into) {
+        for (int i = 0; i < into.length; i++) {
+            into[i] = fetches.missLatency.get(i);
+        }
+    }
+
     /** Bytes fetched by the fill (the boot profile's pages included). */
     public long bytesFetchedInBackground() {
         return fetches.backgroundBytes();

@@ -123,6 +123,16 @@ final class PageFetches implements PageSource.Listener {
      * A request thread just moved page {@code p} from ABSENT to FETCHING and waits for it: fetch it from this thread at
      * demand priority, or, if no buffer is free or the source refuses, queue it for the fill agent.
      */
+    /** Demand misses by duration (from the first attempt to fetch the page to its bytes here), then their sum in ns. */
+    final java.util.concurrent.atomic.AtomicLongArray missLatency = new java.util.concurrent.atomic.AtomicLongArray(LatencyBuckets.COUNT + 2);
+
+    /** Any completing thread: atomic adds (several sources' threads complete demand fetches at once). */
+    private void missed(final long nanos) {
+        final long d = Math.max(0, nanos);
+        missLatency.getAndIncrement(LatencyBuckets.of(d));
+        missLatency.getAndAdd(LatencyBuckets.COUNT + 1, d);
+    }
+
     void demandNow(final int p) {
         final Integer b = buffers.takeForDemand();
         if (b != null) {
@@ -183,6 +193,9 @@ final class PageFetches implements PageSource.Listener {
         }
         if (status == PageSource.OK && buffers.demand[b]) {
             final int p = buffers.page[b];
+            if (firstAttempt[p] != 0) {
+                missed(System.nanoTime() - firstAttempt[p]);
+            }
             // inFlight stays 1 until the merge: a reader that parks meanwhile must not start a second fetch.
             // The guest's reads first, from the bytes each one needs, checked; the rest of the page is checked before
             // the local write, which follows off their path.

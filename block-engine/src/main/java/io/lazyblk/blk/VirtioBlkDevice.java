@@ -21,6 +21,11 @@ public final class VirtioBlkDevice implements VhostUserDevice {
     private final int ioThreadsPerQueue;
     /** A live migration's export without shared storage, or null; set by the control socket's thread. */
     private volatile LiveExport export;
+    /** What the open queues answered, and the sum of the closed ones' (metrics); guarded by {@link #statsLock}. */
+    private final java.util.List<QueueStats> liveStats = new java.util.ArrayList<>();
+    private final long[] retiredCounts = QueueStats.newCounts();
+    private final long[] retiredLatency = QueueStats.newLatency();
+    private final Object statsLock = new Object();
     /** Whether the last stop was a switchover: control thread, and {@link #switchedBefore()} from the status thread. */
     private volatile boolean switched;
 
@@ -89,7 +94,11 @@ public final class VirtioBlkDevice implements VhostUserDevice {
         if (opening && storage.carriedWriteback() >= 0) {
             cfg.writeback = storage.carriedWriteback() == 1; // the mode the guest chose on the source host
         }
-        return new BlkQueueHandler(queue, waker, cfg, backend, ioThreadsPerQueue);
+        final QueueStats stats = new QueueStats();
+        synchronized (statsLock) {
+            liveStats.add(stats);
+        }
+        return new BlkQueueHandler(queue, waker, cfg, backend, ioThreadsPerQueue, stats, () -> retire(stats));
     }
 
     /** Every backend can: a plain file or a lazily filled one (its state file moves with it) is handed over whole. */
@@ -105,6 +114,29 @@ public final class VirtioBlkDevice implements VhostUserDevice {
     public void export(final LiveExport e) {
         export = e;
         cfg.watch = e; // volatile: request threads see it from their next write on (BlkIoAgent.watched)
+    }
+
+    /** A queue closed: its counts join the totals, under the lock a scrape takes, so no total ever goes down. */
+    private void retire(final QueueStats stats) {
+        synchronized (statsLock) {
+            stats.addTo(retiredCounts, retiredLatency);
+            liveStats.remove(stats);
+        }
+    }
+
+    /**
+     * Everything the device answered since it was made, every queue and connection: per operation requests, errors and
+     * bytes into {@code counts} ({@link QueueStats#newCounts()}), the latency histogram into {@code latency}. Not for
+     * the data path (it takes a lock the queues never take).
+     */
+    public void answered(final long[] counts, final long[] latency) {
+        synchronized (statsLock) {
+            System.arraycopy(retiredCounts, 0, counts, 0, counts.length);
+            System.arraycopy(retiredLatency, 0, latency, 0, latency.length);
+            for (final QueueStats q : liveStats) {
+                q.addTo(counts, latency);
+            }
+        }
     }
 
     public Storage storage() {

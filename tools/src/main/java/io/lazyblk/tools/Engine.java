@@ -501,6 +501,11 @@ public final class Engine implements AutoCloseable {
         return sourceNames;
     }
 
+    /** Everything the device answered: see {@link VirtioBlkDevice#answered}. */
+    void answered(final long[] counts, final long[] latency) {
+        migrations.device().answered(counts, latency);
+    }
+
     /** The lazy store, or null when the engine serves a complete local file (or has none open: see {@link #storage()}). */
     public LazyStore lazyStore() {
         return storage.current() instanceof LazyStore l ? l : null;

@@ -36,6 +36,10 @@ final class Migrations implements AutoCloseable {
         this.localImage = localImage;
     }
 
+    VirtioBlkDevice device() {
+        return device;
+    }
+
     MigrationExport export() {
         return export;
     }

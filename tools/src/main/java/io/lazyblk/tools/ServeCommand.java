@@ -87,6 +87,11 @@ public final class ServeCommand implements Callable<Integer> {
             + " starts before refusing to serve it (default ${DEFAULT-VALUE})")
     java.time.Duration lockWait;
 
+    @Option(names = "--metrics", paramLabel = "HOST:PORT", converter = ListenAddressConverter.class,
+        description = "serve /metrics for Prometheus here (a bare PORT: loopback only); requests, errors and bytes per"
+            + " operation, request latency, pages local, bytes fetched, demand-miss latency, mode, sources up")
+    java.net.InetSocketAddress metrics;
+
     @Option(names = "--socket-mode", paramLabel = "OCTAL",
         description = "permissions of the vhost-user socket, e.g. 0660 so that QEMU running as another user of --socket-group"
             + " can connect (default: as the umask leaves it)")
@@ -125,8 +130,23 @@ public final class ServeCommand implements Callable<Integer> {
         if (!socketAccess(engine)) {
             return 1;
         }
+        final EngineMetrics scrape;
+        try {
+            scrape = metrics == null ? null : EngineMetrics.start(engine, metrics);
+        } catch (final java.io.IOException e) {
+            System.err.println("lazyblk serve: cannot serve --metrics on " + StatusServer.hostPort(metrics) + ": " + e.getMessage());
+            engine.close();
+            return 1;
+        }
+        if (scrape != null) {
+            System.err.println("lazyblk: metrics on http://" + StatusServer.hostPort(metrics).replaceFirst(":\\d+$", "") + ":"
+                + scrape.port() + "/metrics");
+        }
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             notifySystemd("STOPPING=1");
+            if (scrape != null) {
+                scrape.close();
+            }
             engine.close();
         }, "shutdown"));
         System.err.printf("lazyblk: serving %s (%d bytes, %d queue%s%s) on %s%n", local != null ? local : "null disk",
@@ -333,8 +353,23 @@ public final class ServeCommand implements Callable<Integer> {
         if (!socketAccess(engine)) {
             return 1;
         }
+        final EngineMetrics scrape;
+        try {
+            scrape = metrics == null ? null : EngineMetrics.start(engine, metrics);
+        } catch (final java.io.IOException e) {
+            System.err.println("lazyblk serve: cannot serve --metrics on " + StatusServer.hostPort(metrics) + ": " + e.getMessage());
+            engine.close();
+            return 1;
+        }
+        if (scrape != null) {
+            System.err.println("lazyblk: metrics on http://" + StatusServer.hostPort(metrics).replaceFirst(":\\d+$", "") + ":"
+                + scrape.port() + "/metrics");
+        }
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             notifySystemd("STOPPING=1");
+            if (scrape != null) {
+                scrape.close();
+            }
             engine.close();
         }, "shutdown"));
         System.err.printf("lazyblk: serving %s (%d bytes, %s) on %s; 'lazyblk status --socket %s' shows progress%n", local,
