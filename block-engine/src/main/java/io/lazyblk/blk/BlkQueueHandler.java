@@ -133,7 +133,7 @@ final class BlkQueueHandler implements QueueHandler {
         final int pending = take ? Math.min(queue.pending(), POP_BATCH) : 0;
         int done = 0;
         int published = 0;
-        final long takenNow = pending > 0 ? System.nanoTime() : 0; // one reading for the batch: latency metrics
+        final long takenNow = pending > 0 && cfg.timed ? System.nanoTime() : 0; // one reading per batch, if timed
         for (int i = 0; i < pending && freeCount > 0; i++) {
             final int head = queue.pop();
             final BlkRequest req = free[--freeCount];
@@ -208,7 +208,7 @@ final class BlkQueueHandler implements QueueHandler {
             return recycledNow;
         }
         int n = 0;
-        final long now = System.nanoTime();
+        final long now = cfg.timed ? System.nanoTime() : 0;
         // poll() is an acquire: everything the I/O agent wrote (status byte, guest data) is visible here.
         while ((req = completions.poll()) != null) {
             stats.answered(req, now); // under the used lease: the stats' one writer
@@ -232,7 +232,7 @@ final class BlkQueueHandler implements QueueHandler {
      */
     void complete(final BlkRequest req) {
         if (usedLease.compareAndSet(0, 1)) {
-            stats.answered(req, System.nanoTime()); // under the used lease: the stats' one writer
+            stats.answered(req, cfg.timed ? System.nanoTime() : 0); // under the used lease: the stats' one writer
             queue.logWrites(req.chain);
             queue.pushUsed(req.chain.head, req.usedLen);
             queue.publishUsed(); // the release store of used->idx makes the data and status visible to the driver

@@ -45,9 +45,11 @@ public final class QueueStats {
         if (r.status == VirtioBlk.S_OK && bytes > 0) {
             add(counts, base + 2, bytes);
         }
-        final long d = Math.max(0, now - r.takenNanos);
-        add(latency, LatencyBuckets.of(d), 1);
-        add(latency, LatencyBuckets.COUNT + 1, d);
+        if (now != 0 && r.takenNanos != 0) { // timed (metrics are scraped), and taken while timed
+            final long d = Math.max(0, now - r.takenNanos);
+            add(latency, LatencyBuckets.of(d), 1);
+            add(latency, LatencyBuckets.COUNT + 1, d);
+        }
     }
 
     /** Adds this queue's counts into {@code into} (requests, errors, bytes per op) and latency into {@code lat}. */

@@ -116,6 +116,11 @@ public final class VirtioBlkDevice implements VhostUserDevice {
         cfg.watch = e; // volatile: request threads see it from their next write on (BlkIoAgent.watched)
     }
 
+    /** Times requests for the latency histogram from the next batch on (metrics are served); off: no clock reading. */
+    public void timeRequests(final boolean on) {
+        cfg.timed = on; // volatile: each queue reads it once per batch
+    }
+
     /** A queue closed: its counts join the totals, under the lock a scrape takes, so no total ever goes down. */
     private void retire(final QueueStats stats) {
         synchronized (statsLock) {

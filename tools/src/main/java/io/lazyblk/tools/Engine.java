@@ -501,6 +501,11 @@ public final class Engine implements AutoCloseable {
         return sourceNames;
     }
 
+    /** Times requests for the latency histogram (see {@link VirtioBlkDevice#timeRequests}). */
+    void timeRequests(final boolean on) {
+        migrations.device().timeRequests(on);
+    }
+
     /** Everything the device answered: see {@link VirtioBlkDevice#answered}. */
     void answered(final long[] counts, final long[] latency) {
         migrations.device().answered(counts, latency);

@@ -32,6 +32,7 @@ final class EngineMetrics implements MultiCollector, AutoCloseable {
 
     private EngineMetrics(final Engine engine, final InetSocketAddress listen) throws IOException {
         this.engine = engine;
+        engine.timeRequests(true); // the latency histogram: only while metrics are served
         final PrometheusRegistry registry = new PrometheusRegistry();
         registry.register(this);
         this.server = HTTPServer.builder().inetAddress(listen.getAddress()).port(listen.getPort()).registry(registry)
@@ -59,7 +60,8 @@ final class EngineMetrics implements MultiCollector, AutoCloseable {
         out.add(perOp("lazyblk_requests", "requests answered, by operation", counts, 0));
         out.add(perOp("lazyblk_request_errors", "requests answered with an error status, by operation", counts, 1));
         out.add(perOp("lazyblk_bytes", "bytes read, written, discarded or zeroed by requests that succeeded, by operation", counts, 2));
-        out.add(histogram("lazyblk_request_duration_seconds", "time from taking a request off its ring to publishing its answer",
+        out.add(histogram("lazyblk_request_duration_seconds", "time from taking a request off its ring to publishing its answer"
+            + " (requests taken while metrics are served)",
             latency));
         final Map<String, String> status = engine.status();
         final LazyStore lazy = engine.lazyStore();
@@ -132,5 +134,6 @@ final class EngineMetrics implements MultiCollector, AutoCloseable {
     @Override
     public void close() {
         server.close();
+        engine.timeRequests(false);
     }
 }
