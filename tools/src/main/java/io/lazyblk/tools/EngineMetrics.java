@@ -3,9 +3,7 @@ package io.lazyblk.tools;
 import io.lazyblk.blk.LatencyBuckets;
 import io.lazyblk.blk.LazyStore;
 import io.lazyblk.blk.QueueStats;
-import io.prometheus.metrics.exporter.httpserver.HTTPServer;
 import io.prometheus.metrics.model.registry.MultiCollector;
-import io.prometheus.metrics.model.registry.PrometheusRegistry;
 import io.prometheus.metrics.model.snapshots.ClassicHistogramBuckets;
 import io.prometheus.metrics.model.snapshots.CounterSnapshot;
 import io.prometheus.metrics.model.snapshots.GaugeSnapshot;
@@ -28,19 +26,12 @@ import java.util.Map;
  */
 final class EngineMetrics implements MultiCollector, AutoCloseable {
     private final Engine engine;
-    private final HTTPServer server;
+    private final MetricsEndpoint server;
 
     private EngineMetrics(final Engine engine, final InetSocketAddress listen) throws IOException {
         this.engine = engine;
+        this.server = new MetricsEndpoint(this, listen);
         engine.timeRequests(true); // the latency histogram: only while metrics are served
-        final PrometheusRegistry registry = new PrometheusRegistry();
-        registry.register(this);
-        this.server = HTTPServer.builder().inetAddress(listen.getAddress()).port(listen.getPort()).registry(registry)
-            .executorService(java.util.concurrent.Executors.newSingleThreadExecutor(r -> {
-                final Thread t = new Thread(r, "metrics");
-                t.setDaemon(true);
-                return t;
-            })).buildAndStart();
     }
 
     static EngineMetrics start(final Engine engine, final InetSocketAddress listen) throws IOException {
@@ -48,7 +39,7 @@ final class EngineMetrics implements MultiCollector, AutoCloseable {
     }
 
     int port() {
-        return server.getPort();
+        return server.port();
     }
 
     @Override
@@ -114,8 +105,7 @@ final class EngineMetrics implements MultiCollector, AutoCloseable {
     }
 
     private static GaugeSnapshot gauge(final String name, final String help, final double v) {
-        return GaugeSnapshot.builder().name(name).help(help).dataPoint(GaugeSnapshot.GaugeDataPointSnapshot.builder().value(v).build())
-            .build();
+        return MetricsEndpoint.gauge(name, help, v);
     }
 
     /** {@code latency}: {@link LatencyBuckets#COUNT} finite buckets, the +Inf one, then the sum of nanoseconds. */

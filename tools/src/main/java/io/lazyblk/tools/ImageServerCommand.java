@@ -56,6 +56,11 @@ public final class ImageServerCommand implements Callable<Integer> {
         description = "page size, a power of two from 4k to 4M (default ${DEFAULT-VALUE})")
     long pageSize;
 
+    @Option(names = "--metrics", paramLabel = "HOST:PORT", converter = ListenAddressConverter.class,
+        description = "serve /metrics for Prometheus here (a bare PORT: loopback only): clients, bytes sent per image, refusals"
+            + " by reason, requests")
+    InetSocketAddress metrics;
+
     @Option(names = "--cache-dir", paramLabel = "DIR",
         description = "where manifests of images in read-only directories are cached (default: ~/.cache/lazyblk/manifests)")
     Path cacheDir;
@@ -101,9 +106,23 @@ public final class ImageServerCommand implements Callable<Integer> {
             System.err.println("lazyblk image-server: " + e.getMessage());
             return 1;
         }
+        final ProviderMetrics scrape;
+        try {
+            scrape = metrics == null ? null : ProviderMetrics.start(server, metrics);
+        } catch (final IOException e) {
+            System.err.println("lazyblk image-server: cannot serve --metrics on " + StatusServer.hostPort(metrics) + ": " + e.getMessage());
+            server.close();
+            return 1;
+        }
+        if (scrape != null) {
+            System.err.println("lazyblk image-server: metrics on port " + scrape.port() + " (/metrics)");
+        }
         final CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             ServeCommand.notifySystemd("STOPPING=1");
+            if (scrape != null) {
+                scrape.close();
+            }
             server.close();
             stopped.countDown();
         }, "shutdown"));

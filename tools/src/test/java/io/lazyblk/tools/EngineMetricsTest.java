@@ -26,34 +26,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * and a scraper that asks for protobuf gets it, not an error.
  */
 class EngineMetricsTest {
-    /** Debian's python3 (the package python3-prometheus-client installs there), not whatever python3 is first on PATH. */
-    private static final String PYTHON = "/usr/bin/python3";
-
     @TempDir
     Path dir;
-
-    /** Parses exposition text with prometheus_client.parser: "name{k=v,...} value" per sample. */
-    private static Map<String, Double> parse(final String text) throws Exception {
-        final Process p = new ProcessBuilder(PYTHON, "-c", String.join("\n",
-            "import sys",
-            "from prometheus_client.parser import text_string_to_metric_families",
-            "for f in text_string_to_metric_families(sys.stdin.read()):",
-            "    for s in f.samples:",
-            "        labels = ','.join('%s=%s' % kv for kv in sorted(s.labels.items()))",
-            "        print('%s{%s} %r' % (s.name, labels, s.value))")).redirectErrorStream(true).start();
-        p.getOutputStream().write(text.getBytes(StandardCharsets.UTF_8));
-        p.getOutputStream().close();
-        final String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-        assertEquals(0, p.waitFor(), "Prometheus' parser refused the exposition:\n" + out);
-        final Map<String, Double> m = new HashMap<>();
-        for (final String line : out.split("\n")) {
-            if (!line.isBlank()) {
-                final int sp = line.lastIndexOf(' ');
-                m.put(line.substring(0, sp), Double.parseDouble(line.substring(sp + 1)));
-            }
-        }
-        return m;
-    }
 
     @Test
     void shouldCountWhatTheFrontEndsRequestsCompletedAndParseAsPrometheusText() throws Exception {
@@ -76,7 +50,7 @@ class EngineMetricsTest {
             final URI uri = URI.create("http://127.0.0.1:" + metrics.port() + "/metrics");
             final HttpResponse<String> text = http.send(HttpRequest.newBuilder(uri).build(), HttpResponse.BodyHandlers.ofString());
             assertEquals(200, text.statusCode());
-            final Map<String, Double> m = parse(text.body());
+            final Map<String, Double> m = PromText.parse(text.body());
             assertEquals(5.0, m.get("lazyblk_requests_total{op=write}"), text.body());
             assertEquals(8.0, m.get("lazyblk_requests_total{op=read}"), "7 reads and the failed one");
             assertEquals(2.0, m.get("lazyblk_requests_total{op=flush}"));

@@ -126,6 +126,14 @@ public final class ImageServer implements AutoCloseable {
             final LongAdder handovers = new LongAdder();
             final LongAdder idleClosed = new LongAdder();
             final LongAdder demandRequests = new LongAdder();
+            /** Refused hellos by {@link ProviderProtocol.HelloStatus} (by ordinal). */
+            final LongAdder[] refusedBy = new LongAdder[ProviderProtocol.HelloStatus.values().length];
+
+            Counters() {
+                for (int i = 0; i < refusedBy.length; i++) {
+                    refusedBy[i] = new LongAdder();
+                }
+            }
         }
     }
 
@@ -282,6 +290,28 @@ public final class ImageServer implements AutoCloseable {
     }
 
     /** The address the server listens on (with the real port when started on port 0). */
+    /** Page bytes sent per exported image, for metrics. */
+    public Map<String, Long> bytesSentByImage() {
+        final Map<String, Long> m = new java.util.TreeMap<>();
+        images.forEach((name, image) -> m.put(name, image.bytesSent.sum()));
+        return m;
+    }
+
+    /**
+     * Connections refused, by reason: each refused hello's status (unknown_image, bad_token, expired_token, malformed)
+     * and connection_limit (too many connections, from all or from one peer).
+     */
+    public Map<String, Long> refusedByReason() {
+        final Map<String, Long> m = new java.util.TreeMap<>();
+        for (final ProviderProtocol.HelloStatus st : ProviderProtocol.HelloStatus.values()) {
+            if (st != ProviderProtocol.HelloStatus.OK) {
+                m.put(st.name().toLowerCase(java.util.Locale.ROOT), stats.refusedBy[st.ordinal()].sum());
+            }
+        }
+        m.put("connection_limit", slots.refused());
+        return m;
+    }
+
     public InetSocketAddress address() {
         if (listener == null) {
             throw new IllegalStateException("this server listens on its UNIX socket only");

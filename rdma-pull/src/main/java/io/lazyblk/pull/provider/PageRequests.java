@@ -316,6 +316,7 @@ final class PageRequests {
         // Counted before sending, so whoever has received a response also sees it counted.
         server.stats.requests.increment();
         server.stats.bytes.add(length);
+        image.bytesSent.add(length);
         connection.await(Waiting.WRITE, ImageServer.WRITE_STALL_NANOS);
         if (length > 0 && image.corruptsAny(first, count)) {
             writeCorrupted(header, first, count, position, length);

@@ -307,6 +307,7 @@ final class ProviderConnection implements Runnable {
 
     private ServedImage refuse(final HelloStatus status, final String message) throws IOException {
         server.stats.refused.increment();
+        server.stats.refusedBy[status.ordinal()].increment();
         // One line: who, which image, why. Never the token: a log reader must not be able to replay it.
         LOG.warn("refused {} for image '{}': {} ({})", peer, imageName, status, message);
         writeFully(ProviderProtocol.encodeAnswer(status, message, null));

@@ -22,6 +22,8 @@ final class ServedImage implements AutoCloseable {
     final Availability availability;
     /** Every page sent is checked against its hash first ({@link ImageExport#verifyServed()}). */
     final boolean verifyServed;
+    /** Page bytes sent of this image (metrics: bytes sent per image). */
+    final java.util.concurrent.atomic.LongAdder bytesSent = new java.util.concurrent.atomic.LongAdder();
     /** The export's live migration ({@link ImageExport#migration()}), or null. */
     final MigrationControl migration;
     /** What boots of this image read on demand, learned here and handed out; null with learning off, for a peer or a live disk. */
