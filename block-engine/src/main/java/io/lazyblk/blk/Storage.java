@@ -58,6 +58,7 @@ public final class Storage implements AutoCloseable {
     private volatile BlockBackend backend;
     private ImageLock lock;
     private volatile boolean handedOver;
+    private volatile boolean waitingForLock;
     private int carriedWriteback = -1;
     private Gate gate;
     /** Whether the open backend went through the gate (control thread only). */
@@ -153,6 +154,11 @@ public final class Storage implements AutoCloseable {
         return handedOver;
     }
 
+    /** Whether its VM started a queue and the engine now waits for the image's lock, another engine holding it. */
+    public boolean waitingForLock() {
+        return waitingForLock;
+    }
+
     /** Whether the engine waits for the image's lock (a migration's destination before its switchover). */
     public boolean standingBy() {
         return backend == null && !handedOver;
@@ -170,9 +176,16 @@ public final class Storage implements AutoCloseable {
         try {
             final long t0 = System.nanoTime();
             if (lock == null) { // held already if only the backend is gone (a gate's reopen failed)
-                final ImageLock l = ImageLock.acquire(image, readOnly, lockWait, () -> LOG.info(
-                    "waiting up to {} s for the lock of {} (the engine that served it before lets go at the migration's switchover)",
-                    lockWait.toSeconds(), image));
+                final ImageLock l;
+                try {
+                    l = ImageLock.acquire(image, readOnly, lockWait, () -> {
+                        waitingForLock = true; // volatile: status and tests see the wait
+                        LOG.info("waiting up to {} s for the lock of {} (the engine that served it before lets go at the"
+                            + " migration's switchover)", lockWait.toSeconds(), image);
+                    });
+                } finally {
+                    waitingForLock = false;
+                }
                 if (l == null) {
                     throw new IOException(image + " is still locked by another open of it after " + lockWait.toSeconds() + " s, so"
                         + " this engine does not serve it. If a migration's source engine still runs, it did not let go: stop it;"

@@ -13,6 +13,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * The image lock over real files: exclusive against every other open of the file (this process's too, as OFD locks
@@ -47,14 +48,15 @@ class ImageLockTest {
         final ImageLock held = ImageLock.tryAcquire(img, false);
         assertNull(ImageLock.acquire(img, false, Duration.ofMillis(100), said::incrementAndGet), "still held after the bound");
         assertEquals(1, said.get(), "the wait is announced once");
+        final java.util.concurrent.CountDownLatch waiting = new java.util.concurrent.CountDownLatch(1);
         final CompletableFuture<ImageLock> waiter = CompletableFuture.supplyAsync(() -> {
             try {
-                return ImageLock.acquire(img, false, Duration.ofSeconds(10), () -> { });
+                return ImageLock.acquire(img, false, Duration.ofSeconds(10), waiting::countDown);
             } catch (final java.io.IOException e) {
                 throw new RuntimeException(e);
             }
         });
-        Thread.sleep(100);
+        assertTrue(waiting.await(10, TimeUnit.SECONDS), "the second open found the lock held and waits");
         held.close();
         try (ImageLock got = waiter.get(10, TimeUnit.SECONDS)) {
             assertNotNull(got, "taken once the holder let go");

@@ -127,8 +127,25 @@ public final class ServeCommand implements Callable<Integer> {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 2;
         }
-        if (!socketAccess(engine)) {
+        if (!prepare(engine)) {
             return 1;
+        }
+        System.err.printf("lazyblk: serving %s (%d bytes, %d queue%s%s) on %s%n", local != null ? local : "null disk",
+            engine.sizeBytes(), queues, queues == 1 ? "" : "s", (readOnly ? ", read-only" : "")
+                + (engine.storage().standingBy() ? ", standing by: another engine holds it, see above" : ""), socket);
+        ready(local != null ? local.toString() : "null disk");
+        engine.join();
+        return 0;
+    }
+
+    /**
+     * What every started engine gets before it is announced: the socket's mode and group, --metrics, and the shutdown
+     * hook (systemd told it stops, metrics and engine closed). False, after one line and with the engine closed, if any
+     * of it fails.
+     */
+    private boolean prepare(final Engine engine) {
+        if (!socketAccess(engine)) {
+            return false;
         }
         final EngineMetrics scrape;
         try {
@@ -136,7 +153,7 @@ public final class ServeCommand implements Callable<Integer> {
         } catch (final java.io.IOException e) {
             System.err.println("lazyblk serve: cannot serve --metrics on " + StatusServer.hostPort(metrics) + ": " + e.getMessage());
             engine.close();
-            return 1;
+            return false;
         }
         if (scrape != null) {
             System.err.println("lazyblk: metrics on http://" + StatusServer.hostPort(metrics).replaceFirst(":\\d+$", "") + ":"
@@ -149,12 +166,7 @@ public final class ServeCommand implements Callable<Integer> {
             }
             engine.close();
         }, "shutdown"));
-        System.err.printf("lazyblk: serving %s (%d bytes, %d queue%s%s) on %s%n", local != null ? local : "null disk",
-            engine.sizeBytes(), queues, queues == 1 ? "" : "s", (readOnly ? ", read-only" : "")
-                + (engine.storage().standingBy() ? ", standing by: another engine holds it, see above" : ""), socket);
-        ready(local != null ? local.toString() : "null disk");
-        engine.join();
-        return 0;
+        return true;
     }
 
     /** Type=notify: the socket accepts (it was bound and listens before the engine started): systemd may start QEMU. */
@@ -350,28 +362,9 @@ public final class ServeCommand implements Callable<Integer> {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 1;
         }
-        if (!socketAccess(engine)) {
+        if (!prepare(engine)) {
             return 1;
         }
-        final EngineMetrics scrape;
-        try {
-            scrape = metrics == null ? null : EngineMetrics.start(engine, metrics);
-        } catch (final java.io.IOException e) {
-            System.err.println("lazyblk serve: cannot serve --metrics on " + StatusServer.hostPort(metrics) + ": " + e.getMessage());
-            engine.close();
-            return 1;
-        }
-        if (scrape != null) {
-            System.err.println("lazyblk: metrics on http://" + StatusServer.hostPort(metrics).replaceFirst(":\\d+$", "") + ":"
-                + scrape.port() + "/metrics");
-        }
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            notifySystemd("STOPPING=1");
-            if (scrape != null) {
-                scrape.close();
-            }
-            engine.close();
-        }, "shutdown"));
         System.err.printf("lazyblk: serving %s (%d bytes, %s) on %s; 'lazyblk status --socket %s' shows progress%n", local,
             engine.sizeBytes(), engine.storage().standingBy() ? "standing by: another engine holds it, see above"
                 : engine.lazyStore() != null ? "filling lazily from " + String.join(", ", sources)

@@ -84,20 +84,17 @@ class CliBasicsTest {
             assertEquals(0, json.code(), json.err());
             final String o = json.out().strip();
             assertTrue(o.startsWith("{") && o.endsWith("}") && o.contains("\"mode\":\"disk-only\"") && o.contains("\"size_bytes\":1048576"), o);
-            final Thread stopper = new Thread(() -> {
-                try {
-                    Thread.sleep(1000);
-                } catch (final InterruptedException ignored) {
-                    return;
-                }
+            final Path logs = Files.createDirectories(Path.of("target", "lazy-process-logs", "cli-basics"));
+            try (LazyblkProcess watch = LazyblkProcess.start("watch", logs, "status", "--socket", dir.resolve("s.sock").toString(),
+                "--format", "kv", "--watch", "200ms")) {
+                final String first = watch.awaitLine("mode=disk-only", LazyblkProcess.START_TIMEOUT);
+                final int after = watch.lineCount();
+                watch.awaitLine("mode=disk-only", after, LazyblkProcess.START_TIMEOUT); // printed again
+                assertTrue(first.startsWith("mode="), first);
                 e.close();
-            });
-            stopper.start();
-            final CliRun watched = CliRun.run("status", "--socket", dir.resolve("s.sock").toString(), "--format", "kv", "--watch", "200ms");
-            stopper.join();
-            assertEquals(1, watched.code(), "ends once the engine is gone");
-            assertTrue(watched.out().split("mode=disk-only", -1).length - 1 >= 2, "printed again and again:\n" + watched.out());
-            assertTrue(watched.err().contains("lost the engine"), watched.err());
+                assertEquals(1, watch.awaitExit(java.time.Duration.ofSeconds(10)), "ends once the engine is gone");
+                assertTrue(watch.output().contains("lost the engine"), watch.output());
+            }
         } finally {
             e.close();
         }

@@ -39,18 +39,15 @@ class EngineHandoverTest {
 
     @TempDir
     Path dir;
-    private final java.util.List<AutoCloseable> open = new java.util.ArrayList<>();
+    private final Closer open = new Closer();
 
     @AfterEach
     void closeAll() throws Exception {
-        for (int i = open.size() - 1; i >= 0; i--) {
-            open.get(i).close();
-        }
+        open.close();
     }
 
     private <T extends AutoCloseable> T keep(final T c) {
-        open.add(c);
-        return c;
+        return open.keep(c);
     }
 
     private static String mode(final Engine e) {
@@ -84,7 +81,8 @@ class EngineHandoverTest {
                 throw new RuntimeException(e);
             }
         });
-        Thread.sleep(500);
+        io.lazyblk.pagemap.Await.until("B's VM started a queue and B waits for the lock", Duration.ofSeconds(10),
+            () -> b.storage().waitingForLock());
         assertFalse(readOnB.isDone(), "the destination serves nothing while the source holds the image");
 
         FrontEnds.switchover(feA);
@@ -222,13 +220,17 @@ class EngineHandoverTest {
         final long logBytes = FrontEnds.RAM_BYTES / 4096 / 8;
         final java.lang.foreign.MemorySegment view = io.lazyblk.vhost.mem.SealedMemfd.mapShared(log, logBytes, 0, arena);
 
+        // Threads of their own: the common pool may have a single thread on 2 cores, and the stop below must run while
+        // the read still waits (it did not: it queued behind the read until the provider let the page go).
+        final java.util.concurrent.ExecutorService threads = java.util.concurrent.Executors.newFixedThreadPool(2);
+        keep(threads::shutdownNow);
         final CompletableFuture<byte[]> read = CompletableFuture.supplyAsync(() -> {
             try {
                 return FrontEnds.client(fe, 0).timeout(Duration.ofSeconds(30)).read((long) held * (64 << 10) / 512, 64 << 10).data();
             } catch (final Exception e) {
                 throw new RuntimeException(e);
             }
-        });
+        }, threads);
         io.lazyblk.pagemap.Await.until("the engine took the read and asked for its page", Duration.ofSeconds(10),
             () -> a.lazyStore().fillStats().demandFetches() >= 1);
         final int usedBefore = fe.queue(0).usedIdx();
@@ -238,8 +240,9 @@ class EngineHandoverTest {
             } catch (final java.io.IOException e) {
                 throw new RuntimeException(e);
             }
-        });
-        Thread.sleep(500);
+        }, threads);
+        io.lazyblk.pagemap.Await.until("the engine stops the queue (GET_VRING_BASE) and waits for its request",
+            Duration.ofSeconds(10), EngineHandoverTest::stoppingAQueue);
         assertFalse(stop.isDone(), "GET_VRING_BASE is not answered while a request it took is in flight");
         assertFalse(read.isDone());
         release.countDown();
@@ -255,6 +258,18 @@ class EngineHandoverTest {
             marked += Integer.bitCount(Byte.toUnsignedInt(view.get(java.lang.foreign.ValueLayout.JAVA_BYTE, i)));
         }
         assertTrue(marked >= 16, "the 64 KiB read's data pages are marked: " + marked);
+    }
+
+    /** Whether a thread of this JVM is inside a connection's stop of a queue (waiting for its in-flight requests). */
+    private static boolean stoppingAQueue() {
+        for (final StackTraceElement[] stack : Thread.getAllStackTraces().values()) {
+            for (final StackTraceElement f : stack) {
+                if (f.getClassName().endsWith("VhostUserConnection") && f.getMethodName().equals("stopQueue")) {
+                    return true;
+                }
+            }
+        }
+        return false;
     }
 
     private static Engine.LazySource lazy(final ImageServer server, final byte[] secret, final long fillRate) {

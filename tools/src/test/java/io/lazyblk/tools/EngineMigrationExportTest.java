@@ -35,24 +35,27 @@ class EngineMigrationExportTest {
 
     @TempDir
     Path dir;
-    private final java.util.List<AutoCloseable> open = new java.util.ArrayList<>();
+    private final Closer open = new Closer();
 
     @AfterEach
     void closeAll() throws Exception {
-        for (int i = open.size() - 1; i >= 0; i--) {
-            open.get(i).close();
-        }
+        open.close();
     }
 
     private <T extends AutoCloseable> T keep(final T c) {
-        open.add(c);
-        return c;
+        return open.keep(c);
     }
 
     private Map<String, String> exportOn(final Path socket, final String name) throws Exception {
         final Path secret = Files.write(dir.resolve("secret"), SECRET);
         return StatusCommand.request(StatusServer.controlSocket(socket), "migrate-export listen=127.0.0.1:0 name=" + name
             + " secret-file=" + secret, false);
+    }
+
+    /** A destination engine's source: the export {@code name} at {@code hostPort} (HOST, PORT), with a token of it. */
+    private static Engine.LazySource fromExport(final String[] hostPort, final String name) {
+        return new Engine.LazySource(new InetSocketAddress(hostPort[0], Integer.parseInt(hostPort[1])), name,
+            TokenSource.fixed(AccessToken.mint(SECRET, name, Instant.now().plusSeconds(600))), 8L << 20, 0, Duration.ofSeconds(10), 0);
     }
 
     @Test
@@ -73,9 +76,7 @@ class EngineMigrationExportTest {
 
         final Path imageB = dir.resolve("b.img");
         final Engine b = keep(Engine.startLazy(Engine.Options.file(dir.resolve("b.sock"), imageB),
-            new Engine.LazySource(new InetSocketAddress(hostPort[0], Integer.parseInt(hostPort[1])), "vm1-move",
-                TokenSource.fixed(AccessToken.mint(SECRET, "vm1-move", Instant.now().plusSeconds(600))), 8L << 20, 0,
-                Duration.ofSeconds(10), 0)));
+            fromExport(hostPort, "vm1-move")));
         // B fills everything while the guest runs on A; A's guest then writes into pages B already has.
         io.lazyblk.pagemap.Await.until("B fetched every page", Duration.ofSeconds(30),
             () -> b.lazyStore() != null && b.lazyStore().localPages() == b.lazyStore().pageCount());
@@ -124,9 +125,7 @@ class EngineMigrationExportTest {
             answer = exportOn(dir.resolve("a.sock"), "vm2-move");
             final String[] hostPort = answer.get("listen").split(":");
             final Engine b = keep(Engine.startLazy(Engine.Options.file(dir.resolve("b.sock"), dir.resolve("b.img")),
-                new Engine.LazySource(new InetSocketAddress(hostPort[0], Integer.parseInt(hostPort[1])), "vm2-move",
-                    TokenSource.fixed(AccessToken.mint(SECRET, "vm2-move", Instant.now().plusSeconds(600))), 8L << 20, 0,
-                    Duration.ofSeconds(10), 0)));
+                fromExport(hostPort, "vm2-move")));
             io.lazyblk.pagemap.Await.until("B fetched every page", Duration.ofSeconds(30),
                 () -> b.lazyStore() != null && b.lazyStore().localPages() == b.lazyStore().pageCount());
             try (VhostUserFrontend feA = FrontEnds.connect(dir.resolve("a.sock"))) {
@@ -180,9 +179,7 @@ class EngineMigrationExportTest {
         final Map<String, String> answer = exportOn(dir.resolve("a.sock"), "vm3-move");
         final String[] hostPort = answer.get("listen").split(":");
         final Engine b = keep(Engine.startLazy(Engine.Options.file(dir.resolve("b.sock"), dir.resolve("b.img")),
-            new Engine.LazySource(new InetSocketAddress(hostPort[0], Integer.parseInt(hostPort[1])), "vm3-move",
-                TokenSource.fixed(AccessToken.mint(SECRET, "vm3-move", Instant.now().plusSeconds(600))), 8L << 20, 0,
-                Duration.ofSeconds(10), 0)));
+            fromExport(hostPort, "vm3-move")));
         io.lazyblk.pagemap.Await.until("B fetched every page", Duration.ofSeconds(30),
             () -> b.lazyStore() != null && b.lazyStore().localPages() == b.lazyStore().pageCount());
         final byte[] first = TestImage.pattern(4096, 15);
