@@ -63,7 +63,7 @@ public final class BootBenchCommand implements Callable<Integer> {
     @Option(names = "--rounds", defaultValue = "3", description = "interleaved rounds; medians are reported (default ${DEFAULT-VALUE})")
     int rounds;
 
-    @Option(names = "--work-dir", defaultValue = "${java.io.tmpdir}/lazyblk-bench-boot", description = "scratch space (default ${DEFAULT-VALUE})")
+    @Option(names = "--work-dir", defaultValue = "${java.io.tmpdir}/lazyblk-bench-boot-${user.name}", description = "scratch space (default ${DEFAULT-VALUE})")
     Path workDir;
 
     @Option(names = "--miss-only", description = "measure only the demand-miss latency against the raw round trip (no guest boots)")
@@ -96,7 +96,7 @@ public final class BootBenchCommand implements Callable<Integer> {
             System.err.println("lazyblk bench-boot: --rounds must be at least 1");
             return 2;
         }
-        Files.createDirectories(workDir);
+        WorkDir.prepare(workDir);
         final QemuGuest guest = new QemuGuest(scripts);
         final Path golden = golden(guest, scripts);
         if (golden == null) {

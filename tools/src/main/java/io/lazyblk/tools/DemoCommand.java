@@ -26,7 +26,7 @@ import java.util.concurrent.Callable;
     description = "Create a sample image, serve it, boot a QEMU guest from it (or drive it with the built-in front end), and report.")
 public final class DemoCommand implements Callable<Integer> {
     @Option(names = "--work-dir", description = "where the image, socket and logs go (default: ${DEFAULT-VALUE})",
-        defaultValue = "${java.io.tmpdir}/lazyblk-demo")
+        defaultValue = "${java.io.tmpdir}/lazyblk-demo-${user.name}")
     Path workDir;
 
     @Option(names = "--size", converter = SizeConverter.class, defaultValue = "128M", description = "sample image size (default ${DEFAULT-VALUE})")
@@ -57,7 +57,7 @@ public final class DemoCommand implements Callable<Integer> {
             System.err.println("lazyblk demo: --size must be a multiple of 4k and at least 16M");
             return 2;
         }
-        Files.createDirectories(workDir);
+        WorkDir.prepare(workDir);
         final Path image = workDir.resolve("sample.img");
         final Path socket = workDir.resolve("vhost.sock");
         if (!localOnly) {

@@ -37,7 +37,7 @@ public final class FillBenchCommand implements Callable<Integer> {
     @Option(names = "--size", defaultValue = "1G", converter = SizeConverter.class, description = "image size (default ${DEFAULT-VALUE})")
     long size;
 
-    @Option(names = "--work-dir", defaultValue = "${java.io.tmpdir}/lazyblk-bench-fill", description = "scratch space for the image (default ${DEFAULT-VALUE})")
+    @Option(names = "--work-dir", defaultValue = "${java.io.tmpdir}/lazyblk-bench-fill-${user.name}", description = "scratch space for the image (default ${DEFAULT-VALUE})")
     Path workDir;
 
     @Option(names = "--local-dir", description = "where the engine's local file goes (default: --work-dir, a real file system;"
@@ -69,7 +69,7 @@ public final class FillBenchCommand implements Callable<Integer> {
             System.err.println("bench-fill: --rounds must be 1..100, got " + rounds);
             return 2;
         }
-        Files.createDirectories(workDir);
+        WorkDir.prepare(workDir);
         final Path local = localDir != null ? localDir : workDir;
         Files.createDirectories(local);
         final Path image = workDir.resolve("image-" + size + ".raw");

@@ -43,7 +43,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
     @Option(names = "--size", defaultValue = "1G", converter = SizeConverter.class, description = "image size (default ${DEFAULT-VALUE})")
     long size;
 
-    @Option(names = "--work-dir", defaultValue = "${java.io.tmpdir}/lazyblk-bench-sources", description = "scratch space for the image (default ${DEFAULT-VALUE})")
+    @Option(names = "--work-dir", defaultValue = "${java.io.tmpdir}/lazyblk-bench-sources-${user.name}", description = "scratch space for the image (default ${DEFAULT-VALUE})")
     Path workDir;
 
     @Option(names = "--local-dir", description = "where the engine's local files go (default: /dev/shm if it is there, so the"
@@ -71,7 +71,7 @@ public final class SourceBenchCommand implements Callable<Integer> {
             System.err.println("bench-sources: --rounds must be 1..100, got " + rounds);
             return 2;
         }
-        Files.createDirectories(workDir);
+        WorkDir.prepare(workDir);
         final Path local = localDir != null ? localDir : Files.isDirectory(Path.of("/dev/shm")) ? Path.of("/dev/shm") : workDir;
         final Path image = workDir.resolve("image-" + size + ".raw");
         if (!Files.exists(image) || Files.size(image) != size) {

@@ -48,6 +48,12 @@ class CliErrorsTest {
     }
 
     @Test
+    void shouldSayInOneLineThatTheDemosWorkDirectoryCannotBeMade() throws Exception {
+        final Path file = Files.writeString(dir.resolve("a-file"), "not a directory");
+        assertOneLine(CliRun.run("demo", "--work-dir", file.resolve("sub").toString()), 1, "give --work-dir a directory you can write");
+    }
+
+    @Test
     void shouldExitTwoForAUsageError() {
         final CliRun r = CliRun.run("serve", "--socket");
         assertEquals(2, r.code(), r.out() + r.err());

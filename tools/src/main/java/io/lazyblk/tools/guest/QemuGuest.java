@@ -166,10 +166,10 @@ public final class QemuGuest {
 
     /**
      * Uses the guest directory {@code build-guest.sh} defaults to ({@code $LAZYBLK_GUEST_DIR}, else
-     * {@code ~/.cache/lazyblk/guest}) and logs to {@code java.io.tmpdir/lazyblk-guest}.
+     * {@code ~/.cache/lazyblk/guest}) and logs to {@code java.io.tmpdir/lazyblk-guest-USER}.
      */
     public QemuGuest(final Path guestScriptsDir) {
-        this(guestScriptsDir, defaultGuestDir(), Path.of(System.getProperty("java.io.tmpdir"), "lazyblk-guest"));
+        this(guestScriptsDir, defaultGuestDir(), Path.of(System.getProperty("java.io.tmpdir"), "lazyblk-guest-" + System.getProperty("user.name")));
     }
 
     /** Where the kernel and initramfs are built and kept. */
