@@ -139,6 +139,8 @@ busybox=/bin/busybox
 if ldd "$busybox" >/dev/null 2>&1; then
     die "$busybox is dynamically linked: apt-get install busybox-static"
 fi
+# e2fsprogs installs in /usr/sbin, which is not on an ordinary user's PATH on Debian.
+PATH=$PATH:/usr/sbin:/sbin
 command -v mke2fs >/dev/null || die "mke2fs not found: apt-get install e2fsprogs"
 # mke2fs -d (populate from a directory) appeared in e2fsprogs 1.43.
 mke2fs_version=$(mke2fs -V 2>&1 | awk 'NR == 1 { print $2 }')
