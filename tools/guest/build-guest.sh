@@ -28,7 +28,8 @@ listed in /lib/modules/root.order: ext4 (which also mounts ext2), unless the
 kernel has it built in (Debian's cloud kernel does: root.order is then empty).
 
 Needs: apt-get, apt-cache, dpkg, gzip, busybox-static (/bin/busybox); xz only
-if the kernel ships .ko.xz modules. Meant to run as root (apt-get update).
+if the kernel ships .ko.xz modules. Any user can run it; if the download fails, it runs
+'apt-get update' once, which only root may.
 EOF
 }
 
@@ -72,10 +73,11 @@ done
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# apt-get download drops privileges to _apt, which must be able to write here.
+# apt-get download run by root drops privileges to _apt, which must be able to write here; run by anyone else it
+# downloads as that user.
 chmod 755 "$work"
 mkdir "$work/deb" "$work/root"
-if id _apt >/dev/null 2>&1; then chown _apt "$work/deb"; fi
+if [[ $(id -u) -eq 0 ]] && id _apt >/dev/null 2>&1; then chown _apt "$work/deb"; fi
 
 kernel_pkg() {
     apt-cache depends "$meta_pkg" 2>/dev/null \
