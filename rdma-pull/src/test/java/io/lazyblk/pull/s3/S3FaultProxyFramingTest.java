@@ -16,7 +16,10 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** The proxy's HTTP framing on messages S3 servers send that s3proxy does not (chunked responses, trailers). */
+/**
+ * The proxy's HTTP framing on what s3proxy never sends (trailers, chunk extensions, HTTP/1.0, malformed heads) and on
+ * where a cut falls; S3FaultProxyTest covers what it does send (s3proxy's error documents come chunked).
+ */
 class S3FaultProxyFramingTest {
     private static InputStream in(final String s) {
         return new ByteArrayInputStream(s.getBytes(StandardCharsets.ISO_8859_1));

@@ -9,6 +9,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.net.Socket;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -35,6 +36,8 @@ class S3FaultProxyTest {
     private static S3TestServer server;
     private static Curl curl;
     private S3FaultProxy proxy;
+    /** curl -v's account of the last statuses() run: which connections it opened, reused and closed. */
+    private String lastStderr = "";
 
     @BeforeAll
     static void startServer() throws Exception {
@@ -77,18 +80,19 @@ class S3FaultProxyTest {
             if (i > 0) {
                 cmd.add("--next");
             }
-            cmd.addAll(List.of("-sS", "-o", "/dev/null", "-w", "%{http_code}\\n"));
+            cmd.addAll(List.of("-sSv", "-o", "/dev/null", "-w", "%{http_code}\\n"));
             cmd.addAll(curl.auth());
             cmd.addAll(transfers.get(i));
         }
         final Curl.Raw r = curl.exec(cmd);
+        lastStderr = r.stderr();
         assertEquals(0, r.exit(), r.stderr());
         return r.stdout().lines().map(Integer::valueOf).toList();
     }
 
     @Test
     void signedRequestsPassUnchangedAndAreCounted() throws Exception {
-        final byte[] content = random(3 * 1024 * 1024 + 5, 1); // past 1 MiB: curl sends Expect: 100-continue
+        final byte[] content = random(3 * 1024 * 1024 + 5, 1); // an upload curl sends after a 100 Continue
         final Curl.Result put = curl.put(url("disk.img"), content);
         assertEquals(200, put.status(), put.bodyText() + put.stderr());
         assertArrayEquals(content, server.getObject(BUCKET, "disk.img"));
@@ -111,8 +115,8 @@ class S3FaultProxyTest {
         assertTrue(forged.bodyText().contains("<Code>SignatureDoesNotMatch</Code>"), forged.bodyText());
 
         assertEquals(5, proxy.requests());
+        // Not maxConnectionsOpen() == 1: a curl's connection may not yet be seen closed when the next curl connects.
         Await.until("curl's connections to close", WAIT, () -> proxy.connectionsOpen() == 0);
-        assertEquals(1, proxy.maxConnectionsOpen(), "one curl run at a time: one connection at a time");
     }
 
     @Test
@@ -133,17 +137,19 @@ class S3FaultProxyTest {
 
     @Test
     void injectedFailureNeverReachesTheServerAndKeepsTheConnection() throws Exception {
-        final byte[] content = random(50_000, 3); // under 1 MiB: no Expect, the proxy reads the body and keeps alive
+        final byte[] content = random(50_000, 3);
         final Path src = tmp.resolve("failed-put.bin");
-        java.nio.file.Files.write(src, content);
+        Files.write(src, content);
         proxy.failNext(1, 500, "InternalError");
-        final List<String> put = List.of("-T", src.toString(), url("failed-put"));
+        // No Expect: 100-continue (curl 7.88 sends it for any upload over 1 KiB): the body comes with the head, so the
+        // proxy reads it, answers, and the connection carries on. With Expect, see the test below.
+        final List<String> put = List.of("-H", "Expect:", "-T", src.toString(), url("failed-put"));
 
         assertEquals(List.of(500, 404), statuses(List.of(put, List.of(url("failed-put")))),
             "the PUT failed by the proxy, then a GET on the same connection finding nothing");
         // 404 would be the right answer of the store; a 200 here means the failed PUT was forwarded.
         assertFalse(server.objectExists(BUCKET, "failed-put"), "the failed PUT reached the server");
-        assertEquals(1, proxy.maxConnectionsOpen(), "the connection outlived the injected failure");
+        assertEquals(1, proxy.maxConnectionsOpen(), "the connection outlived the injected failure: " + lastStderr);
 
         assertEquals(List.of(200), statuses(List.of(put)));
         assertArrayEquals(content, server.getObject(BUCKET, "failed-put"));
@@ -152,7 +158,7 @@ class S3FaultProxyTest {
 
     @Test
     void injectedFailureOfAnUploadAwaitingContinueEndsTheConnection() throws Exception {
-        final byte[] content = random(2 * 1024 * 1024, 6); // past 1 MiB: curl waits for 100 Continue before the body
+        final byte[] content = random(2 * 1024 * 1024, 6); // big enough that any curl waits for 100 Continue first
         proxy.failNext(1, 503, "SlowDown");
         final Curl.Result refused = curl.put(url("awaiting"), content);
         assertEquals(0, refused.exit(), refused.stderr());
