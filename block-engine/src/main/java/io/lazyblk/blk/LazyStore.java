@@ -128,7 +128,8 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         // background-filled pages left in the page cache.
         final long budgetPages = options.memoryBudget() / geo.pageSize();
         final long inFlightPages = Math.max(8, budgetPages / 4);
-        final int maxRunPages = Math.max(1, Math.min(BackgroundRuns.RUN_BYTES / geo.pageSize(),
+        final int runBytes = Math.max(BackgroundRuns.RUN_BYTES, source.preferredRunBytes());
+        final int maxRunPages = Math.max(1, Math.min(runBytes / geo.pageSize(),
             source.maxPagesPerFetch() / manifest.sourcePagesPerPage()));
         // At least two runs fit the half, each as long as it allows (so a small budget gets shorter runs, not none).
         final int runPages = (int) Math.max(1, Math.min(maxRunPages, inFlightPages / 4));

@@ -66,6 +66,15 @@ public interface PageSource extends AutoCloseable {
     /** Most pages one {@link #fetch} may ask for; a longer fetch completes {@link #FAILED}. */
     int maxPagesPerFetch();
 
+    /**
+     * Bytes the background fill should ask for in one fetch from this source, or 0 for the fill's own default (256 KiB,
+     * what a tcp:// provider's window suits). A source whose every request costs a long round trip (an object store)
+     * asks for more; the fill still keeps to {@link #maxPagesPerFetch()} and to its memory budget.
+     */
+    default int preferredRunBytes() {
+        return 0;
+    }
+
     /** Fetches in flight. */
     int inFlight();
 

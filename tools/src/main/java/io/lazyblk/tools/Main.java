@@ -7,7 +7,7 @@ import picocli.CommandLine.Command;
 @Command(name = "lazyblk", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
     description = "vhost-user-blk backend that boots VMs from images served locally or pulled lazily.",
     subcommands = {ServeCommand.class, io.lazyblk.tools.frontend.BenchCommand.class, BootBenchCommand.class, SourceBenchCommand.class, FillBenchCommand.class,
-        DemoCommand.class, StatusCommand.class, MigrateExportCommand.class, ImageServerCommand.class, DoctorCommand.class,
+        DemoCommand.class, StatusCommand.class, MigrateExportCommand.class, ImageServerCommand.class, PublishCommand.class, DoctorCommand.class,
         TokenCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     /** The version the build wrote into {@code version.properties} (resources-filtered). */

@@ -45,12 +45,15 @@ public final class ServeCommand implements Callable<Integer> {
     @Option(names = "--source", paramLabel = "URI",
         description = {"fill --local lazily from this image source (see image-server); the file is created if missing:",
             "tcp://HOST:PORT/NAME (a provider over TCP), rdma://HOST:PORT/NAME (the same provider by RDMA READs where this host",
-            "can, else TCP: see 'lazyblk doctor') or shm://SOCKPATH/NAME (an image server's UNIX socket on this host).",
+            "can, else TCP: see 'lazyblk doctor'), shm://SOCKPATH/NAME (an image server's UNIX socket on this host) or",
+            "s3://BUCKET/KEY (an object published by 'lazyblk publish'; S3 credentials and endpoint from AWS_ACCESS_KEY_ID,",
+            "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3; no lazyblk token).",
             "Repeat for a chain, nearest first (host cache, peers, seed): each page comes from the first source that has it."})
     java.util.List<String> sources;
 
     @Option(names = "--token", paramLabel = "TOKEN",
-        description = "access token for --source (see 'lazyblk token'); one for all sources, or one per --source in order."
+        description = "access token for --source (see 'lazyblk token'); one for all sources, or one per --source in order"
+            + " (s3:// sources take none and are not counted)."
             + " Every user of this host can read it in 'ps': prefer --token-file or " + TokenSource.ENV + ".")
     java.util.List<String> tokens;
 
@@ -324,6 +327,28 @@ public final class ServeCommand implements Callable<Integer> {
         }
     }
 
+    /**
+     * One token source per {@code --source}: {@link #tokenSources} for those that take a lazyblk token (given for them
+     * alone: one for all, or one per such source in order), {@link TokenSource#NONE} for s3:// ones.
+     */
+    private List<TokenSource> sourceTokens(final List<SourceUri> parsed) {
+        final int needing = (int) parsed.stream().filter(SourceUri::needsToken).count();
+        if (needing == 0) {
+            if (tokens != null || tokenFiles != null) {
+                throw new IllegalArgumentException("s3:// sources take no lazyblk token (S3's credentials decide: AWS_ACCESS_KEY_ID,"
+                    + " AWS_SECRET_ACCESS_KEY); drop --token and --token-file");
+            }
+            return java.util.Collections.nCopies(parsed.size(), TokenSource.NONE);
+        }
+        final List<TokenSource> given = tokenSources(tokens, tokenFiles, needing, environment);
+        final List<TokenSource> out = new ArrayList<>();
+        int next = 0;
+        for (final SourceUri u : parsed) {
+            out.add(u.needsToken() ? given.get(next++) : TokenSource.NONE);
+        }
+        return out;
+    }
+
     private Integer serveLazy() throws Exception {
         final java.util.List<SourceUri> parsed = new java.util.ArrayList<>();
         try {
@@ -340,7 +365,12 @@ public final class ServeCommand implements Callable<Integer> {
         }
         final List<TokenSource> tokenSources;
         try {
-            tokenSources = tokenSources(tokens, tokenFiles, parsed.size(), environment);
+            tokenSources = sourceTokens(parsed);
+            for (int i = 0; i < parsed.size(); i++) {
+                if (!parsed.get(i).needsToken()) {
+                    parsed.set(i, parsed.get(i).withS3Config(io.lazyblk.pull.s3.S3Config.fromEnvironment(environment)));
+                }
+            }
         } catch (final IllegalArgumentException e) {
             System.err.println("lazyblk serve: " + e.getMessage());
             return 2;

@@ -43,7 +43,13 @@ class CommandLineTest {
         final String local = dir.resolve("l.img").toString();
         final CliRun scheme = run("serve", "--socket", sock, "--local", local, "--token", "t", "--source", "ftp://host:1/img");
         assertEquals(2, scheme.code());
-        assertTrue(scheme.err().contains("tcp://HOST:PORT/NAME, rdma://HOST:PORT/NAME or shm://SOCKPATH/NAME"), scheme.err());
+        assertTrue(scheme.err().contains("tcp://HOST:PORT/NAME, rdma://HOST:PORT/NAME, shm://SOCKPATH/NAME or s3://BUCKET/KEY"), scheme.err());
+        final CliRun bucket = run("serve", "--socket", sock, "--local", local, "--source", "s3://Not_A_Bucket/k");
+        assertEquals(2, bucket.code());
+        assertTrue(bucket.err().contains("not a valid S3 bucket name"), bucket.err());
+        final CliRun s3Token = run("serve", "--socket", sock, "--local", local, "--token", "t", "--source", "s3://images/golden.raw");
+        assertEquals(2, s3Token.code());
+        assertTrue(s3Token.err().contains("s3:// sources take no lazyblk token"), s3Token.err());
         final CliRun shm = run("serve", "--socket", sock, "--local", local, "--token", "t", "--source", "shm://nameonly");
         assertEquals(2, shm.code());
         assertTrue(shm.err().contains("shm://SOCKPATH/NAME"), shm.err());

@@ -107,6 +107,12 @@ public final class SourceChain implements PageSource {
         return maxPagesPerFetch;
     }
 
+    /** The nearest source's: it takes the fill's runs while it is up. */
+    @Override
+    public int preferredRunBytes() {
+        return sources[0].preferredRunBytes();
+    }
+
     @Override
     public boolean verifiesPages() {
         return true;

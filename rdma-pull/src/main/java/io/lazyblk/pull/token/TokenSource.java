@@ -36,6 +36,24 @@ public interface TokenSource {
     /** What an operator does when a provider refuses this source's token (expired, or not valid for the image). */
     String howToRenew();
 
+    /** For a source that takes no lazyblk token (an s3:// source: S3's credentials decide). Asking it fails. */
+    TokenSource NONE = new TokenSource() {
+        @Override
+        public String token() throws IOException {
+            throw new IOException("this source takes no lazyblk token");
+        }
+
+        @Override
+        public String describe() {
+            return "no token (S3's credentials)";
+        }
+
+        @Override
+        public String howToRenew() {
+            return "renew the S3 credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) and start the engine again";
+        }
+    };
+
     /** One token, for good (given on the command line, or by a caller that mints its own). */
     static TokenSource fixed(final String token) {
         final String problem = problem(token);
