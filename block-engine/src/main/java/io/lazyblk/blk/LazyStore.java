@@ -524,6 +524,11 @@ public final class LazyStore implements BlockBackend, IoRequest.ParkedReads {
         return true;
     }
 
+    /** Whether page {@code p} can be read from the local file now (it is there, or the store is disk-only); any thread. */
+    public boolean readable(final int p) {
+        return diskOnly || table.readable(p);
+    }
+
     /** Blocks until the store is disk-only or {@code timeoutNanos} pass; for tests and the demo. */
     public boolean awaitDiskOnly(final long timeoutNanos) {
         final long deadline = System.nanoTime() + timeoutNanos;

@@ -183,7 +183,15 @@ public final class Engine implements AutoCloseable {
 
     /** The backend of a lazily filled local file (see {@link #startLazy}); with its lock held, if the file exists. */
     private static BlockBackend openLazy(final Options o, final LazySource src) throws IOException {
-        final Path local = o.localImage();
+        return openLazy(o.localImage(), o.readOnly(), src);
+    }
+
+    /**
+     * The backend of a lazily filled local file: a {@link LazyStore} filling it from {@code src}, or the complete copy's
+     * file backend if its state file records the switch to disk-only. No lock taken (see {@link #startLazy}); for the
+     * image server's host cache of an s3:// image too.
+     */
+    static BlockBackend openLazy(final Path local, final boolean readOnly, final LazySource src) throws IOException {
         final Path stateFile = PageStateFile.beside(local);
         final java.util.Optional<String> complete = Files.isRegularFile(local) ? PageStateFile.diskOnlyImage(stateFile)
             : java.util.Optional.empty();
@@ -193,7 +201,7 @@ public final class Engine implements AutoCloseable {
                     + ": it belongs to another image. Use another --local path, or name the image it holds");
             }
             LOG.info("{} is complete (its state file records the switch to disk-only): serving from disk, the provider is not contacted", local);
-            return completeCopy(local, stateFile, o.readOnly());
+            return completeCopy(local, stateFile, readOnly);
         }
         byte[] pinned = null;
         Manifest saved = null;

@@ -45,8 +45,30 @@ public final class ImageServerCommand implements Callable<Integer> {
             + " fd of the image and reads pages through it from the host's page cache (--source shm://SOCKPATH/NAME)")
     Path unix;
 
-    @Option(names = "--export", required = true, paramLabel = "NAME=PATH", description = "export the raw image at PATH as NAME (repeat for more)")
+    @Option(names = "--export", required = true, paramLabel = "NAME=PATH",
+        description = {"export the raw image at PATH as NAME (repeat for more); or NAME=s3://BUCKET/KEY: a host cache of an image",
+            "in S3 (published by 'lazyblk publish'), filled into --fill-dir once, at demand priority when an engine asks",
+            "(credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3)"})
     List<String> exports;
+
+    @Option(names = "--fill-dir", paramLabel = "DIR",
+        description = "where the local copies of s3:// exports fill (NAME.raw and its state file; a restart resumes)")
+    Path fillDir;
+
+    @Option(names = "--fill-memory", converter = SizeConverter.class, paramLabel = "SIZE", defaultValue = "256M",
+        description = "RAM each s3:// export's fill may hold, as serve --memory-budget (default ${DEFAULT-VALUE})")
+    long fillMemory;
+
+    @Option(names = "--fill-rate", converter = SizeConverter.class, paramLabel = "BYTES_PER_S", defaultValue = "0",
+        description = "cap on each s3:// export's background fill in bytes per second, e.g. 100M; 0 = no cap (pages engines ask"
+            + " for are never capped)")
+    long fillRate;
+
+    /** The s3:// exports' copies, closed after the server on shutdown. */
+    private final List<S3HostCache> caches = new ArrayList<>();
+
+    /** Where the AWS variables are looked up: the process's environment; a test may give its own. */
+    java.util.function.Function<String, String> environment = System::getenv;
 
     @Option(names = "--secret-file", required = true, paramLabel = "FILE",
         description = "the secret tokens are signed with (make one: head -c 32 /dev/urandom > FILE && chmod 600 FILE)")
@@ -124,12 +146,21 @@ public final class ImageServerCommand implements Callable<Integer> {
                 scrape.close();
             }
             server.close();
+            closeCaches();
             stopped.countDown();
         }, "shutdown"));
         // Type=notify: ready once every export is open and the listeners accept.
         ServeCommand.notifySystemd("READY=1\nSTATUS=serving " + exports.size() + " image(s)\nMAINPID=" + ProcessHandle.current().pid());
         stopped.await();
         return 0;
+    }
+
+    /** Closes the s3:// exports' copies: their fills stop and record what is local. */
+    void closeCaches() {
+        for (final S3HostCache c : caches) {
+            c.close();
+        }
+        caches.clear();
     }
 
     /**
@@ -161,6 +192,19 @@ public final class ImageServerCommand implements Callable<Integer> {
             }
             if (!names.add(name)) {
                 throw new CommandLine.ParameterException(cl, "--export: the name '" + name + "' is given twice; each export needs its own name");
+            }
+            if (e.startsWith("s3://", eq + 1)) {
+                try {
+                    io.lazyblk.pull.s3.S3Location.parse(e.substring(eq + 1));
+                } catch (final IllegalArgumentException x) {
+                    throw new CommandLine.ParameterException(cl, "--export " + name + ": " + x.getMessage());
+                }
+                if (fillDir == null) {
+                    throw new CommandLine.ParameterException(cl, "--export " + name + "=s3://... needs --fill-dir DIR, where its local"
+                        + " copy fills (e.g. --fill-dir /var/lib/lazyblk/cache)");
+                }
+                named.add(new String[] {name, e.substring(eq + 1)});
+                continue;
             }
             final Path image = Path.of(e.substring(eq + 1));
             if (!Files.exists(image)) {
@@ -199,6 +243,26 @@ public final class ImageServerCommand implements Callable<Integer> {
         final ManifestBuilder manifests = new ManifestBuilder(cacheDir != null ? cacheDir : ManifestBuilder.defaultCacheDir());
         final List<ImageExport> list = new ArrayList<>();
         for (final String[] n : named) {
+            if (n[1].startsWith("s3://")) {
+                final S3HostCache cache;
+                try {
+                    cache = S3HostCache.open(n[0], io.lazyblk.pull.s3.S3Location.parse(n[1]),
+                        io.lazyblk.pull.s3.S3Config.fromEnvironment(environment), fillDir, fillMemory, fillRate);
+                } catch (final IllegalArgumentException e) {
+                    closeCaches();
+                    throw new CommandLine.ParameterException(cl, "--export " + n[0] + ": " + e.getMessage());
+                } catch (final IOException e) {
+                    closeCaches();
+                    throw new IOException("--export " + n[0] + ": " + e.getMessage(), e);
+                }
+                caches.add(cache);
+                final io.lazyblk.blk.LazyStore store = cache.store();
+                err.println("lazyblk image-server: " + n[0] + " is a host cache of " + n[1] + " in " + fillDir + ": "
+                    + (store == null ? "complete, served from disk" : store.localPages() + " of " + store.pageCount()
+                    + " pages local so far; the rest fill in the background and on demand"));
+                list.add(cache.export());
+                continue;
+            }
             if (PeerExport.isEngineLocalFile(Path.of(n[1]))) {
                 // An engine's local file (complete or still filling): served as a peer, page by page, with the image's manifest.
                 final ImageExport peer;
@@ -220,7 +284,13 @@ public final class ImageServerCommand implements Callable<Integer> {
                 progress.finish();
             }
         }
-        final ImageServer server = ImageServer.start(listen, unix, list, secret, limits, profiles);
+        final ImageServer server;
+        try {
+            server = ImageServer.start(listen, unix, list, secret, limits, profiles);
+        } catch (final IOException | RuntimeException e) {
+            closeCaches();
+            throw e;
+        }
         final String at = (listen != null ? server.address().getAddress().getHostAddress() + ":" + server.port() : "")
             + (listen != null && unix != null ? " and " : "") + (unix != null ? "unix:" + unix : "");
         for (final ImageExport e : list) {

@@ -12,4 +12,22 @@ public interface Availability {
 
     /** Whether pages {@code [firstPage, firstPage + count)} (in the export's manifest pages) can all be served now. */
     boolean has(int firstPage, int count);
+
+    /**
+     * Makes pages {@code [firstPage, firstPage + count)} servable if this export can (a host cache fetches them from
+     * its own source, at demand priority) and waits for them up to {@code timeoutNanos}, on the requesting client's
+     * connection thread. False if they are still missing then, or if the export never gets pages it lacks (a peer,
+     * whose pages come only from its own engine's fill): the client then takes them from its next source.
+     */
+    default boolean await(final int firstPage, final int count, final long timeoutNanos) {
+        return has(firstPage, count);
+    }
+
+    /**
+     * Whether every page can be served and always will be: the export may then be read through its file by shm://
+     * clients, which a per-page check cannot guard.
+     */
+    default boolean complete() {
+        return this == ALL;
+    }
 }

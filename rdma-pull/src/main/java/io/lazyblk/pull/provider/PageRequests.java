@@ -27,6 +27,11 @@ import static io.lazyblk.pull.provider.ProviderProtocol.*;
  */
 final class PageRequests {
     private static final Logger LOG = LoggerFactory.getLogger(PageRequests.class);
+    /**
+     * How long a request for pages a host cache lacks waits for its fetch from the cache's source before it is answered
+     * as missing (the client then asks its next source): an S3 GET takes about a millisecond, a slow one seconds.
+     */
+    static final long MISSING_PAGE_WAIT_NANOS = 10_000_000_000L;
 
     private final ProviderConnection connection;
     private final ImageServer server;
@@ -306,8 +311,10 @@ final class PageRequests {
         final long position = g.pageStart(first);
         int length = rangeBytes(g, first, count);
         int status = RESPONSE_OK;
-        if (position + length > image.file.size() || !image.availability.has(first, count)) {
-            // The image shrank under us, or (a peer) does not hold these pages yet: say so, keep the connection.
+        if (position + length > image.file.size()
+            || !image.availability.has(first, count) && !image.availability.await(first, count, MISSING_PAGE_WAIT_NANOS)) {
+            // The image shrank under us, or (a peer, a host cache whose source failed) does not hold these pages: say so,
+            // keep the connection. A host cache fetched them meanwhile if it could (this connection waited for it).
             status = RESPONSE_READ_ERROR;
             length = 0;
         }

@@ -295,10 +295,11 @@ final class ProviderConnection implements Runnable {
         if (image == null) {
             return refuse(HelloStatus.UNKNOWN_IMAGE, "no image '" + imageName + "' is exported here");
         }
-        if (unix != null && image.availability != Availability.ALL) {
-            // A mapping would bypass the per-page check: a peer's local file is served over TCP only.
-            return refuse(HelloStatus.UNKNOWN_IMAGE, "'" + imageName + "' is an engine's local file, served page by page over TCP"
-                + " only; use its tcp:// address");
+        if (unix != null && !image.availability.complete()) {
+            // A mapping would bypass the per-page check: a peer's local file, or a host cache still filling, is served
+            // over TCP only (a host cache over shm:// too once it is complete: an engine's late shm:// source retries).
+            return refuse(HelloStatus.UNKNOWN_IMAGE, "'" + imageName + "' is not complete here (an engine's local file, or a host"
+                + " cache still filling): it is served page by page over TCP only until then; use its tcp:// address");
         }
         writeFully(ProviderProtocol.encodeAnswer(HelloStatus.OK, "serving '" + imageName + "'", image.manifest));
         LOG.debug("serving '{}' to {}", imageName, peer);
