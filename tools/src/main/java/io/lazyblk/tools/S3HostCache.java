@@ -26,10 +26,12 @@ import java.util.List;
 final class S3HostCache implements AutoCloseable {
     private final BlockBackend backend;
     private final ImageExport export;
+    private final io.lazyblk.persistence.ImageLock lock;
 
-    private S3HostCache(final BlockBackend backend, final ImageExport export) {
+    private S3HostCache(final BlockBackend backend, final ImageExport export, final io.lazyblk.persistence.ImageLock lock) {
         this.backend = backend;
         this.export = export;
+        this.lock = lock;
     }
 
     /**
@@ -42,6 +44,31 @@ final class S3HostCache implements AutoCloseable {
                             final long memoryBudget, final long fillRate) throws IOException {
         Files.createDirectories(fillDir);
         final Path local = fillDir.resolve(name + ".raw");
+        // One filler per copy: a second image server on the same --fill-dir would write the same pages and state file.
+        final Path lockFile = fillDir.resolve(name + ".raw.lock");
+        if (!Files.exists(lockFile)) {
+            try {
+                Files.createFile(lockFile);
+            } catch (final java.nio.file.FileAlreadyExistsException raced) {
+                // made by the other starter: the lock below decides
+            }
+        }
+        final io.lazyblk.persistence.ImageLock lock = io.lazyblk.persistence.ImageLock.tryAcquire(lockFile, false);
+        if (lock == null) {
+            throw new IOException("another image server fills " + local + " (it holds " + lockFile + "): give this one another"
+                + " --fill-dir, or stop the other");
+        }
+        try {
+            return open(name, location, config, local, memoryBudget, fillRate, lock);
+        } catch (final IOException | RuntimeException e) {
+            lock.close();
+            throw e;
+        }
+    }
+
+    private static S3HostCache open(final String name, final S3Location location, final S3Config config, final Path local,
+                                    final long memoryBudget, final long fillRate, final io.lazyblk.persistence.ImageLock lock)
+        throws IOException {
         final Engine.LazySource src = new Engine.LazySource(List.of(SourceUri.s3(location, config)), List.of(TokenSource.NONE),
             memoryBudget, fillRate, Duration.ofSeconds(30), 0);
         final BlockBackend backend = Engine.openLazy(local, false, src);
@@ -59,7 +86,7 @@ final class S3HostCache implements AutoCloseable {
                 }
                 pages = Availability.ALL;
             }
-            return new S3HostCache(backend, new ImageExport(name, local, manifest, pages, false, null));
+            return new S3HostCache(backend, new ImageExport(name, local, manifest, pages, false, null), lock);
         } catch (final IOException | RuntimeException e) {
             backend.close();
             throw e;
@@ -78,6 +105,7 @@ final class S3HostCache implements AutoCloseable {
     @Override
     public void close() {
         backend.close();
+        lock.close();
     }
 
     /** Which of the export's pages (the manifest's, {@code ratio} to a store page) the copy holds, and fetching the rest. */

@@ -138,4 +138,16 @@ class S3HostCacheProcessTest {
         shm.awaitLine("switched to disk-only", DEADLINE);
         assertEquals(-1, Files.mismatch(dir.resolve("shm.img"), image));
     }
+
+    @Test
+    void shouldRefuseASecondImageServerFillingTheSameCopy() throws Exception {
+        final Path secretFile = Files.write(dir.resolve("secret"), TestImage.pattern(32, 9));
+        Files.setPosixFilePermissions(secretFile, PosixFilePermissions.fromString("rw-------"));
+        final String[] args = {"image-server", "--listen", "127.0.0.1:0", "--export", "golden=" + IMAGE, "--fill-dir",
+            dir.resolve("fill").toString(), "--fill-rate", "1M", "--secret-file", secretFile.toString()};
+        lazyblk("first", s3.env(), args).awaitLine("serving golden ", DEADLINE);
+        final LazyblkProcess second = lazyblk("second", s3.env(), args);
+        assertEquals(1, second.awaitExit(DEADLINE), second.output());
+        assertTrue(second.output().contains("another image server fills"), second.output());
+    }
 }
