@@ -32,6 +32,8 @@ final class HttpPool implements AutoCloseable {
     private final AtomicReferenceArray<HttpConnection> idle;
     /** Connections open (idle or in use); bounded by the idle array's length. */
     private final AtomicInteger open = new AtomicInteger();
+    /** Connections ever opened (tests prove reuse with it). */
+    private final AtomicInteger opened = new AtomicInteger();
     /** Set by close(); a connection given back after it is closed instead of kept. */
     private volatile boolean closed;
 
@@ -88,7 +90,9 @@ final class HttpPool implements AutoCloseable {
             closeOneIdle(); // an idle connection to another endpoint (another bucket's host) makes room
         }
         try {
-            return HttpConnection.open(key, host, port, ctx, CONNECT_MILLIS, deadline);
+            final HttpConnection c = HttpConnection.open(key, host, port, ctx, CONNECT_MILLIS, deadline);
+            opened.incrementAndGet();
+            return c;
         } catch (final IOException | RuntimeException e) {
             open.decrementAndGet();
             throw e;
@@ -177,6 +181,11 @@ final class HttpPool implements AutoCloseable {
     /** Connections open now (for tests). */
     int open() {
         return open.get();
+    }
+
+    /** Connections opened so far (for tests). */
+    int opened() {
+        return opened.get();
     }
 
     /** Closes the idle connections; one in use is closed when its request ends. */

@@ -271,6 +271,16 @@ public final class S3Client implements AutoCloseable {
         }
     }
 
+    /** Connections opened so far: tests prove kept-alive reuse with it. */
+    int connectionsOpened() {
+        return http.opened();
+    }
+
+    /** Connections open now (idle or in use). */
+    int connectionsOpen() {
+        return http.open();
+    }
+
     @Override
     public void close() {
         http.close();
