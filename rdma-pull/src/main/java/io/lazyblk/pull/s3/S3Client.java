@@ -1,12 +1,9 @@
 package io.lazyblk.pull.s3;
 
+import javax.net.ssl.SSLContext;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
-import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.time.Instant;
@@ -20,23 +17,23 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * The few S3 requests lazyblk makes, on the JDK's HTTP client with our own SigV4 signing ({@link SigV4}): ranged GETs
- * into native memory, small GETs and PUTs (manifests), and multipart uploads ({@code publish}). Why not the AWS SDK:
- * docs/s3.md ("Choosing the client").
+ * The few S3 requests lazyblk makes, on our own HTTP/1.1 client ({@link HttpPool}: a socket channel, TLS through
+ * {@code SSLEngine} for https://) with our own SigV4 signing ({@link SigV4}): ranged GETs read straight into native
+ * memory, small GETs and PUTs (manifests), and multipart uploads ({@code publish}). Why neither the JDK's HTTP client
+ * nor the AWS SDK: docs/s3.md ("Choosing the client").
  *
- * <p>Connections: at most {@code maxConnections} requests run at once (a semaphore around each), and the HTTP client
- * keeps at most that many connections, since it opens one per concurrent HTTP/1.1 request and reuses idle ones.
+ * <p>Connections: at most {@code maxConnections} requests run at once (a semaphore around each), and the pool keeps
+ * at most that many connections, reusing kept-alive ones.
  * Failures: {@link S3Exception} carries S3's status and error code and whether a retry may help (5xx, 429, SlowDown);
  * {@link #retrying} retries those and connection failures with exponential backoff and full jitter. Thread-safe.
  */
 public final class S3Client implements AutoCloseable {
     /** Most bytes of an error body read (S3's are a few hundred bytes of XML). */
-    private static final int MAX_ERROR_BODY = 64 << 10;
+    static final int MAX_ERROR_BODY = 64 << 10;
     private static final Pattern CODE = Pattern.compile("<Code>([^<]{1,128})</Code>");
     private static final Pattern MESSAGE = Pattern.compile("<Message>([^<]{0,512})</Message>");
     private static final Pattern UPLOAD_ID = Pattern.compile("<UploadId>([^<]{1,1024})</UploadId>");
     private static final Pattern CONTENT_RANGE = Pattern.compile("bytes (\\d+)-(\\d+)/(\\d+)");
-    private static final Duration CONNECT_TIMEOUT = Duration.ofSeconds(5);
 
     /** What to retry and how long to wait between attempts: {@code base * 2^attempt}, capped, times a random [0, 1). */
     public record Retry(int attempts, Duration base, Duration cap) {
@@ -60,7 +57,7 @@ public final class S3Client implements AutoCloseable {
 
     private final S3Config config;
     private final SigV4 signer;
-    private final HttpClient http;
+    private final HttpPool http;
     private final Semaphore connections;
     private final Duration requestTimeout;
 
@@ -69,13 +66,17 @@ public final class S3Client implements AutoCloseable {
      * @param requestTimeout bound on one request from send to the end of its body
      */
     public S3Client(final S3Config config, final int maxConnections, final Duration requestTimeout) {
+        this(config, maxConnections, requestTimeout, null);
+    }
+
+    /** @param tls the TLS context for https:// endpoints (tests trust their own certificate); null: the JDK's default */
+    S3Client(final S3Config config, final int maxConnections, final Duration requestTimeout, final SSLContext tls) {
         if (maxConnections < 1) {
             throw new IllegalArgumentException("maxConnections " + maxConnections);
         }
         this.config = config;
         this.signer = new SigV4(config.accessKeyId(), config.secretAccessKey(), config.sessionToken(), config.region(), "s3");
-        this.http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).connectTimeout(CONNECT_TIMEOUT)
-            .followRedirects(HttpClient.Redirect.NEVER).build();
+        this.http = new HttpPool(maxConnections, tls);
         this.connections = new Semaphore(maxConnections);
         this.requestTimeout = requestTimeout;
     }
@@ -242,7 +243,7 @@ public final class S3Client implements AutoCloseable {
         return URI.create("https://" + loc.bucket() + ".s3." + config.region() + ".amazonaws.com/" + key + q);
     }
 
-    /** The Host header the JDK's client sends for {@code uri}: the port only when it is not the scheme's default. */
+    /** The Host header sent (and signed) for {@code uri}: the port only when it is not the scheme's default. */
     static String host(final URI uri) {
         final int port = uri.getPort();
         final boolean dflt = port == -1 || ("https".equals(uri.getScheme()) ? port == 443 : port == 80);
@@ -255,14 +256,6 @@ public final class S3Client implements AutoCloseable {
         headers.put("host", host(uri));
         headers.put("x-amz-content-sha256", payloadHash);
         final Map<String, String> auth = signer.sign(method, uri, headers, payloadHash, Instant.now());
-        final HttpRequest.Builder b = HttpRequest.newBuilder(uri).timeout(requestTimeout)
-            .method(method, body == null ? HttpRequest.BodyPublishers.noBody() : HttpRequest.BodyPublishers.ofByteArray(body));
-        for (final Map.Entry<String, String> h : headers.entrySet()) {
-            if (!"host".equals(h.getKey())) {
-                b.header(h.getKey(), h.getValue()); // the client sets Host itself, as host() computed it
-            }
-        }
-        auth.forEach(b::header);
         try {
             connections.acquire();
         } catch (final InterruptedException e) {
@@ -270,18 +263,22 @@ public final class S3Client implements AutoCloseable {
             throw new java.io.InterruptedIOException("interrupted waiting for a connection to S3");
         }
         try {
-            final HttpResponse<Response> r = http.send(b.build(), info -> new ResponseBody(info, dst, dstOffset, length));
-            return r.body();
-        } catch (final InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new java.io.InterruptedIOException("interrupted during " + method + " " + uri);
-        } catch (final java.net.http.HttpTimeoutException e) {
-            throw new IOException(method + " " + uri.getHost() + " timed out after " + requestTimeout.toMillis() + " ms", e);
-        } catch (final java.net.ConnectException e) {
-            throw new IOException("cannot connect to S3 at " + host(uri) + " (" + e + ")", e);
+            final Response r = new Response();
+            http.send(method, uri, headers, auth, body, dst, dstOffset, length, requestTimeout.toNanos(), r);
+            return r;
         } finally {
             connections.release();
         }
+    }
+
+    /** Connections opened so far: tests prove kept-alive reuse with it. */
+    int connectionsOpened() {
+        return http.opened();
+    }
+
+    /** Connections open now (idle or in use). */
+    int connectionsOpen() {
+        return http.open();
     }
 
     @Override
@@ -313,73 +310,6 @@ public final class S3Client implements AutoCloseable {
             final Matcher c = CODE.matcher(xml);
             final Matcher m = MESSAGE.matcher(xml);
             return new S3Exception(status, c.find() ? c.group(1) : "", m.find() ? m.group(1) : "", loc);
-        }
-    }
-
-    /**
-     * Writes a successful body straight into the destination (never past {@code length}); keeps any other body (an
-     * error's XML, or a small object when there is no destination) up to {@link #MAX_ERROR_BODY}.
-     */
-    private static final class ResponseBody implements HttpResponse.BodySubscriber<Response> {
-        private final Response response = new Response();
-        private final java.util.concurrent.CompletableFuture<Response> done = new java.util.concurrent.CompletableFuture<>();
-        private final MemorySegment dst;
-        private final long dstOffset;
-        private final int length;
-        private final java.io.ByteArrayOutputStream other = new java.io.ByteArrayOutputStream();
-        private java.util.concurrent.Flow.Subscription subscription;
-
-        ResponseBody(final HttpResponse.ResponseInfo info, final MemorySegment dst, final long dstOffset, final int length) {
-            response.status = info.statusCode();
-            response.etag = info.headers().firstValue("etag").orElse(null);
-            response.contentRange = info.headers().firstValue("content-range").orElse(null);
-            final boolean data = dst != null && (response.status == 200 || response.status == 206);
-            this.dst = data ? dst : null;
-            this.dstOffset = dstOffset;
-            this.length = length;
-        }
-
-        @Override
-        public void onSubscribe(final java.util.concurrent.Flow.Subscription s) {
-            subscription = s;
-            s.request(1);
-        }
-
-        @Override
-        public void onNext(final List<ByteBuffer> items) {
-            for (final ByteBuffer b : items) {
-                final int n = b.remaining();
-                if (dst != null) {
-                    if (response.bodyLength + n > length) {
-                        subscription.cancel();
-                        done.completeExceptionally(new IOException("S3 sent more than the " + length + " bytes asked for"));
-                        return;
-                    }
-                    MemorySegment.copy(MemorySegment.ofBuffer(b), 0, dst, dstOffset + response.bodyLength, n);
-                } else if (other.size() + n <= MAX_ERROR_BODY) {
-                    final byte[] chunk = new byte[n];
-                    b.get(chunk);
-                    other.writeBytes(chunk);
-                }
-                response.bodyLength += n;
-            }
-            subscription.request(1);
-        }
-
-        @Override
-        public void onError(final Throwable t) {
-            done.completeExceptionally(t);
-        }
-
-        @Override
-        public void onComplete() {
-            response.errorBody = other.toByteArray();
-            done.complete(response);
-        }
-
-        @Override
-        public java.util.concurrent.CompletionStage<Response> getBody() {
-            return done;
         }
     }
 
