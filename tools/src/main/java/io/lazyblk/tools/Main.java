@@ -6,7 +6,7 @@ import picocli.CommandLine.Command;
 /** The {@code lazyblk} command line. */
 @Command(name = "lazyblk", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
     description = "vhost-user-blk backend that boots VMs from images served locally or pulled lazily.",
-    subcommands = {ServeCommand.class, io.lazyblk.tools.frontend.BenchCommand.class, BootBenchCommand.class, SourceBenchCommand.class, FillBenchCommand.class,
+    subcommands = {ServeCommand.class, io.lazyblk.tools.frontend.BenchCommand.class, BootBenchCommand.class, SourceBenchCommand.class, FillBenchCommand.class, FanoutBenchCommand.class,
         DemoCommand.class, StatusCommand.class, MigrateExportCommand.class, ImageServerCommand.class, PublishCommand.class, DoctorCommand.class,
         TokenCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
